@@ -1,0 +1,1 @@
+"""optin-pages: signup pages for ProTexting SMS keyword campaigns."""

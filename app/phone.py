@@ -1,0 +1,69 @@
+"""Phone numbers: what a person typed, checked against a campaign's rules.
+
+`normalise()` turns the typed text into the form ProTexting wants, digits with the
+country code first (E.164 without the "+"), or raises `PhoneError` with a message
+written for the person who typed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException
+from phonenumbers.geocoder import country_name_for_number
+
+# Longer than any real number with spaces, dashes and an extension prefix; anything
+# longer is not a phone number and is refused before phonenumbers parses it.
+MAX_LENGTH = 40
+
+
+class PhoneError(Exception):
+    """The typed number cannot be used; `message` is shown beside the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@lru_cache(maxsize=512)
+def country_name(region: str) -> str:
+    """English name of an ISO region code, from phonenumbers' own geodata."""
+    example = phonenumbers.example_number(region)
+    name = country_name_for_number(example, "en") if example else ""
+    return name or region
+
+
+def _countries_phrase(regions: Sequence[str]) -> str:
+    names = [country_name(region) for region in regions]
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def normalise(raw: str, *, default_country: str, countries: Sequence[str]) -> str:
+    """Return `raw` as E.164 digits without "+", or raise `PhoneError`."""
+    text = raw.strip()
+    if not text:
+        raise PhoneError("Enter your mobile number.")
+    if len(text) > MAX_LENGTH:
+        raise PhoneError("That is too long to be a phone number.")
+    try:
+        number = phonenumbers.parse(text, default_country)
+    except NumberParseException:
+        raise PhoneError("That doesn't look like a phone number. Check it and try again.") from None
+
+    if not phonenumbers.is_valid_number(number):
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+        if region == phonenumbers.UNKNOWN_REGION:
+            raise PhoneError("That doesn't look like a phone number. Check it and try again.")
+        raise PhoneError(
+            f"That isn't a valid {country_name(region)} phone number. Check the digits and try again."
+        )
+
+    region = phonenumbers.region_code_for_number(number)
+    if region not in countries:
+        raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
+
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
