@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,14 +17,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import upstream
 from .campaigns import load_campaigns
+from .consent import Disclosure
+from .delivery import Delivery
+from .outbox import Outbox, RetryPolicy
+from .pacing import Pacer
 from .pages import RESERVED_PATHS, CampaignNotFound, router
 from .resources import Resources
 from .sandbox import FakeProTexting
 from .settings import Settings, load_settings
+from .storage import create_engine, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ _MESSAGES = {
 }
 
 
-def _upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> upstream.ProTexting:
+def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> upstream.ProTexting:
     if settings.sandbox:
         # Sandbox: the fake answers in-process, so no text is ever sent.
         http = upstream.http_client(token=SANDBOX_TOKEN, transport=httpx.ASGITransport(FakeProTexting().app()))
@@ -49,6 +56,27 @@ def _upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | N
     assert settings.protexting_access_token is not None
     http = upstream.http_client(token=settings.protexting_access_token.get_secret_value(), transport=transport)
     return upstream.ProTexting(http, base_url=settings.protexting_api_url)
+
+
+def outbox_for(engine: AsyncEngine, settings: Settings) -> Outbox:
+    policy = RetryPolicy(
+        max_attempts=settings.delivery_max_attempts,
+        max_age=timedelta(seconds=settings.delivery_max_age_seconds),
+        base=settings.retry_base_seconds,
+        cap=settings.retry_max_seconds,
+    )
+    return Outbox(engine, policy=policy, lease=timedelta(seconds=settings.lease_seconds))
+
+
+def delivery_for(settings: Settings, *, outbox: Outbox, protexting: upstream.ProTexting, pacer: Pacer) -> Delivery:
+    return Delivery(
+        outbox=outbox,
+        protexting=protexting,
+        pacer=pacer,
+        inline_deadline=settings.inline_deadline_seconds,
+        duplicate_window=timedelta(seconds=settings.duplicate_window_seconds),
+        concurrency=settings.worker_concurrency,
+    )
 
 
 def create_app(
@@ -65,15 +93,30 @@ def create_app(
         active = settings if settings is not None else load_settings()
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         active.signing_key()  # warn at start-up, not on first use, when the key is random
-        protexting = _upstream_client(active, upstream_transport)
         templates.env.globals["sandbox"] = active.sandbox
-        app.state.resources = Resources(settings=active, campaigns=campaigns, protexting=protexting)
+        disclosure = templates.get_template("_disclosure.html")
+        disclosures = {key: Disclosure.of(disclosure.render(campaign=c)) for key, c in campaigns.items()}
         if active.sandbox:
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")
-        try:
+
+        async with AsyncExitStack() as stack:
+            engine = create_engine(active.database_url)
+            stack.push_async_callback(engine.dispose)
+            await migrate(engine)
+            outbox = outbox_for(engine, active)
+            await outbox.remember_disclosures(list(disclosures.values()))
+            pacer = Pacer(active.rate_limit, redis_url=active.redis_url)
+            stack.push_async_callback(pacer.close)
+            protexting = upstream_client(active, upstream_transport)
+            stack.push_async_callback(protexting.aclose)
+            delivery = delivery_for(active, outbox=outbox, protexting=protexting, pacer=pacer)
+            if active.run_worker:
+                delivery.start()
+            stack.push_async_callback(delivery.stop)
+            app.state.resources = Resources(
+                settings=active, campaigns=campaigns, disclosures=disclosures, delivery=delivery
+            )
             yield
-        finally:
-            await protexting.aclose()
 
     app = FastAPI(title="optin-pages", lifespan=lifespan, docs_url=None, redoc_url=None)
     templates = Jinja2Templates(directory=TEMPLATES_DIR)

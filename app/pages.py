@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from .campaigns import Campaign
+from .consent import ConsentRecord, client_ip, page_url, source_params, user_agent
+from .outbox import State
 from .phone import PhoneError, normalise
 from .resources import Resources
-from .upstream import Accepted, OptIn, Rejected, Unavailable
+from .storage import utcnow
+from .upstream import OptIn
 
 logger = logging.getLogger(__name__)
 
 # First path segments the service keeps for itself; no campaign keyword may take one.
 RESERVED_PATHS = frozenset(
     {"static", "api", "healthz", "favicon.ico", "robots.txt", "admin", "metrics", "qr", "embed", "stop", "opt-out", "_fake"}
-)
-
-UNAVAILABLE_MESSAGE = (
-    "We couldn't reach our texting service just now, so you are not signed up yet. "
-    "Nothing was sent. Please try again in a few minutes."
 )
 
 
@@ -68,12 +68,19 @@ def render_form(
     form_errors: list[str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        "signup.html",
-        {"campaign": campaign, "phone": phone, "phone_error": phone_error, "form_errors": form_errors or []},
-        status_code=status_code,
-    )
+    resources: Resources = request.app.state.resources
+    # Source parameters ride along in the form's action, so the consent record knows
+    # which poster or link the person came from.
+    source = source_params(request.query_params.multi_items())
+    context = {
+        "campaign": campaign,
+        "action": campaign.path + (f"?{urlencode(source)}" if source else ""),
+        "disclosure": Markup(resources.disclosures[campaign.keyword.lower()].text),
+        "phone": phone,
+        "phone_error": phone_error,
+        "form_errors": form_errors or [],
+    }
+    return templates.TemplateResponse(request, "signup.html", context, status_code=status_code)
 
 
 @router.get("/healthz")
@@ -108,36 +115,52 @@ async def signup(
     except PhoneError as exc:
         return render_form(request, templates, campaign, phone=typed, phone_error=exc.message, status_code=422)
 
-    outcome = await resources.protexting.opt_in(
-        OptIn(
-            phone=phone,
-            group_ids=campaign.group_ids,
-            cta_message=campaign.cta_message,
-            confirm_message=campaign.confirm_message,
-            send_cta_message=campaign.send_cta_message,
-        )
+    source = source_params(request.query_params.multi_items())
+    settings = resources.settings
+    record = ConsentRecord(
+        created_at=utcnow(),
+        campaign=campaign.keyword,
+        phone=phone,
+        group_ids=campaign.group_ids,
+        disclosure_sha256=resources.disclosures[campaign.keyword.lower()].sha256,
+        page_url=page_url(settings.public_url, campaign, source),
+        source=source,
+        client_ip=client_ip(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            settings.trusted_proxies,
+        ),
+        user_agent=user_agent(request.headers.get("user-agent")),
     )
-    match outcome:
-        case Accepted():
-            return RedirectResponse(f"{campaign.path}/thanks", status_code=303)
-        case Rejected():
-            phone_error = " ".join(outcome.phone_messages) or None
-            return render_form(
-                request,
-                templates,
-                campaign,
-                phone=typed,
-                phone_error=phone_error,
-                form_errors=outcome.form_messages,
-                status_code=422,
-            )
-        case Unavailable():
-            # Seam for durable delivery: this is where a signup will be queued instead.
-            log = logger.error if outcome.unauthorized else logger.warning
-            log("ProTexting unavailable for campaign %s: %s", campaign.keyword, outcome.reason)
-            return render_form(request, templates, campaign, phone=typed, form_errors=[UNAVAILABLE_MESSAGE])
+    submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
+    if submitted.rejected is not None:
+        return render_form(
+            request,
+            templates,
+            campaign,
+            phone=typed,
+            phone_error=" ".join(submitted.rejected.phone_messages) or None,
+            form_errors=submitted.rejected.form_messages,
+            status_code=422,
+        )
+    # Delivered, or queued to be: either way the person is done here.
+    thanks = f"{campaign.path}/thanks"
+    if submitted.state == State.PENDING:
+        thanks += "?pending=1"
+    return RedirectResponse(thanks, status_code=303)
+
+
+def optin_for(campaign: Campaign, phone: str) -> OptIn:
+    return OptIn(
+        phone=phone,
+        group_ids=campaign.group_ids,
+        cta_message=campaign.cta_message,
+        confirm_message=campaign.confirm_message,
+        send_cta_message=campaign.send_cta_message,
+    )
 
 
 @router.get("/{keyword}/thanks")
 async def thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
-    return templates.TemplateResponse(request, "thanks.html", {"campaign": campaign})
+    pending = request.query_params.get("pending") == "1"
+    return templates.TemplateResponse(request, "thanks.html", {"campaign": campaign, "pending": pending})

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .campaigns import Campaign
+from .consent import Disclosure
+from .delivery import Delivery
 from .settings import Settings
-from .upstream import ProTexting
 
 
 @dataclass(frozen=True)
 class Resources:
     settings: Settings
     campaigns: dict[str, Campaign]
-    protexting: ProTexting
+    # Rendered once at start-up, keyed like `campaigns`: the page shows exactly this
+    # text and each consent record points at its hash.
+    disclosures: dict[str, Disclosure]
+    delivery: Delivery
 
     @property
     def sandbox(self) -> bool:

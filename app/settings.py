@@ -7,13 +7,17 @@ stops with something an operator can act on.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,23 @@ class Settings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OPTIN_PUBLIC_URL")
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
 
+    # Durable delivery (see README, "Never lose a signup").
+    database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="OPTIN_REDIS_URL")
+    rate_limit: str = Field(default="60/minute", validation_alias="PROTEXTING_RATE_LIMIT")
+    trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = Field(
+        default=(), validation_alias="OPTIN_TRUSTED_PROXIES"
+    )
+    duplicate_window_seconds: float = Field(default=600, ge=0, validation_alias="OPTIN_DUPLICATE_WINDOW_SECONDS")
+    inline_deadline_seconds: float = Field(default=3.0, gt=0, le=30, validation_alias="OPTIN_INLINE_DEADLINE_SECONDS")
+    delivery_max_attempts: int = Field(default=12, ge=1, validation_alias="OPTIN_DELIVERY_MAX_ATTEMPTS")
+    delivery_max_age_seconds: float = Field(default=86400, gt=0, validation_alias="OPTIN_DELIVERY_MAX_AGE_SECONDS")
+    retry_base_seconds: float = Field(default=5, gt=0, validation_alias="OPTIN_RETRY_BASE_SECONDS")
+    retry_max_seconds: float = Field(default=1800, gt=0, validation_alias="OPTIN_RETRY_MAX_SECONDS")
+    lease_seconds: float = Field(default=120, ge=1, validation_alias="OPTIN_LEASE_SECONDS")
+    run_worker: bool = Field(default=True, validation_alias="OPTIN_RUN_WORKER")
+    worker_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="OPTIN_WORKER_CONCURRENCY")
+
     @field_validator("protexting_access_token", "secret_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -69,6 +90,44 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _absolute_http_url(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a database URL") from None
+        if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as '60/minute' or '5 per 5 seconds'") from None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("secret_key")
     @classmethod

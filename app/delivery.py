@@ -1,0 +1,193 @@
+"""Delivery: from a stored consent record to ProTexting, at the shared pace, once.
+
+`Delivery.submit()` is what a signup request calls: it stores the consent record
+(committed before anything else happens), then tries ProTexting at once with a short
+deadline so a refusal can still be shown beside the field. Whatever is not settled by
+the deadline stays pending and the person is thanked; the attempt itself is never
+cancelled, so a slow 201 is recorded rather than sent twice.
+
+`Delivery.run()` is the worker: it claims due pending signups under a lease, waits for
+the pace, calls ProTexting and records the outcome. It runs inside the app (lifespan)
+or on its own (`optin worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .consent import ConsentRecord
+from .outbox import Outbox, Signup, State, Transition
+from .pacing import Pacer
+from .upstream import OptIn, Outcome, ProTexting, Rejected, Unavailable
+
+logger = logging.getLogger(__name__)
+
+# How long the worker sleeps when the queue is empty before looking again (another
+# replica may have queued work); a local signup wakes it sooner.
+POLL_SECONDS = 1.0
+# After a 401/403 nothing can be delivered until someone fixes the token.
+UNAUTHORIZED_PAUSE_SECONDS = 60.0
+# How long shutdown waits for calls in flight before giving up on them.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Where a new signup stands when the person gets their answer."""
+
+    signup: Signup
+    state: State
+    rejected: Rejected | None = None
+
+
+class Delivery:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        protexting: ProTexting,
+        pacer: Pacer,
+        inline_deadline: float = 3.0,
+        duplicate_window: timedelta = timedelta(minutes=10),
+        concurrency: int = 4,
+        name: str | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.protexting = protexting
+        self.pacer = pacer
+        self.inline_deadline = inline_deadline
+        self.duplicate_window = duplicate_window
+        self.concurrency = concurrency
+        self.worker_id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[tuple[Transition, Outcome]]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    # -- the request path -------------------------------------------------------
+
+    async def submit(self, record: ConsentRecord, optin: OptIn) -> Submitted:
+        if self.duplicate_window > timedelta(0):
+            earlier = await self.outbox.recent(record.campaign, record.phone, window=self.duplicate_window)
+            if earlier is not None:
+                signup = await self.outbox.add(record, optin, duplicate_of=earlier)
+                return Submitted(signup, State.DUPLICATE)
+
+        signup = await self.outbox.add(record, optin, leased_by=self.worker_id)
+        if self._stop.is_set() or not await self.pacer.try_acquire():
+            await self.outbox.release(signup, worker=self.worker_id, reason="waiting for the pace")
+            self._wake.set()
+            return Submitted(signup, State.PENDING)
+
+        attempt = asyncio.create_task(self._deliver(signup))
+        self._inflight.add(attempt)
+        attempt.add_done_callback(self._inflight.discard)
+        # asyncio.wait leaves the attempt running past the deadline (wait_for would
+        # cancel it, and a cancelled call may still have made ProTexting send a text).
+        done, _ = await asyncio.wait({attempt}, timeout=self.inline_deadline)
+        if attempt not in done or attempt.exception() is not None:
+            return Submitted(signup, State.PENDING)
+        step, outcome = attempt.result()
+        return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None)
+
+    # -- the worker -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the worker in the background of the current event loop."""
+        self._workers = [asyncio.create_task(self.run(), name=f"delivery-{i}") for i in range(self.concurrency)]
+
+    async def stop(self) -> None:
+        """Stop claiming; let calls in flight finish and record; release what is held."""
+        self._stop.set()
+        self._wake.set()
+        pending = [*self._workers, *self._inflight]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            # Rows of cancelled attempts keep their lease and come due when it ends.
+            await asyncio.gather(*late, return_exceptions=True)
+        self._workers = []
+
+    async def run(self) -> None:
+        """Deliver due signups until `stop()`."""
+        while not self._stop.is_set():
+            try:
+                delivered = await self._step()
+            except Exception:
+                # A database hiccup must not kill the worker; the lease protects the row.
+                logger.exception("delivery worker step failed; retrying shortly")
+                delivered = False
+            if not delivered:
+                await self._idle()
+
+    async def drain(self) -> None:
+        """Deliver until nothing is due (for `optin worker --once` and tests)."""
+        while await self._step():
+            pass
+
+    async def _step(self) -> bool:
+        paused = await self.pacer.paused_for()
+        if paused > 0:
+            await _wait(self._stop, min(paused, POLL_SECONDS))
+            return True
+        claimed = await self.outbox.claim(self.worker_id, limit=1)
+        if not claimed:
+            return False
+        signup = claimed[0]
+        # Hold the slot wait well inside the lease, so no other worker can claim the
+        # row while this one is still waiting to send it.
+        got_slot = await self.pacer.acquire(self._stop, timeout=self.outbox.lease.total_seconds() / 2)
+        if not got_slot:
+            await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
+            return False
+        await self._deliver(signup)
+        return True
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._stop.wait())]
+        _, pending = await asyncio.wait(waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    # -- one attempt ------------------------------------------------------------
+
+    async def _deliver(self, signup: Signup) -> tuple[Transition, Outcome]:
+        outcome = await self.protexting.opt_in(signup.optin)
+        step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
+        await self._respect(outcome, signup)
+        logger.info("signup %s (%s): %s after %s attempt(s)", signup.id, signup.campaign, step.state, step.attempts)
+        return step, outcome
+
+    async def _respect(self, outcome: Outcome, signup: Signup) -> None:
+        """Slow every replica down when ProTexting says so."""
+        limits = outcome.rate_limit
+        if isinstance(outcome, Unavailable) and outcome.unauthorized:
+            logger.error(
+                "ProTexting refused the access token (HTTP %s): delivery paused; check PROTEXTING_ACCESS_TOKEN",
+                outcome.status,
+            )
+            await self.pacer.pause(UNAUTHORIZED_PAUSE_SECONDS)
+        elif isinstance(outcome, Unavailable) and outcome.rate_limited:
+            wait = limits.reset if limits.reset else self.pacer.interval
+            logger.warning("ProTexting rate limit hit: pausing delivery for %.0fs", wait)
+            await self.pacer.pause(wait)
+        elif limits.remaining == 0 and limits.reset:
+            # The allowance is spent; one call's worth refills in reset/limit seconds.
+            await self.pacer.pause(limits.reset / limits.limit if limits.limit else limits.reset)
+        elif isinstance(outcome, Unavailable):
+            logger.warning("ProTexting unavailable for signup %s: %s", signup.id, outcome.reason)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

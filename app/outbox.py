@@ -1,0 +1,387 @@
+"""The outbox: every signup's consent record and where its delivery stands.
+
+States of a signup:
+
+    pending ──> delivered    ProTexting answered 201
+        │  ──> rejected     ProTexting answered 422; its messages are kept
+        │  ──> failed       gave up after the configured attempts or age
+        └─ (retry later)    timeout, refused connection, 5xx, 429, 401/403, pacing
+    duplicate               the same number for the same campaign within the window:
+                            the consent is kept, ProTexting is not called again
+
+A row is written, and committed, before anyone calls ProTexting. Whoever attempts a
+delivery first takes a lease on the row (`lease_until`); a process that dies with a
+lease in hand loses it when it ends, and the row comes due again.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .consent import ConsentRecord, Disclosure
+from .storage import disclosures, signup_events, signups, utcnow
+from .upstream import Accepted, OptIn, Outcome, Rejected, Unavailable
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 12
+    max_age: timedelta = timedelta(days=1)
+    base: float = 5.0
+    cap: float = 1800.0
+
+    def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Exponential backoff with full jitter (AWS architecture blog): U(0, min(cap, base*2^n))."""
+        ceiling = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        return (rng or random).uniform(0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Signup:
+    id: int
+    campaign: str
+    phone: str
+    state: State
+    attempts: int
+    created_at: datetime
+    optin: OptIn
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one outcome does to a pending signup."""
+
+    state: State
+    attempts: int
+    retry_in: float | None = None  # seconds; set when the row stays pending
+    error: str | None = None
+    messages: list[dict[str, str | None]] | None = None
+
+
+def transition(
+    signup: Signup, outcome: Outcome, *, now: datetime, policy: RetryPolicy, rng: random.Random | None = None
+) -> Transition:
+    """The delivery state machine, as a pure function."""
+    match outcome:
+        case Accepted():
+            return Transition(State.DELIVERED, signup.attempts + 1)
+        case Rejected():
+            messages = [{"field": e.field, "message": e.message} for e in outcome.errors]
+            return Transition(State.REJECTED, signup.attempts + 1, messages=messages)
+        case Unavailable() if outcome.unauthorized or outcome.rate_limited:
+            # Not this signup's fault: the account or the pace. Wait without using up
+            # an attempt; the caller pauses all delivery as well.
+            wait = outcome.rate_limit.reset if outcome.rate_limited and outcome.rate_limit.reset else policy.base
+            return Transition(State.PENDING, signup.attempts, retry_in=wait, error=outcome.reason)
+        case Unavailable():
+            attempts = signup.attempts + 1
+            too_old = now - signup.created_at >= policy.max_age
+            if attempts >= policy.max_attempts or too_old:
+                return Transition(State.FAILED, attempts, error=outcome.reason)
+            return Transition(State.PENDING, attempts, retry_in=policy.backoff(attempts, rng), error=outcome.reason)
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def _signup(row: Any) -> Signup:
+    request = row.request
+    return Signup(
+        id=row.id,
+        campaign=row.campaign,
+        phone=row.phone,
+        state=State(row.state),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        optin=OptIn(
+            phone=request["phone"],
+            group_ids=tuple(request["group_ids"]),
+            cta_message=request.get("cta_message"),
+            confirm_message=request.get("confirm_message"),
+            send_cta_message=bool(request.get("send_cta_message")),
+        ),
+    )
+
+
+_SIGNUP_COLUMNS = (
+    signups.c.id,
+    signups.c.campaign,
+    signups.c.phone,
+    signups.c.state,
+    signups.c.attempts,
+    signups.c.created_at,
+    signups.c.request,
+)
+
+
+class Outbox:
+    """Consent records and their delivery state, in the database behind `engine`."""
+
+    def __init__(self, engine: AsyncEngine, *, policy: RetryPolicy, lease: timedelta) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.lease = lease
+
+    async def remember_disclosures(self, texts: Sequence[Disclosure]) -> None:
+        """Keep every disclosure text the pages show (once per distinct text)."""
+        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            for disclosure in texts:
+                statement = dialect.insert(disclosures).values(
+                    sha256=disclosure.sha256, text=disclosure.text, first_shown_at=now
+                )
+                await conn.execute(statement.on_conflict_do_nothing(index_elements=["sha256"]))
+
+    async def recent(self, campaign: str, phone: str, *, window: timedelta) -> int | None:
+        """The id of a signup of this number to this campaign within `window` that
+        was or will be delivered; None when there is none."""
+        since = utcnow() - window
+        query = (
+            select(signups.c.id)
+            .where(
+                signups.c.campaign == campaign,
+                signups.c.phone == phone,
+                signups.c.created_at >= since,
+                signups.c.state.in_([State.PENDING, State.DELIVERED]),
+            )
+            .order_by(signups.c.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def add(
+        self, record: ConsentRecord, optin: OptIn, *, leased_by: str | None = None, duplicate_of: int | None = None
+    ) -> Signup:
+        """Store a consent record, pending delivery (or as a duplicate). With
+        `leased_by`, the caller holds the lease and will attempt delivery itself."""
+        now = record.created_at
+        state = State.DUPLICATE if duplicate_of is not None else State.PENDING
+        values = {
+            "created_at": now,
+            "campaign": record.campaign,
+            "phone": record.phone,
+            "group_ids": list(record.group_ids),
+            "disclosure_sha256": record.disclosure_sha256,
+            "page_url": record.page_url,
+            "source": record.source,
+            "client_ip": record.client_ip,
+            "user_agent": record.user_agent,
+            "request": {
+                "phone": optin.phone,
+                "group_ids": list(optin.group_ids),
+                "cta_message": optin.cta_message,
+                "confirm_message": optin.confirm_message,
+                "send_cta_message": optin.send_cta_message,
+            },
+            "state": state,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_until": now + self.lease if leased_by else None,
+            "leased_by": leased_by,
+            "duplicate_of": duplicate_of,
+            "updated_at": now,
+        }
+        async with self.engine.begin() as conn:
+            signup_id = (await conn.execute(insert(signups).values(**values).returning(signups.c.id))).scalar_one()
+            detail = f"duplicate of {duplicate_of}" if duplicate_of is not None else None
+            await _event(conn, signup_id, state, detail, now)
+        return Signup(signup_id, record.campaign, record.phone, state, 0, now, optin)
+
+    async def claim(self, worker: str, *, limit: int = 1) -> list[Signup]:
+        """Lease up to `limit` due pending signups for `worker`."""
+        now = utcnow()
+        due = (
+            select(signups.c.id)
+            .where(
+                signups.c.state == State.PENDING,
+                signups.c.next_attempt_at <= now,
+                or_(signups.c.lease_until.is_(None), signups.c.lease_until < now),
+            )
+            .order_by(signups.c.next_attempt_at, signups.c.id)
+            .limit(limit)
+            # PostgreSQL: replicas claim different rows instead of queueing on the same
+            # ones. SQLite has one writer at a time, which is lock enough.
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(signups)
+            .where(signups.c.id.in_(due.scalar_subquery()))
+            .values(lease_until=now + self.lease, leased_by=worker, updated_at=now)
+            .returning(*_SIGNUP_COLUMNS)
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(claim)).all()
+        return sorted((_signup(row) for row in rows), key=lambda s: s.id)
+
+    async def settle(self, signup: Signup, outcome: Outcome, *, worker: str) -> Transition:
+        """Record the outcome of one delivery attempt made under `worker`'s lease."""
+        now = utcnow()
+        step = transition(signup, outcome, now=now, policy=self.policy)
+        values: dict[str, Any] = {
+            "state": step.state,
+            "attempts": step.attempts,
+            "lease_until": None,
+            "leased_by": None,
+            "updated_at": now,
+        }
+        if step.retry_in is not None:
+            values["next_attempt_at"] = now + timedelta(seconds=step.retry_in)
+        if step.error is not None:
+            values["last_error"] = step.error
+        if step.messages is not None:
+            values["upstream_messages"] = step.messages
+        await self._update(signup.id, worker, values, step.state, _detail(outcome, step), now)
+        return step
+
+    async def release(self, signup: Signup, *, worker: str, delay: float = 0.0, reason: str) -> None:
+        """Give a leased signup back untouched, due again after `delay` seconds."""
+        now = utcnow()
+        values = {
+            "lease_until": None,
+            "leased_by": None,
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "updated_at": now,
+        }
+        await self._update(signup.id, worker, values, State.PENDING, f"released: {reason}", now)
+
+    async def _update(
+        self, signup_id: int, worker: str, values: dict[str, Any], state: State, detail: str | None, now: datetime
+    ) -> None:
+        # Only the lease holder may settle: a worker whose lease ran out must not
+        # overwrite what the row's next holder recorded.
+        guard = and_(signups.c.id == signup_id, signups.c.state == State.PENDING, signups.c.leased_by == worker)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(signups).where(guard).values(**values))
+            if result.rowcount:
+                await _event(conn, signup_id, state, detail, now)
+
+    async def get(self, signup_id: int) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(signups).where(signups.c.id == signup_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def history(self, signup_id: int) -> list[tuple[str, str | None]]:
+        query = select(signup_events.c.state, signup_events.c.detail).where(signup_events.c.signup_id == signup_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(signup_events.c.id))).all()
+        return [(row.state, row.detail) for row in rows]
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        """(campaign, state, count) for every campaign and state that has signups."""
+        query = (
+            select(signups.c.campaign, signups.c.state, func.count())
+            .group_by(signups.c.campaign, signups.c.state)
+            .order_by(signups.c.campaign, signups.c.state)
+        )
+        async with self.engine.connect() as conn:
+            return [(row[0], row[1], row[2]) for row in (await conn.execute(query)).all()]
+
+    async def retry_failed(self, *, campaign: str | None = None) -> int:
+        """Put failed signups back in the queue with fresh attempts; returns how many."""
+        now = utcnow()
+        where = [signups.c.state == State.FAILED]
+        if campaign is not None:
+            where.append(func.lower(signups.c.campaign) == campaign.lower())
+        async with self.engine.begin() as conn:
+            ids = (await conn.execute(select(signups.c.id).where(*where))).scalars().all()
+            if ids:
+                await conn.execute(
+                    update(signups)
+                    .where(signups.c.id.in_(ids), signups.c.state == State.FAILED)
+                    .values(state=State.PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+                )
+                for signup_id in ids:
+                    await _event(conn, signup_id, State.PENDING, "retry requested by operator", now)
+        return len(ids)
+
+    async def export(
+        self, *, since: datetime | None = None, until: datetime | None = None, campaign: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Consent records with their disclosure text and delivery history, oldest first."""
+        where = []
+        if since is not None:
+            where.append(signups.c.created_at >= since)
+        if until is not None:
+            where.append(signups.c.created_at < until)
+        if campaign is not None:
+            where.append(func.lower(signups.c.campaign) == campaign.lower())
+        query = (
+            select(signups, disclosures.c.text.label("disclosure_text"))
+            .join(disclosures, disclosures.c.sha256 == signups.c.disclosure_sha256)
+            .where(*where)
+            .order_by(signups.c.id)
+        )
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query)
+            async for row in result.mappings():
+                record = {key: row[key] for key in _EXPORT_FIELDS}
+                record["history"] = await _history(self.engine, row["id"])
+                yield record
+
+
+_EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "campaign",
+    "phone",
+    "group_ids",
+    "page_url",
+    "source",
+    "client_ip",
+    "user_agent",
+    "disclosure_sha256",
+    "disclosure_text",
+    "state",
+    "attempts",
+    "upstream_messages",
+    "last_error",
+    "duplicate_of",
+    "updated_at",
+)
+
+
+async def _history(engine: AsyncEngine, signup_id: int) -> list[dict[str, Any]]:
+    query = (
+        select(signup_events.c.at, signup_events.c.state, signup_events.c.detail)
+        .where(signup_events.c.signup_id == signup_id)
+        .order_by(signup_events.c.id)
+    )
+    async with engine.connect() as conn:
+        return [
+            {"at": row.at.isoformat(), "state": row.state, "detail": row.detail}
+            for row in (await conn.execute(query)).all()
+        ]
+
+
+async def _event(conn: AsyncConnection, signup_id: int, state: State, detail: str | None, at: datetime) -> None:
+    await conn.execute(insert(signup_events).values(signup_id=signup_id, at=at, state=state, detail=detail))
+
+
+def _detail(outcome: Outcome, step: Transition) -> str:
+    match outcome:
+        case Accepted():
+            return f"ProTexting accepted (HTTP {outcome.status})"
+        case Rejected():
+            return "ProTexting refused: " + "; ".join(e.message for e in outcome.errors)
+        case Unavailable():
+            if step.state == State.FAILED:
+                return f"gave up after {step.attempts} attempts: {outcome.reason}"
+            return f"{outcome.reason}; retry in {step.retry_in:.1f}s"
+    return ""

@@ -1,0 +1,97 @@
+"""Pacing: every call to ProTexting, from every process, within one shared rate.
+
+The pace is `PROTEXTING_RATE_LIMIT` (e.g. "60/minute"), kept by the `limits` library's
+moving window: in any window of that length no more calls start than the limit. That
+never overruns the provider's leaky bucket of the same rate, so a burst is drained at
+the pace instead of answered with 429s. The window lives in memory for one process and
+in Redis (`OPTIN_REDIS_URL`) when replicas share the account.
+
+A pause (after a 429, an exhausted `X-Rate-Limit-Remaining`, or a 401/403) is stored
+in the same place, so every replica holds off together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+_KEY = "protexting-opt-in"
+_PAUSE_KEY = "optin-pages/protexting-paused"
+
+
+class Pacer:
+    def __init__(self, rate: str, *, redis_url: str | None = None, namespace: str = "optin-pages") -> None:
+        self.item: RateLimitItem = parse(rate)
+        self.storage: Storage
+        if redis_url:
+            self.storage = RedisStorage(
+                "async+" + redis_url, implementation="redispy", key_prefix=f"{namespace}:limits"
+            )
+        else:
+            self.storage = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._pause_key = f"{namespace}:{_PAUSE_KEY}"
+
+    @property
+    def interval(self) -> float:
+        """Seconds per call at the configured pace."""
+        return self.item.get_expiry() / self.item.amount
+
+    async def paused_for(self) -> float:
+        """Seconds left in a shared pause; 0 when none."""
+        if await self.storage.get(self._pause_key) <= 0:
+            return 0.0
+        return max(0.0, await self.storage.get_expiry(self._pause_key) - time.time())
+
+    async def pause(self, seconds: float) -> None:
+        """Hold off every caller for `seconds` (the first pause of an overlap wins)."""
+        await self.storage.incr(self._pause_key, max(1, math.ceil(seconds)))
+
+    async def try_acquire(self) -> bool:
+        """Take a slot now if one is free; never waits."""
+        if await self.paused_for() > 0:
+            return False
+        return await self._limiter.hit(self.item, _KEY)
+
+    async def acquire(self, stop: asyncio.Event | None = None, *, timeout: float | None = None) -> bool:
+        """Wait for a slot; False if `stop` was set or `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while stop is None or not stop.is_set():
+            wait = await self.paused_for()
+            if wait <= 0:
+                if await self._limiter.hit(self.item, _KEY):
+                    return True
+                stats = await self._limiter.get_window_stats(self.item, _KEY)
+                wait = max(0.01, stats.reset_time - time.time())
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            await _sleep(min(wait, 1.0), stop)
+        return False
+
+    async def close(self) -> None:
+        # limits has no close(): shut the redis client it made, or the memory
+        # storage's expiry timer, so neither outlives the lifespan that made them.
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None:
+            await client.aclose()
+        timer = getattr(self.storage, "timer", None)
+        if isinstance(timer, asyncio.Task):
+            timer.cancel()
+
+
+async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

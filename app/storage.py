@@ -1,0 +1,180 @@
+"""Storage: the tables, the engine, and the migrations that shape them.
+
+One code path for both databases: SQLite through aiosqlite for a single process (the
+default), PostgreSQL through asyncpg for several replicas. Alembic owns the schema;
+`migrate()` runs at start-up and from `optin migrate`.
+
+Tables:
+    disclosures    every disclosure text ever shown, keyed by its SHA-256
+    signups        one row per valid submission: the consent record and its delivery
+                   state (the outbox), committed before ProTexting is called
+    signup_events  the delivery history of each signup
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
+
+
+class StorageError(Exception):
+    """The database cannot be opened or migrated."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which has no time zones) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: keep one format, without an offset.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+metadata = MetaData()
+
+disclosures = Table(
+    "disclosures",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("first_shown_at", UTCDateTime, nullable=False),
+)
+
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The consent record: who agreed, to what, where, from which device.
+    Column("campaign", String(64), nullable=False),
+    Column("phone", String(20), nullable=False),
+    Column("group_ids", JSON, nullable=False),
+    Column("disclosure_sha256", String(64), ForeignKey("disclosures.sha256"), nullable=False),
+    Column("page_url", Text, nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("client_ip", String(45), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    # The outbox: what to send and where delivery stands.
+    Column("request", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("leased_by", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("upstream_messages", JSON, nullable=True),
+    Column("duplicate_of", Id, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_signups_due", signups.c.state, signups.c.next_attempt_at)
+Index("ix_signups_recent", signups.c.campaign, signups.c.phone, signups.c.created_at)
+Index("ix_signups_created", signups.c.created_at)
+
+signup_events = Table(
+    "signup_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("signup_id", Id, ForeignKey("signups.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _prepare_sqlite(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer; FULL makes every commit durable
+    # before the person sees "thanks"; the busy timeout queues writers instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `url` (sqlite+aiosqlite:// or postgresql+asyncpg://)."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        _prepare_sqlite(url)
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    raise StorageError(f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://")
+
+
+def _alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+# An arbitrary constant: replicas starting together take turns migrating.
+_MIGRATION_LOCK = 7_305_123
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration (safe to run from several replicas)."""
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise StorageError(f"cannot reach the database: {type(exc).__name__}: {exc}") from None
