@@ -55,7 +55,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async with AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(_outbox(settings))
-        pacer = Pacer(settings.rate_limit, redis_url=settings.redis_url)
+        pacer = Pacer(settings.rate_limit, redis_url=settings.redis_url, namespace=settings.redis_prefix)
         stack.push_async_callback(pacer.close)
         protexting = upstream_client(settings, None)
         stack.push_async_callback(protexting.aclose)

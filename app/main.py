@@ -105,7 +105,7 @@ def create_app(
             await migrate(engine)
             outbox = outbox_for(engine, active)
             await outbox.remember_disclosures(list(disclosures.values()))
-            pacer = Pacer(active.rate_limit, redis_url=active.redis_url)
+            pacer = Pacer(active.rate_limit, redis_url=active.redis_url, namespace=active.redis_prefix)
             stack.push_async_callback(pacer.close)
             protexting = upstream_client(active, upstream_transport)
             stack.push_async_callback(protexting.aclose)

@@ -85,6 +85,12 @@ class FakeProTexting:
         if self.rate_limit is not None:
             self._bucket = _Bucket(*self.rate_limit)
 
+    def spend(self, calls: int) -> None:
+        """Use up allowance as another client of the same account would."""
+        if self._bucket is not None:
+            for _ in range(calls):
+                self._bucket.take()
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[

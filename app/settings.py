@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # Durable delivery (see README, "Never lose a signup").
     database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")
     redis_url: str | None = Field(default=None, validation_alias="OPTIN_REDIS_URL")
+    redis_prefix: str = Field(default="optin-pages", min_length=1, validation_alias="OPTIN_REDIS_PREFIX")
     rate_limit: str = Field(default="60/minute", validation_alias="PROTEXTING_RATE_LIMIT")
     trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = Field(
         default=(), validation_alias="OPTIN_TRUSTED_PROXIES"

@@ -1,0 +1,285 @@
+"""Delivery: the inline attempt, the worker, pacing against ProTexting's limit, idempotency.
+
+ProTexting is the in-process fake (`app.sandbox.FakeProTexting`), which speaks the
+documented contract and, when asked, enforces a rate limit the way the provider's
+leaky bucket does; the client reaches it through httpx's ASGI transport, so the real
+client code runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from app import upstream
+from app.consent import ConsentRecord, Disclosure
+from app.delivery import Delivery
+from app.outbox import Outbox, RetryPolicy, State
+from app.pacing import Pacer
+from app.sandbox import FakeProTexting
+from app.storage import create_engine, migrate
+from app.upstream import OptIn
+from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+DISCLOSURE = Disclosure.of("<p>Recurring automated marketing texts. Reply <strong>STOP</strong> to cancel.</p>")
+GOOD = "12015550123"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def consent(phone: str = GOOD, campaign: str = "JOIN") -> ConsentRecord:
+    return ConsentRecord(
+        created_at=datetime.now(UTC),
+        campaign=campaign,
+        phone=phone,
+        group_ids=(1,),
+        disclosure_sha256=DISCLOSURE.sha256,
+        page_url=f"https://signup.example/{campaign}",
+        source={},
+        client_ip="198.51.100.4",
+        user_agent="test",
+    )
+
+
+def optin(phone: str = GOOD) -> OptIn:
+    return OptIn(phone=phone, group_ids=(1,))
+
+
+@dataclass
+class Rig:
+    delivery: Delivery
+    outbox: Outbox
+    fake: FakeProTexting
+    pacer: Pacer
+
+    async def states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, state, count in await self.outbox.counts():
+            counts[state] = counts.get(state, 0) + count
+        return counts
+
+    async def make_due(self) -> None:
+        """Skip the backoff: every pending row is due now."""
+        async with self.outbox.engine.begin() as conn:
+            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at WHERE state = 'pending'"))
+
+
+Build = Callable[..., Any]
+
+
+@pytest.fixture
+async def build(database_url: str) -> AsyncIterator[Build]:
+    async with AsyncExitStack() as stack:
+        engine = create_engine(database_url)
+        stack.push_async_callback(engine.dispose)
+        await migrate(engine)
+
+        @asynccontextmanager
+        async def make(
+            *,
+            rate: str = "100/second",
+            fake: FakeProTexting | None = None,
+            deadline: float = 2.0,
+            window: timedelta = timedelta(minutes=10),
+            policy: RetryPolicy = RetryPolicy(max_attempts=3, base=0.01, cap=0.05),
+            concurrency: int = 2,
+        ) -> AsyncIterator[Rig]:
+            fake = fake or FakeProTexting(token="t")
+            client = upstream.http_client(token="t", transport=httpx.ASGITransport(fake.app()))
+            protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+            pacer = Pacer(rate)
+            outbox = Outbox(engine, policy=policy, lease=timedelta(seconds=30))
+            await outbox.remember_disclosures([DISCLOSURE])
+            delivery = Delivery(
+                outbox=outbox,
+                protexting=protexting,
+                pacer=pacer,
+                inline_deadline=deadline,
+                duplicate_window=window,
+                concurrency=concurrency,
+            )
+            try:
+                yield Rig(delivery, outbox, fake, pacer)
+            finally:
+                await delivery.stop()
+                await protexting.aclose()
+                await pacer.close()
+
+        yield make
+
+
+async def test_a_signup_is_delivered_inline_with_one_call(build: Build) -> None:
+    async with build() as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.DELIVERED
+        assert [call["PhoneNumber"] for call in rig.fake.calls] == [GOOD]
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["state"] == "delivered" and row["attempts"] == 1
+
+
+async def test_a_refusal_comes_back_to_the_form_and_is_recorded(build: Build) -> None:
+    async with build() as rig:
+        submitted = await rig.delivery.submit(consent("12015550101"), optin("12015550101"))
+        assert submitted.state == State.REJECTED
+        assert submitted.rejected is not None
+        assert submitted.rejected.phone_messages == ["Phone number is opted out."]
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["upstream_messages"][0]["message"] == "Phone number is opted out."
+
+
+async def test_while_protexting_is_down_signups_wait_and_are_delivered_once_it_is_back(build: Build) -> None:
+    fake = FakeProTexting(token="t", down=True)
+    async with build(fake=fake, policy=RetryPolicy(max_attempts=50, base=0.01, cap=0.05)) as rig:
+        phones = [f"120155501{n:02d}" for n in range(10, 20)]
+        results = [await rig.delivery.submit(consent(p), optin(p)) for p in phones]
+        assert {r.state for r in results} == {State.PENDING}
+        assert fake.calls == []  # the fake records only calls it accepted for processing
+
+        rig.delivery.start()
+        await asyncio.sleep(0.3)  # the worker retries against a fake that is still down
+        fake.down = False
+        await _until(lambda: rig.states(), {"delivered": 10})
+        assert sorted(call["PhoneNumber"] for call in fake.calls) == phones  # each exactly once
+
+
+async def test_a_slow_protexting_gets_the_thanks_page_and_no_second_call(build: Build) -> None:
+    fake = FakeProTexting(token="t", latency=0.5)
+    async with build(fake=fake, deadline=0.05) as rig:
+        rig.delivery.start()
+        started = asyncio.get_running_loop().time()
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING
+        assert asyncio.get_running_loop().time() - started < 0.4  # answered at the deadline
+        # The attempt was not cancelled: it finishes in the background and is recorded;
+        # the worker, running all along, never sends it again.
+        await _until(lambda: rig.states(), {"delivered": 1})
+        await asyncio.sleep(0.3)
+        assert len(fake.calls) == 1
+
+
+async def test_over_the_pace_a_signup_is_queued_without_a_call(build: Build) -> None:
+    async with build(rate="2 per 1 second") as rig:
+        states = [(await rig.delivery.submit(consent(f"1201555012{n}"), optin(f"1201555012{n}"))).state for n in range(4)]
+        assert states == [State.DELIVERED, State.DELIVERED, State.PENDING, State.PENDING]
+        assert len(rig.fake.calls) == 2
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"delivered": 4})
+
+
+async def test_a_burst_is_drained_at_the_pace_without_a_single_429(build: Build) -> None:
+    # The fake enforces ProTexting's leaky bucket: 5 calls, refilled at 5 per second.
+    fake = FakeProTexting(token="t", rate_limit=(5, 1.0))
+    async with build(fake=fake, rate="5 per 1 second", concurrency=4) as rig:
+        phones = [f"12015551{n:03d}" for n in range(20)]
+        results = await asyncio.gather(*(rig.delivery.submit(consent(p), optin(p)) for p in phones))
+        assert {r.state for r in results} <= {State.DELIVERED, State.PENDING}
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"delivered": 20}, timeout=15)
+        assert fake.throttled == 0
+        assert sorted(call["PhoneNumber"] for call in fake.calls) == phones
+
+
+async def test_a_429_pauses_delivery_until_the_reset_without_using_attempts(build: Build) -> None:
+    fake = FakeProTexting(token="t", rate_limit=(2, 4.0))
+    async with build(fake=fake, rate="100/second") as rig:
+        # Another integration of the same account has just used the allowance up.
+        fake.spend(2)
+        submitted = await rig.delivery.submit(consent("12015550131"), optin("12015550131"))
+        assert submitted.state == State.PENDING
+        assert fake.throttled == 1
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["attempts"] == 0 and row["last_error"] == "HTTP 429"
+        # X-Rate-Limit-Reset said when the allowance is back: everyone holds off till then.
+        assert await rig.pacer.paused_for() > 1
+        assert not await rig.pacer.try_acquire()
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"delivered": 1}, timeout=10)
+        assert fake.throttled == 1
+
+
+async def test_an_exhausted_allowance_pauses_before_the_429(build: Build) -> None:
+    fake = FakeProTexting(token="t", rate_limit=(2, 4.0))
+    async with build(fake=fake, rate="100/second") as rig:
+        await rig.delivery.submit(consent("12015550140"), optin("12015550140"))
+        await rig.delivery.submit(consent("12015550141"), optin("12015550141"))  # Remaining: 0
+        third = await rig.delivery.submit(consent("12015550142"), optin("12015550142"))
+        assert third.state == State.PENDING
+        assert fake.throttled == 0  # we waited instead of asking
+
+
+async def test_a_bad_token_pauses_delivery_and_logs_an_error(build: Build, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeProTexting(token="the-right-token")  # the rig sends "t"
+    async with build(fake=fake) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["attempts"] == 0
+        assert await rig.pacer.paused_for() > 30
+        assert any(r.levelno == logging.ERROR and "PROTEXTING_ACCESS_TOKEN" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_same_number_again_within_the_window_is_not_sent_twice(build: Build) -> None:
+    async with build() as rig:
+        first = await rig.delivery.submit(consent(), optin())
+        again = await rig.delivery.submit(consent(), optin())
+        other_campaign = await rig.delivery.submit(consent(campaign="ALERTS"), optin())
+        assert (first.state, again.state, other_campaign.state) == (State.DELIVERED, State.DUPLICATE, State.DELIVERED)
+        assert len(rig.fake.calls) == 2
+        row = await rig.outbox.get(again.signup.id)
+        assert row is not None and row["duplicate_of"] == first.signup.id  # consent kept all the same
+
+
+async def test_with_no_window_every_submission_is_sent(build: Build) -> None:
+    async with build(window=timedelta(0)) as rig:
+        await rig.delivery.submit(consent(), optin())
+        await rig.delivery.submit(consent(), optin())
+        assert len(rig.fake.calls) == 2
+
+
+async def test_gives_up_after_the_configured_attempts_and_the_operator_can_retry(build: Build) -> None:
+    fake = FakeProTexting(token="t", down=True)
+    async with build(fake=fake, policy=RetryPolicy(max_attempts=3, base=0.01, cap=0.02)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"failed": 1})
+        history = await rig.outbox.history(submitted.signup.id)
+        assert history[-1][0] == "failed" and "gave up after 3 attempts" in (history[-1][1] or "")
+
+        fake.down = False
+        assert await rig.outbox.retry_failed() == 1
+        await _until(lambda: rig.states(), {"delivered": 1})
+
+
+async def test_shutdown_finishes_the_call_in_hand(build: Build) -> None:
+    fake = FakeProTexting(token="t", latency=0.4)
+    async with build(fake=fake, deadline=0.01) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING
+        await rig.delivery.stop()
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["state"] == "delivered" and row["leased_by"] is None
+
+
+async def _until(read: Callable[[], Any], expected: dict[str, int], *, timeout: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await read()
+        if got == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"states {got}, wanted {expected}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,260 @@
+"""The outbox: consent records, the delivery state machine, leases, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.consent import ConsentRecord, Disclosure
+from app.outbox import Outbox, RetryPolicy, Signup, State, transition
+from app.storage import create_engine, migrate
+from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
+from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+
+DISCLOSURE = Disclosure.of("<p>By submitting this form you agree ... <strong>STOP</strong> to cancel.</p>")
+POLICY = RetryPolicy(max_attempts=3, max_age=timedelta(hours=1), base=2.0, cap=60.0)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _signup(attempts: int = 0, created_at: datetime = NOW) -> Signup:
+    return Signup(1, "JOIN", "12015550123", State.PENDING, attempts, created_at, OptIn("12015550123", (1,)))
+
+
+def record(phone: str = "12015550123", campaign: str = "JOIN", **changes: object) -> ConsentRecord:
+    values: dict[str, object] = {
+        "created_at": datetime.now(UTC),
+        "campaign": campaign,
+        "phone": phone,
+        "group_ids": (1, 2),
+        "disclosure_sha256": DISCLOSURE.sha256,
+        "page_url": f"https://signup.example/{campaign}?src=poster",
+        "source": {"src": "poster"},
+        "client_ip": "203.0.113.7",
+        "user_agent": "Mozilla/5.0 (test)",
+    }
+    values.update(changes)
+    return ConsentRecord(**values)  # type: ignore[arg-type]
+
+
+def optin(phone: str = "12015550123") -> OptIn:
+    return OptIn(phone=phone, group_ids=(1, 2), cta_message="Reply YES", send_cta_message=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def outbox(database_url: str) -> AsyncIterator[Outbox]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    box = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
+    await box.remember_disclosures([DISCLOSURE])
+    yield box
+    await engine.dispose()
+
+
+# -- the state machine, as a pure function ----------------------------------------
+
+
+def test_accepted_is_delivered() -> None:
+    step = transition(_signup(attempts=1), Accepted(201), now=NOW, policy=POLICY)
+    assert (step.state, step.attempts, step.retry_in) == (State.DELIVERED, 2, None)
+
+
+def test_rejected_keeps_protextings_messages() -> None:
+    outcome = Rejected((FieldError("PhoneNumber", "Phone number is opted out."),))
+    step = transition(_signup(), outcome, now=NOW, policy=POLICY)
+    assert step.state == State.REJECTED
+    assert step.messages == [{"field": "PhoneNumber", "message": "Phone number is opted out."}]
+
+
+def test_unavailable_retries_with_backoff_then_fails() -> None:
+    down = Unavailable("HTTP 503", status=503)
+    first = transition(_signup(attempts=0), down, now=NOW, policy=POLICY, rng=random.Random(1))
+    assert first.state == State.PENDING and first.attempts == 1
+    assert 0 <= first.retry_in <= POLICY.base
+    second = transition(_signup(attempts=1), down, now=NOW, policy=POLICY, rng=random.Random(1))
+    assert second.state == State.PENDING and 0 <= second.retry_in <= POLICY.base * 2
+    last = transition(_signup(attempts=2), down, now=NOW, policy=POLICY)
+    assert (last.state, last.attempts) == (State.FAILED, 3)
+    assert last.error == "HTTP 503"
+
+
+def test_too_old_a_signup_fails_even_with_attempts_left() -> None:
+    old = _signup(attempts=0, created_at=NOW - timedelta(hours=2))
+    assert transition(old, Unavailable("timed out"), now=NOW, policy=POLICY).state == State.FAILED
+
+
+@pytest.mark.parametrize("status", [401, 403, 429])
+def test_account_and_pace_problems_do_not_use_up_attempts(status: int) -> None:
+    outcome = Unavailable(f"HTTP {status}", status=status, rate_limit=RateLimit(60, 0, 30.0))
+    step = transition(_signup(attempts=2), outcome, now=NOW, policy=POLICY)
+    assert (step.state, step.attempts) == (State.PENDING, 2)
+    if status == 429:
+        assert step.retry_in == 30.0  # X-Rate-Limit-Reset: seconds until the allowance is back
+
+
+def test_backoff_is_full_jitter_capped() -> None:
+    rng = random.Random(7)
+    waits = [POLICY.backoff(10, rng) for _ in range(500)]
+    assert max(waits) <= POLICY.cap
+    assert min(waits) < POLICY.cap / 10  # full jitter: anywhere from zero up
+    assert max(waits) > POLICY.cap * 0.9
+
+
+# -- storage, on SQLite and PostgreSQL --------------------------------------------
+
+
+async def test_a_consent_record_is_committed_with_everything_needed_as_proof(outbox: Outbox) -> None:
+    signup = await outbox.add(record(), optin())
+    # Read back through a different engine: committed, not just in this session.
+    other = create_engine(outbox.engine.url.render_as_string(hide_password=False))
+    async with other.connect() as conn:
+        row = (await conn.execute(text("SELECT * FROM signups WHERE id = :id"), {"id": signup.id})).mappings().one()
+    await other.dispose()
+    assert row["phone"] == "12015550123"
+    assert row["campaign"] == "JOIN"
+    assert row["state"] == "pending"
+    assert row["client_ip"] == "203.0.113.7"
+    assert row["user_agent"] == "Mozilla/5.0 (test)"
+    assert row["page_url"] == "https://signup.example/JOIN?src=poster"
+    assert row["disclosure_sha256"] == DISCLOSURE.sha256
+
+    [exported] = [r async for r in outbox.export()]
+    assert exported["disclosure_text"] == DISCLOSURE.text
+    assert exported["source"] == {"src": "poster"}
+    assert exported["group_ids"] == [1, 2]
+    assert exported["created_at"].tzinfo is not None
+
+
+async def test_claim_leases_a_row_to_one_worker(outbox: Outbox) -> None:
+    added = await outbox.add(record(), optin())
+    [claimed] = await outbox.claim("worker-a")
+    assert claimed.id == added.id
+    assert claimed.optin == optin()
+    assert await outbox.claim("worker-b") == []
+
+
+async def test_a_row_held_by_the_request_is_not_claimed_until_its_lease_ends(outbox: Outbox) -> None:
+    await outbox.add(record(), optin(), leased_by="request")
+    assert await outbox.claim("worker") == []
+    expired = Outbox(outbox.engine, policy=POLICY, lease=timedelta(seconds=-1))
+    await expired.add(record(phone="12015550124"), optin("12015550124"), leased_by="crashed")
+    # A lease that has run out (its holder died): the row is due again.
+    [claimed] = await outbox.claim("worker")
+    assert claimed.phone == "12015550124"
+
+
+async def test_settle_records_state_and_history(outbox: Outbox) -> None:
+    await outbox.add(record(), optin())
+    [signup] = await outbox.claim("w")
+    step = await outbox.settle(signup, Unavailable("HTTP 503", status=503), worker="w")
+    assert step.state == State.PENDING
+    row = await outbox.get(signup.id)
+    assert row is not None and row["attempts"] == 1 and row["last_error"] == "HTTP 503"
+    assert row["lease_until"] is None and row["next_attempt_at"] > signup.created_at
+
+    again = Signup(signup.id, signup.campaign, signup.phone, State.PENDING, 1, signup.created_at, signup.optin)
+    async with outbox.engine.begin() as conn:  # make it due now rather than after the backoff
+        await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+    [_] = await outbox.claim("w")
+    await outbox.settle(again, Accepted(201), worker="w")
+    row = await outbox.get(signup.id)
+    assert row is not None and row["state"] == "delivered" and row["attempts"] == 2
+    history = await outbox.history(signup.id)
+    assert [state for state, _ in history] == ["pending", "pending", "delivered"]
+    assert "HTTP 503" in (history[1][1] or "")
+
+
+async def test_only_the_lease_holder_can_settle(outbox: Outbox) -> None:
+    await outbox.add(record(), optin())
+    [signup] = await outbox.claim("owner")
+    await outbox.settle(signup, Accepted(201), worker="someone-else")
+    row = await outbox.get(signup.id)
+    assert row is not None and row["state"] == "pending" and row["leased_by"] == "owner"
+
+
+async def test_rejected_keeps_messages_and_is_final(outbox: Outbox) -> None:
+    await outbox.add(record(), optin())
+    [signup] = await outbox.claim("w")
+    await outbox.settle(signup, Rejected((FieldError("PhoneNumber", "Phone number is opted out."),)), worker="w")
+    row = await outbox.get(signup.id)
+    assert row is not None and row["state"] == "rejected"
+    assert row["upstream_messages"] == [{"field": "PhoneNumber", "message": "Phone number is opted out."}]
+    assert await outbox.claim("w") == []
+
+
+async def test_failed_signups_can_be_retried_by_the_operator(outbox: Outbox) -> None:
+    await outbox.add(record(campaign="JOIN"), optin())
+    await outbox.add(record(campaign="ALERTS", phone="12015550124"), optin("12015550124"))
+    for _ in range(POLICY.max_attempts):
+        async with outbox.engine.begin() as conn:
+            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+        for signup in await outbox.claim("w", limit=10):
+            await outbox.settle(signup, Unavailable("timed out"), worker="w")
+    assert sorted(await outbox.counts()) == [("ALERTS", "failed", 1), ("JOIN", "failed", 1)]
+
+    assert await outbox.retry_failed(campaign="join") == 1
+    assert sorted(await outbox.counts()) == [("ALERTS", "failed", 1), ("JOIN", "pending", 1)]
+    [again] = await outbox.claim("w")
+    assert again.campaign == "JOIN" and again.attempts == 0
+
+
+async def test_recent_finds_a_live_signup_of_the_same_number_and_campaign(outbox: Outbox) -> None:
+    window = timedelta(minutes=10)
+    assert await outbox.recent("JOIN", "12015550123", window=window) is None
+    first = await outbox.add(record(), optin())
+    assert await outbox.recent("JOIN", "12015550123", window=window) == first.id
+    assert await outbox.recent("ALERTS", "12015550123", window=window) is None
+    assert await outbox.recent("JOIN", "12015550199", window=window) is None
+    assert await outbox.recent("JOIN", "12015550123", window=timedelta(0)) is None
+
+    [signup] = await outbox.claim("w")
+    await outbox.settle(signup, Rejected((FieldError("PhoneNumber", "opted out"),)), worker="w")
+    # A refused signup is not a reason to skip the next try.
+    assert await outbox.recent("JOIN", "12015550123", window=window) is None
+
+
+async def test_export_filters_by_time_and_campaign(outbox: Outbox) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    await outbox.add(record(created_at=day), optin())
+    await outbox.add(record(created_at=day + timedelta(days=1), campaign="ALERTS"), optin())
+    await outbox.add(record(created_at=day + timedelta(days=2)), optin())
+
+    async def ids(**filters: object) -> list[str]:
+        return [r["created_at"].date().isoformat() + " " + r["campaign"] async for r in outbox.export(**filters)]
+
+    assert await ids() == ["2026-03-01 JOIN", "2026-03-02 ALERTS", "2026-03-03 JOIN"]
+    assert await ids(since=day + timedelta(days=1)) == ["2026-03-02 ALERTS", "2026-03-03 JOIN"]
+    assert await ids(until=day + timedelta(days=1)) == ["2026-03-01 JOIN"]
+    assert await ids(campaign="join") == ["2026-03-01 JOIN", "2026-03-03 JOIN"]
+
+
+async def test_workers_claim_disjoint_rows(outbox: Outbox) -> None:
+    for n in range(30):
+        await outbox.add(record(phone=f"1201555{n:04d}"), optin(f"1201555{n:04d}"))
+    boxes = [
+        Outbox(create_engine(outbox.engine.url.render_as_string(hide_password=False)), policy=POLICY, lease=outbox.lease)
+        for _ in range(3)
+    ]
+
+    async def claim_all(box: Outbox, name: str) -> list[int]:
+        got: list[int] = []
+        while batch := await box.claim(name, limit=2):
+            got += [s.id for s in batch]
+        return got
+
+    results = await asyncio.gather(*(claim_all(box, f"w{i}") for i, box in enumerate(boxes)))
+    for box in boxes:
+        await box.engine.dispose()
+    every = [i for ids in results for i in ids]
+    assert len(every) == 30 and len(set(every)) == 30
