@@ -44,6 +44,13 @@ class Submitted:
     signup: Signup
     state: State
     rejected: Rejected | None = None
+    # For a duplicate: where the earlier signup of the same number stands.
+    earlier: State | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """True while no text has been sent yet (the thanks page says "shortly")."""
+        return State.PENDING in (self.state, self.earlier)
 
 
 class Delivery:
@@ -76,8 +83,8 @@ class Delivery:
         if self.duplicate_window > timedelta(0):
             earlier = await self.outbox.recent(record.campaign, record.phone, window=self.duplicate_window)
             if earlier is not None:
-                signup = await self.outbox.add(record, optin, duplicate_of=earlier)
-                return Submitted(signup, State.DUPLICATE)
+                signup = await self.outbox.add(record, optin, duplicate_of=earlier[0])
+                return Submitted(signup, State.DUPLICATE, earlier=earlier[1])
 
         signup = await self.outbox.add(record, optin, leased_by=self.worker_id)
         if self._stop.is_set() or not await self.pacer.try_acquire():

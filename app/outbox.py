@@ -148,12 +148,12 @@ class Outbox:
                 )
                 await conn.execute(statement.on_conflict_do_nothing(index_elements=["sha256"]))
 
-    async def recent(self, campaign: str, phone: str, *, window: timedelta) -> int | None:
-        """The id of a signup of this number to this campaign within `window` that
-        was or will be delivered; None when there is none."""
+    async def recent(self, campaign: str, phone: str, *, window: timedelta) -> tuple[int, State] | None:
+        """The id and state of a signup of this number to this campaign within
+        `window` that was or will be delivered; None when there is none."""
         since = utcnow() - window
         query = (
-            select(signups.c.id)
+            select(signups.c.id, signups.c.state)
             .where(
                 signups.c.campaign == campaign,
                 signups.c.phone == phone,
@@ -164,7 +164,8 @@ class Outbox:
             .limit(1)
         )
         async with self.engine.connect() as conn:
-            return (await conn.execute(query)).scalar()
+            row = (await conn.execute(query)).first()
+        return (row.id, State(row.state)) if row else None
 
     async def add(
         self, record: ConsentRecord, optin: OptIn, *, leased_by: str | None = None, duplicate_of: int | None = None

@@ -18,7 +18,6 @@ from markupsafe import Markup
 
 from .campaigns import Campaign
 from .consent import ConsentRecord, client_ip, page_url, source_params, user_agent
-from .outbox import State
 from .phone import PhoneError, normalise
 from .resources import Resources
 from .storage import utcnow
@@ -145,7 +144,7 @@ async def signup(
         )
     # Delivered, or queued to be: either way the person is done here.
     thanks = f"{campaign.path}/thanks"
-    if submitted.state == State.PENDING:
+    if submitted.waiting:
         thanks += "?pending=1"
     return RedirectResponse(thanks, status_code=303)
 

@@ -41,7 +41,7 @@ async def _reset_schema(url: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A database of this run's own on the machine's PostgreSQL server."""
-    name = f"optin_test_{RUN_ID}"
+    name = f"optin_test_{RUN_ID}_{secrets.token_hex(2)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"

@@ -238,9 +238,18 @@ async def test_the_same_number_again_within_the_window_is_not_sent_twice(build: 
         again = await rig.delivery.submit(consent(), optin())
         other_campaign = await rig.delivery.submit(consent(campaign="ALERTS"), optin())
         assert (first.state, again.state, other_campaign.state) == (State.DELIVERED, State.DUPLICATE, State.DELIVERED)
+        assert again.earlier == State.DELIVERED and not again.waiting
         assert len(rig.fake.calls) == 2
         row = await rig.outbox.get(again.signup.id)
         assert row is not None and row["duplicate_of"] == first.signup.id  # consent kept all the same
+
+
+async def test_a_duplicate_of_a_signup_still_waiting_is_told_it_is_waiting(build: Build) -> None:
+    async with build(fake=FakeProTexting(token="t", down=True)) as rig:
+        first = await rig.delivery.submit(consent(), optin())
+        again = await rig.delivery.submit(consent(), optin())
+        assert first.state == State.PENDING
+        assert again.state == State.DUPLICATE and again.earlier == State.PENDING and again.waiting
 
 
 async def test_with_no_window_every_submission_is_sent(build: Build) -> None:

@@ -213,7 +213,7 @@ async def test_recent_finds_a_live_signup_of_the_same_number_and_campaign(outbox
     window = timedelta(minutes=10)
     assert await outbox.recent("JOIN", "12015550123", window=window) is None
     first = await outbox.add(record(), optin())
-    assert await outbox.recent("JOIN", "12015550123", window=window) == first.id
+    assert await outbox.recent("JOIN", "12015550123", window=window) == (first.id, State.PENDING)
     assert await outbox.recent("ALERTS", "12015550123", window=window) is None
     assert await outbox.recent("JOIN", "12015550199", window=window) is None
     assert await outbox.recent("JOIN", "12015550123", window=timedelta(0)) is None
