@@ -1,0 +1,141 @@
+"""A real browser on the signup page: headless Debian chromium driven by Playwright.
+
+The app runs as a real server in sandbox mode (no token: ProTexting is faked inside the
+app) with the demo campaigns file. Playwright cannot download its own browser here, so
+it launches the chromium at OPTIN_CHROMIUM (`make test` installs it and sets that).
+The page has no script of its own; the flow runs once with JavaScript on and once off.
+The test is synchronous on purpose: Playwright's sync API runs its own event loop.
+Screenshots for a person to look at: /tmp/signup.png and /tmp/signup-error.png.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
+
+from tests._servers import LOOPBACK, Server, app_server
+
+CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking switches chromium calls Google's hosts at start-up.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/signup.png")
+SCREENSHOT_ERROR = Path("/tmp/signup-error.png")
+PHONE_VIEWPORT = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with app_server(tmp_path_factory.mktemp("browser")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"No chromium at {CHROMIUM}. Run `make test` (it installs Debian's chromium with apt) "
+            "or set OPTIN_CHROMIUM to a chromium binary.",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _host(url: str) -> str | None:
+    return urlsplit(url).hostname
+
+
+# Each run signs up its own number: the app would take a repeat as a duplicate.
+@pytest.mark.parametrize(
+    ("javascript", "number"), [(True, "(201) 555-0123"), (False, "(201) 555-0124")], ids=["javascript", "no-javascript"]
+)
+def test_signup_in_a_phone_browser(app: Server, browser: Browser, javascript: bool, number: str) -> None:
+    context = browser.new_context(
+        viewport=PHONE_VIEWPORT,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        java_script_enabled=javascript,
+    )
+    requests: list[str] = []
+
+    def record(request: Request) -> None:
+        requests.append(request.url)
+
+    context.on("request", record)
+    page = context.new_page()
+    try:
+        _sign_up(page, app, number=number, screenshots=javascript)
+    finally:
+        context.close()
+
+    assert requests, "the browser made no requests at all"
+    elsewhere = [url for url in requests if _host(url) != LOOPBACK]
+    assert elsewhere == [], f"the page asked hosts other than {LOOPBACK}: {elsewhere}"
+    # The stylesheet is served by the app itself, not a CDN.
+    assert f"{app.url}/static/style.css" in requests
+
+
+def _sign_up(page: Page, app: Server, *, number: str, screenshots: bool) -> None:
+    page.goto(app.url + "/join")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Get our deals by text")
+    phone = page.get_by_label("Mobile number")
+    button = page.get_by_role("button", name="Sign up for texts")
+    expect(phone).to_be_visible()
+    expect(button).to_be_visible()
+    if screenshots:
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # The compliance disclosure sits between the field and the button.
+    disclosure = page.locator("#disclosure")
+    expect(disclosure).to_contain_text("Msg & data rates may apply")
+    assert _top(phone) < _top(disclosure) < _top(button)
+
+    # A number that cannot be right: the same page again, the message beside the field.
+    phone.fill("555")
+    button.click()
+    expect(phone).to_have_attribute("aria-invalid", "true")
+    expect(phone).to_have_value("555")
+    described_by = phone.get_attribute("aria-describedby") or ""
+    assert "phone-error" in described_by.split()
+    for element_id in described_by.split():
+        expect(page.locator(f"#{element_id}")).to_be_visible()
+    error = page.locator("#phone-error")
+    expect(error).to_have_text("That isn't a valid United States phone number. Check the digits and try again.")
+    # "Beside the field": just below the input, above the disclosure and the button.
+    assert _bottom(phone) <= _top(error) < _top(disclosure) < _top(button)
+    if screenshots:
+        page.screenshot(path=str(SCREENSHOT_ERROR), full_page=True)
+
+    # Fixed: the thanks page.
+    phone.fill(number)
+    button.click()
+    expect(page).to_have_url(app.url + "/JOIN/thanks")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your phone")
+    expect(page.locator("main")).to_contain_text("We've sent a text to confirm your signup to Corner Bakery Deals")
+
+
+def _top(locator: Locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, f"{locator} is not laid out"
+    return box["y"]
+
+
+def _bottom(locator: Locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, f"{locator} is not laid out"
+    return box["y"] + box["height"]

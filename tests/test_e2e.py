@@ -1,0 +1,139 @@
+"""End to end over real HTTP: the app under uvicorn, ProTexting faked by `app.sandbox`.
+
+Both run as real servers on loopback (tests/_servers.py), so this covers what the
+in-process tests cannot: settings read from the environment, the token added on the
+wire, redirects as a browser receives them, and what the process writes to its logs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from html import unescape
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests._servers import Server, app_server, calls, fake_protexting
+
+CAMPAIGNS = """\
+[campaigns.JOIN]
+title = "Get our deals by text"
+group_ids = [7, 9]
+program_name = "Corner Bakery Deals"
+message_frequency = "Up to 4 msgs/month"
+terms_url = "https://example.com/sms-terms"
+privacy_url = "https://example.com/privacy"
+cta_message = "Corner Bakery: reply YES to get deals by text."
+confirm_message = "Corner Bakery: you're in! Reply HELP for help, STOP to cancel."
+"""
+
+EXPECTED_BODY = {
+    "GroupIds": [7, 9],
+    "CTAMessage": "Corner Bakery: reply YES to get deals by text.",
+    "ConfirmMessage": "Corner Bakery: you're in! Reply HELP for help, STOP to cancel.",
+}
+
+
+def _phone_error(html: str) -> str | None:
+    """Text of the message shown beside the phone field, or None."""
+    match = re.search(r'<p class="field-error" id="phone-error">(.*?)</p>', html, re.S)
+    return unescape(match.group(1)).strip() if match else None
+
+
+def _phone_input(html: str) -> str:
+    match = re.search(r"<input[^>]*\bname=\"phone\"[^>]*>", html)
+    assert match, "the page has no phone input"
+    return match.group(0)
+
+
+@pytest.fixture
+def token() -> str:
+    # Distinctive, so finding it anywhere it should not be is meaningful.
+    return "tok" + secrets.token_hex(16)
+
+
+@pytest.fixture
+def servers(tmp_path: Path, token: str) -> Iterator[tuple[Server, Server]]:
+    campaigns = tmp_path / "campaigns.toml"
+    campaigns.write_text(CAMPAIGNS, encoding="utf-8")
+    with fake_protexting(tmp_path, token=token) as fake:
+        app = app_server(
+            tmp_path, token=token, fake=fake, campaigns=campaigns, log_level="debug", verbose_logging=True
+        )
+        with app:
+            yield fake, app
+
+
+def test_signup_over_real_http(servers: tuple[Server, Server], token: str) -> None:
+    fake, app = servers
+    seen: list[httpx.Response] = []
+    with httpx.Client(
+        base_url=app.url, follow_redirects=False, trust_env=False, timeout=10.0,
+        event_hooks={"response": [lambda r: seen.append(r)]},
+    ) as client:  # fmt: skip
+        # The form, at the keyword in any case; no sandbox banner with a real token.
+        page = client.get("/join")
+        assert page.status_code == 200
+        assert '<form method="post" action="/JOIN">' in page.text
+        assert 'name="phone"' in page.text
+        assert "Sandbox" not in page.text
+        assert _phone_error(page.text) is None
+
+        # Not a number: refused by the page itself, ProTexting never asked.
+        bad = client.post("/JOIN", data={"phone": "555"})
+        assert bad.status_code == 422
+        assert _phone_error(bad.text) == (
+            "That isn't a valid United States phone number. Check the digits and try again."
+        )
+        field = _phone_input(bad.text)
+        assert 'aria-invalid="true"' in field
+        assert 'value="555"' in field
+        assert "phone-error" in field  # aria-describedby names the message
+        assert calls(fake) == []
+
+        # A valid number ProTexting refuses: its PhoneNumber message beside the field.
+        refused = client.post("/JOIN", data={"phone": "(201) 555-0100"})
+        assert refused.status_code == 422
+        assert _phone_error(refused.text) == "PhoneNumber is not a valid mobile number."
+        assert 'value="(201) 555-0100"' in _phone_input(refused.text)
+        assert 'role="alert"' not in refused.text  # a field problem, not a form-level one
+
+        # A good number: Post/Redirect/Get to the thanks page.
+        accepted = client.post("/JOIN", data={"phone": "(201) 555-0123"})
+        assert accepted.status_code == 303
+        assert accepted.headers["location"] == "/JOIN/thanks"
+        thanks = client.get(accepted.headers["location"])
+        assert thanks.status_code == 200
+        assert "Check your phone" in thanks.text
+        assert "We've sent a text to confirm" in thanks.text
+        assert "Sandbox" not in thanks.text
+
+    # Exactly the calls a person's two valid numbers should cause, in order, with the
+    # campaign's groups and messages (the fake answers 401 without the right token, so
+    # these arriving also proves the token was sent).
+    assert calls(fake) == [
+        {"PhoneNumber": "12015550100", **EXPECTED_BODY},
+        {"PhoneNumber": "12015550123", **EXPECTED_BODY},
+    ]
+
+    # Nothing a visitor receives carries the token.
+    for response in seen:
+        assert token not in response.text
+        assert all(token not in value for value in response.headers.values())
+
+    app.stop()
+    output = app.stdout + app.stderr
+    # The logs were verbose enough to matter: httpx logged the upstream call ...
+    assert "HTTP Request: POST http://127.0.0.1" in output
+    assert "/v1/contacts-opt-in/create" in output
+    assert '"POST /JOIN HTTP/1.1" 303' in output
+    # ... and nothing the process wrote, at DEBUG, contains the token; nor does the
+    # database where it keeps the signups.
+    assert token not in output
+    stored = [path for path in (app.workdir / "var").rglob("*") if path.is_file()]
+    assert stored, "the app stored no signups where OPTIN_DATABASE_URL's default says"
+    for path in stored:
+        assert token.encode() not in path.read_bytes(), path
