@@ -13,6 +13,7 @@ naming the file, the campaign and the key, so a typo never reaches a visitor.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
@@ -21,7 +22,10 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from .captcha import PROVIDERS, Provider
+from .phone import DEFAULT_NUMBER_TYPES, NUMBER_TYPES
 
 # A keyword becomes a URL path segment and an SMS keyword: letters, digits, - and _.
 _KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -45,7 +49,46 @@ def _region(value: str) -> str:
     return code
 
 
+def _origin(value: str) -> str:
+    if value == "*":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"must be an origin such as 'https://shop.example', got {value!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 NonBlank = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class Captcha(BaseModel):
+    """`[campaigns.KEYWORD.captcha]`: the secret stays in the environment, named here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    site_key: NonBlank
+    secret_env: NonBlank
+    secret: SecretStr = SecretStr("")
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"must be one of {sorted(PROVIDERS)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_from_environment(self) -> Captcha:
+        secret = os.environ.get(self.secret_env, "")
+        if not secret.strip():
+            raise ValueError(f"secret_env: environment variable {self.secret_env} is not set")
+        object.__setattr__(self, "secret", SecretStr(secret.strip()))
+        return self
+
+    @property
+    def kind(self) -> Provider:
+        return PROVIDERS[self.provider]
 GroupId = Annotated[int, Field(strict=True, gt=0)]
 
 
@@ -67,6 +110,25 @@ class Campaign(BaseModel):
     send_cta_message: Annotated[bool, Field(strict=True)] = False
     default_country: str = "US"
     countries: tuple[str, ...] = ()
+    number_types: tuple[str, ...] = DEFAULT_NUMBER_TYPES
+    captcha: Captcha | None = None
+    # Who may show the page in an iframe (CSP frame-ancestors); "*" is anyone.
+    frame_ancestors: tuple[str, ...] = ("*",)
+    # Origins whose scripts may call the JSON API from a browser (CORS); none by default.
+    api_origins: tuple[str, ...] = ()
+
+    @field_validator("number_types")
+    @classmethod
+    def _number_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in NUMBER_TYPES]
+        if unknown or not value:
+            raise ValueError(f"must be a non-empty list of {sorted(NUMBER_TYPES)}; unknown {unknown}")
+        return value
+
+    @field_validator("frame_ancestors", "api_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_origin(v) for v in value)
 
     @field_validator("terms_url", "privacy_url")
     @classmethod

@@ -13,12 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import upstream
 from .campaigns import load_campaigns
@@ -26,7 +24,15 @@ from .consent import Disclosure
 from .delivery import Delivery
 from .outbox import Outbox, RetryPolicy
 from .pacing import Pacer
-from .pages import RESERVED_PATHS, CampaignNotFound, router
+from .api import router as api_router
+from .captcha import CaptchaVerifier
+from .counters import close_counters, open_counters
+from .errors import install_error_handlers
+from .guard import Guard
+from .pages import RESERVED_PATHS, router
+from .security import BodyLimit, SecurityHeaders
+from .throttle import Limits, Throttle
+from .tokens import FormTokens
 from .resources import Resources
 from .sandbox import FakeProTexting
 from .settings import Settings, load_settings
@@ -40,12 +46,6 @@ STATIC_DIR = ROOT / "static"
 
 SANDBOX_API_URL = "http://sandbox.protexting.invalid/v1"
 SANDBOX_TOKEN = "sandbox-token"
-
-_MESSAGES = {
-    400: ("Something was wrong with that request", "Please go back, reload the page and try again."),
-    404: ("Page not found", "There is no signup page at this address. Check the link or the keyword on the poster."),
-    405: ("Not allowed", "That page can't be used that way."),
-}
 
 
 def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> upstream.ProTexting:
@@ -79,20 +79,32 @@ def delivery_for(settings: Settings, *, outbox: Outbox, protexting: upstream.Pro
     )
 
 
+def limits_for(settings: Settings) -> Limits:
+    return Limits(
+        per_ip=settings.limit_per_ip,
+        per_number=settings.limit_per_number,
+        per_prefix=settings.limit_per_prefix,
+        per_campaign=settings.limit_per_campaign,
+    )
+
+
 def create_app(
-    settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    captcha_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the app. `settings` defaults to the environment, read at start-up.
 
-    `upstream_transport` replaces the network below the ProTexting client; tests pass
-    an `httpx.MockTransport` here, the one seam where a paid third party is faked.
+    `upstream_transport` replaces the network below the ProTexting client, and
+    `captcha_transport` the one below CAPTCHA verification: tests pass an
+    `httpx.MockTransport` at these seams, where a third party would be called.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
-        active.signing_key()  # warn at start-up, not on first use, when the key is random
         templates.env.globals["sandbox"] = active.sandbox
         disclosure = templates.get_template("_disclosure.html")
         disclosures = {key: Disclosure.of(disclosure.render(campaign=c)) for key, c in campaigns.items()}
@@ -105,34 +117,37 @@ def create_app(
             await migrate(engine)
             outbox = outbox_for(engine, active)
             await outbox.remember_disclosures(list(disclosures.values()))
-            pacer = Pacer(active.rate_limit, redis_url=active.redis_url, namespace=active.redis_prefix)
-            stack.push_async_callback(pacer.close)
+            counters = open_counters(active.redis_url, namespace=active.redis_prefix)
+            stack.push_async_callback(close_counters, counters)
+            pacer = Pacer(active.rate_limit, storage=counters)
             protexting = upstream_client(active, upstream_transport)
             stack.push_async_callback(protexting.aclose)
+            captcha = CaptchaVerifier(httpx.AsyncClient(transport=captcha_transport, timeout=httpx.Timeout(5.0)))
+            stack.push_async_callback(captcha.aclose)
             delivery = delivery_for(active, outbox=outbox, protexting=protexting, pacer=pacer)
             if active.run_worker:
                 delivery.start()
             stack.push_async_callback(delivery.stop)
+            guard = Guard(
+                tokens=FormTokens(active.signing_key()),
+                throttle=Throttle(counters, limits_for(active)),
+                captcha=captcha,
+                min_fill_seconds=active.min_fill_seconds,
+            )
             app.state.resources = Resources(
-                settings=active, campaigns=campaigns, disclosures=disclosures, delivery=delivery
+                settings=active, campaigns=campaigns, disclosures=disclosures, delivery=delivery, guard=guard
             )
             yield
 
-    app = FastAPI(title="optin-pages", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="optin-pages", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api_router)
     app.include_router(router)
-
-    async def http_error(request: Request, exc: Exception) -> HTMLResponse:
-        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 404
-        heading, detail = _MESSAGES.get(status, _MESSAGES[400])
-        return templates.TemplateResponse(
-            request, "message.html", {"heading": heading, "detail": detail}, status_code=status
-        )
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(CampaignNotFound, http_error)
+    install_error_handlers(app, templates)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -17,25 +17,32 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from .counters import close_counters, open_counters
+
 _KEY = "protexting-opt-in"
-_PAUSE_KEY = "optin-pages/protexting-paused"
+_PAUSE_KEY = "protexting-paused"
 
 
 class Pacer:
-    def __init__(self, rate: str, *, redis_url: str | None = None, namespace: str = "optin-pages") -> None:
+    """`storage` is shared with the abuse limits; without it the pacer opens (and
+    closes) its own, in Redis when `redis_url` is given."""
+
+    def __init__(
+        self,
+        rate: str,
+        *,
+        storage: Storage | None = None,
+        redis_url: str | None = None,
+        namespace: str = "optin-pages",
+    ) -> None:
         self.item: RateLimitItem = parse(rate)
-        self.storage: Storage
-        if redis_url:
-            self.storage = RedisStorage(
-                "async+" + redis_url, implementation="redispy", key_prefix=f"{namespace}:limits"
-            )
-        else:
-            self.storage = MemoryStorage()
+        self._owns_storage = storage is None
+        self.storage = storage if storage is not None else open_counters(redis_url, namespace=namespace)
         self._limiter = MovingWindowRateLimiter(self.storage)
-        self._pause_key = f"{namespace}:{_PAUSE_KEY}"
+        self._pause_key = _PAUSE_KEY
 
     @property
     def interval(self) -> float:
@@ -77,14 +84,8 @@ class Pacer:
         return False
 
     async def close(self) -> None:
-        # limits has no close(): shut the redis client it made, or the memory
-        # storage's expiry timer, so neither outlives the lifespan that made them.
-        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
-        if client is not None:
-            await client.aclose()
-        timer = getattr(self.storage, "timer", None)
-        if isinstance(timer, asyncio.Task):
-            timer.cancel()
+        if self._owns_storage:
+            await close_counters(self.storage)
 
 
 async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:

@@ -17,11 +17,15 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from .campaigns import Campaign
-from .consent import ConsentRecord, client_ip, page_url, source_params, user_agent
-from .phone import PhoneError, normalise
+from .captcha import CaptchaFailed
+from .consent import source_params
+from .forms import MalformedForm, read_form
+from .guard import HONEYPOT_FIELD, BotTrapped
+from .phone import PhoneError
 from .resources import Resources
-from .storage import utcnow
-from .upstream import OptIn
+from .security import page_csp
+from .signup import Attempt, sign_up
+from .tokens import ExpiredFormToken, InvalidFormToken
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +34,22 @@ RESERVED_PATHS = frozenset(
     {"static", "api", "healthz", "favicon.ico", "robots.txt", "admin", "metrics", "qr", "embed", "stop", "opt-out", "_fake"}
 )
 
+TOKEN_FIELD = "form_token"
+STALE_MESSAGE = "This page was open for a long time. Please check your number and press the button again."
+CAPTCHA_MESSAGE = "Please complete the check below the number, then press the button again."
+
 
 class CampaignNotFound(Exception):
     """No campaign has this keyword."""
+
+
+class FormRejected(Exception):
+    """The body could not be read as our form; shown as a message page."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
 
 
 def _resources(request: Request) -> Resources:
@@ -44,7 +61,7 @@ def _templates(request: Request) -> Jinja2Templates:
 
 
 def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
-    campaign = resources.campaigns.get(keyword.lower())
+    campaign = resources.campaign(keyword)
     if campaign is None:
         raise CampaignNotFound(keyword)
     return campaign
@@ -57,11 +74,23 @@ CampaignDep = Annotated[Campaign, Depends(_campaign)]
 router = APIRouter(include_in_schema=False)
 
 
+def campaign_headers(campaign: Campaign) -> dict[str, str]:
+    """Headers of every page of a campaign: embeddable where the campaign allows, with
+    the CAPTCHA provider's script only when it has one; never stored by a cache (each
+    form carries its own token)."""
+    scripts = campaign.captcha.kind.origins if campaign.captcha else ()
+    return {
+        "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
+        "cache-control": "no-store",
+    }
+
+
 def render_form(
     request: Request,
     templates: Jinja2Templates,
     campaign: Campaign,
     *,
+    issued_at: float | None = None,
     phone: str = "",
     phone_error: str | None = None,
     form_errors: list[str] | None = None,
@@ -75,11 +104,17 @@ def render_form(
         "campaign": campaign,
         "action": campaign.path + (f"?{urlencode(source)}" if source else ""),
         "disclosure": Markup(resources.disclosures[campaign.keyword.lower()].text),
+        "form_token": resources.guard.tokens.issue(campaign.keyword, issued_at=issued_at),
+        "token_field": TOKEN_FIELD,
+        "honeypot_field": HONEYPOT_FIELD,
+        "captcha": campaign.captcha,
         "phone": phone,
         "phone_error": phone_error,
         "form_errors": form_errors or [],
     }
-    return templates.TemplateResponse(request, "signup.html", context, status_code=status_code)
+    return templates.TemplateResponse(
+        request, "signup.html", context, status_code=status_code, headers=campaign_headers(campaign)
+    )
 
 
 @router.get("/healthz")
@@ -105,61 +140,61 @@ async def signup_page(request: Request, campaign: CampaignDep, templates: Templa
 async def signup(
     request: Request, campaign: CampaignDep, resources: ResourcesDep, templates: TemplatesDep
 ) -> Response:
-    form = await request.form()
-    typed = form.get("phone")
-    typed = typed if isinstance(typed, str) else ""
-
+    captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
     try:
-        phone = normalise(typed, default_country=campaign.default_country, countries=campaign.countries)
-    except PhoneError as exc:
-        return render_form(request, templates, campaign, phone=typed, phone_error=exc.message, status_code=422)
-
-    source = source_params(request.query_params.multi_items())
-    settings = resources.settings
-    record = ConsentRecord(
-        created_at=utcnow(),
-        campaign=campaign.keyword,
-        phone=phone,
-        group_ids=campaign.group_ids,
-        disclosure_sha256=resources.disclosures[campaign.keyword.lower()].sha256,
-        page_url=page_url(settings.public_url, campaign, source),
-        source=source,
-        client_ip=client_ip(
-            request.client.host if request.client else None,
-            request.headers.get("x-forwarded-for"),
-            settings.trusted_proxies,
-        ),
-        user_agent=user_agent(request.headers.get("user-agent")),
+        form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
+    except MalformedForm as exc:
+        raise FormRejected(exc.message, exc.status_code) from None
+    typed = form.get("phone", "")
+    token = form.get(TOKEN_FIELD)
+    attempt = Attempt(
+        phone=typed,
+        token=token,
+        honeypot=form.get(HONEYPOT_FIELD),
+        captcha=form.get(captcha_field) if captcha_field else None,
     )
-    submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
-    if submitted.rejected is not None:
+
+    def again(status_code: int, **messages: object) -> HTMLResponse:
+        # The same form, the typed number kept, the first page view's time kept.
+        issued = _issued_at(resources, token, campaign)
         return render_form(
-            request,
-            templates,
-            campaign,
-            phone=typed,
+            request, templates, campaign, issued_at=issued, phone=typed, status_code=status_code, **messages
+        )
+
+    thanks = f"{campaign.path}/thanks"
+    try:
+        submitted = await sign_up(request, resources, campaign, attempt)
+    except PhoneError as exc:
+        return again(422, phone_error=exc.message)
+    except ExpiredFormToken:
+        return again(400, form_errors=[STALE_MESSAGE])
+    except CaptchaFailed:
+        return again(422, form_errors=[CAPTCHA_MESSAGE])
+    except BotTrapped:
+        return RedirectResponse(thanks, status_code=303)  # exactly what a person gets
+
+    if submitted.rejected is not None:
+        return again(
+            422,
             phone_error=" ".join(submitted.rejected.phone_messages) or None,
             form_errors=submitted.rejected.form_messages,
-            status_code=422,
         )
     # Delivered, or queued to be: either way the person is done here.
-    thanks = f"{campaign.path}/thanks"
     if submitted.waiting:
         thanks += "?pending=1"
     return RedirectResponse(thanks, status_code=303)
 
 
-def optin_for(campaign: Campaign, phone: str) -> OptIn:
-    return OptIn(
-        phone=phone,
-        group_ids=campaign.group_ids,
-        cta_message=campaign.cta_message,
-        confirm_message=campaign.confirm_message,
-        send_cta_message=campaign.send_cta_message,
-    )
+def _issued_at(resources: Resources, token: str | None, campaign: Campaign) -> float | None:
+    try:
+        return resources.guard.tokens.check(token, campaign.keyword)
+    except (InvalidFormToken, ExpiredFormToken):
+        return None
 
 
 @router.get("/{keyword}/thanks")
 async def thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
     pending = request.query_params.get("pending") == "1"
-    return templates.TemplateResponse(request, "thanks.html", {"campaign": campaign, "pending": pending})
+    return templates.TemplateResponse(
+        request, "thanks.html", {"campaign": campaign, "pending": pending}, headers=campaign_headers(campaign)
+    )

@@ -14,6 +14,27 @@ import phonenumbers
 from phonenumbers import NumberParseException
 from phonenumbers.geocoder import country_name_for_number
 
+# Number types by their phonenumbers names, lower-cased: what a campaign may allow.
+NUMBER_TYPES: dict[str, int] = {
+    name.lower(): value for name, value in vars(phonenumbers.PhoneNumberType).items() if name.isupper()
+}
+# Those that can receive marketing texts; premium rate, shared cost, toll free, pager,
+# UAN and the like are what SMS-pumping bots submit, so they are refused by default.
+DEFAULT_NUMBER_TYPES = ("mobile", "fixed_line_or_mobile")
+
+_TYPE_WORDS = {
+    "fixed_line": "landline",
+    "toll_free": "toll-free",
+    "premium_rate": "premium-rate",
+    "shared_cost": "shared-cost",
+    "voip": "internet (VoIP)",
+    "personal_number": "personal-forwarding",
+    "pager": "pager",
+    "uan": "company (UAN)",
+    "voicemail": "voicemail",
+    "unknown": "unrecognised",
+}
+
 # Longer than any real number with spaces, dashes and an extension prefix; anything
 # longer is not a phone number and is refused before phonenumbers parses it.
 MAX_LENGTH = 40
@@ -42,8 +63,16 @@ def _countries_phrase(regions: Sequence[str]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def normalise(raw: str, *, default_country: str, countries: Sequence[str]) -> str:
-    """Return `raw` as E.164 digits without "+", or raise `PhoneError`."""
+def normalise(
+    raw: str,
+    *,
+    default_country: str,
+    countries: Sequence[str],
+    types: Sequence[str] = DEFAULT_NUMBER_TYPES,
+) -> str:
+    """Return `raw` as E.164 digits without "+", or raise `PhoneError`.
+
+    `types` are the allowed number types, by `NUMBER_TYPES` name."""
     text = raw.strip()
     if not text:
         raise PhoneError("Enter your mobile number.")
@@ -65,5 +94,13 @@ def normalise(raw: str, *, default_country: str, countries: Sequence[str]) -> st
     region = phonenumbers.region_code_for_number(number)
     if region not in countries:
         raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
+
+    kind = phonenumbers.number_type(number)
+    if kind not in {NUMBER_TYPES[name] for name in types}:
+        name = next((n for n, v in NUMBER_TYPES.items() if v == kind), "unknown")
+        raise PhoneError(
+            f"That looks like a {_TYPE_WORDS.get(name, name)} number, which can't receive these texts. "
+            "Please use a mobile number."
+        )
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")

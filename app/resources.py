@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .campaigns import Campaign
 from .consent import Disclosure
 from .delivery import Delivery
+from .guard import Guard
 from .settings import Settings
 
 
@@ -18,7 +19,11 @@ class Resources:
     # text and each consent record points at its hash.
     disclosures: dict[str, Disclosure]
     delivery: Delivery
+    guard: Guard
 
     @property
     def sandbox(self) -> bool:
         return self.settings.sandbox
+
+    def campaign(self, keyword: str) -> Campaign | None:
+        return self.campaigns.get(keyword.lower())

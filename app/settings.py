@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     run_worker: bool = Field(default=True, validation_alias="OPTIN_RUN_WORKER")
     worker_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="OPTIN_WORKER_CONCURRENCY")
 
+    # Abuse protection (see README, "Holding the door").
+    min_fill_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias="OPTIN_MIN_FILL_SECONDS")
+    limit_per_ip: str = Field(default="30/minute;300/hour", validation_alias="OPTIN_LIMIT_PER_IP")
+    limit_per_number: str = Field(default="3/hour;10/day", validation_alias="OPTIN_LIMIT_PER_NUMBER")
+    limit_per_prefix: str = Field(default="10/hour;50/day", validation_alias="OPTIN_LIMIT_PER_PREFIX")
+    limit_per_campaign: str = Field(default="20000/day", validation_alias="OPTIN_LIMIT_PER_CAMPAIGN")
+    max_body_bytes: int = Field(default=16384, ge=1024, le=1048576, validation_alias="OPTIN_MAX_BODY_BYTES")
+
     @field_validator("protexting_access_token", "secret_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -121,6 +129,18 @@ class Settings(BaseSettings):
             parse(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a rate such as '60/minute' or '5 per 5 seconds'") from None
+        return value
+
+    @field_validator("limit_per_ip", "limit_per_number", "limit_per_prefix", "limit_per_campaign")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate such as '30/minute;300/hour' (empty: no limit)") from None
         return value
 
     @field_validator("trusted_proxies", mode="before")

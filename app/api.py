@@ -1,0 +1,173 @@
+"""The JSON API: the same signup as the form, for a business's own front end.
+
+    GET  /api/v1/campaigns/{keyword}           the disclosure to show and a form token
+    POST /api/v1/campaigns/{keyword}/opt-ins   {"phone": "...", "token": "..."}
+
+It is exactly as guarded as the form (`app.signup.sign_up` runs the same checks): the
+token, the honeypot and minimum fill time, the limits, the number policy, the CAPTCHA,
+and the origin check, here with a per-campaign CORS allow-list (`api_origins`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from .campaigns import Campaign
+from .captcha import CaptchaFailed
+from .guard import BotTrapped
+from .pages import CampaignNotFound
+from .phone import PhoneError
+from .resources import Resources
+from .security import request_origin
+from .signup import Attempt, sign_up
+from .tokens import ExpiredFormToken
+
+router = APIRouter(prefix="/api/v1", tags=["opt-ins"])
+
+
+class ApiError(BaseModel):
+    field: str | None = Field(description="The request field at fault; null for the request as a whole.")
+    message: str
+
+
+class ApiErrors(BaseModel):
+    errors: list[ApiError]
+
+
+class CaptchaInfo(BaseModel):
+    provider: Literal["turnstile", "hcaptcha"]
+    site_key: str
+
+
+class CampaignInfo(BaseModel):
+    keyword: str
+    title: str
+    description: str
+    program_name: str
+    message_frequency: str
+    terms_url: str
+    privacy_url: str
+    disclosure_html: str = Field(description="Show this, unchanged, above your submit button.")
+    token: str = Field(description="Send back with the opt-in; valid for 24 hours.")
+    captcha: CaptchaInfo | None
+
+
+class OptInRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    phone: str = Field(max_length=64, description="As the person typed it; national or international format.")
+    token: str = Field(max_length=512, description="From GET /api/v1/campaigns/{keyword}.")
+    website: str | None = Field(default=None, max_length=1024, description="Leave out (a trap for bots).")
+    captcha: str | None = Field(default=None, max_length=4096, description="The CAPTCHA widget's answer, when the campaign has one.")
+
+
+class OptInResult(BaseModel):
+    state: Literal["delivered", "pending"] = Field(
+        description="delivered: ProTexting is texting the number; pending: it will shortly."
+    )
+
+
+def _resources(request: Request) -> Resources:
+    return request.app.state.resources
+
+
+def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
+    campaign = resources.campaign(keyword)
+    if campaign is None:
+        raise CampaignNotFound(keyword)
+    return campaign
+
+
+ResourcesDep = Annotated[Resources, Depends(_resources)]
+CampaignDep = Annotated[Campaign, Depends(_campaign)]
+
+_ERRORS = {
+    400: {"model": ApiErrors, "description": "Malformed JSON, or a token too old (fetch a new one)."},
+    403: {"model": ApiErrors, "description": "Cross-site request from an origin not allowed, or a missing or forged token."},
+    404: {"model": ApiErrors, "description": "No campaign has this keyword."},
+    413: {"model": ApiErrors, "description": "Body too large."},
+    415: {"model": ApiErrors, "description": "Send application/json."},
+    422: {"model": ApiErrors, "description": "The number is not usable, or ProTexting refused it."},
+    429: {"model": ApiErrors, "description": "Too many signups; see Retry-After."},
+}
+
+
+def cors_headers(request: Request, campaign: Campaign) -> dict[str, str]:
+    origin = request_origin(request)
+    allowed = campaign.api_origins
+    if origin is None or not (origin in allowed or "*" in allowed):
+        return {}
+    return {"access-control-allow-origin": origin, "vary": "Origin"}
+
+
+def errors(status: int, *problems: tuple[str | None, str], headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"errors": [{"field": field, "message": message} for field, message in problems]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.get("/campaigns/{keyword}", response_model=CampaignInfo, responses={404: _ERRORS[404]})
+async def campaign_info(request: Request, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+    """What a custom form must show, and the token its opt-in must carry."""
+    info = CampaignInfo(
+        keyword=campaign.keyword,
+        title=campaign.title,
+        description=campaign.description,
+        program_name=campaign.program_name,
+        message_frequency=campaign.message_frequency,
+        terms_url=campaign.terms_url,
+        privacy_url=campaign.privacy_url,
+        disclosure_html=resources.disclosures[campaign.keyword.lower()].text,
+        token=resources.guard.tokens.issue(campaign.keyword),
+        captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)  # type: ignore[arg-type]
+        if campaign.captcha
+        else None,
+    )
+    headers = {"cache-control": "no-store", **cors_headers(request, campaign)}
+    return JSONResponse(info.model_dump(), headers=headers)
+
+
+@router.options("/campaigns/{keyword}/opt-ins", include_in_schema=False)
+async def preflight(request: Request, campaign: CampaignDep) -> Response:
+    headers = cors_headers(request, campaign)
+    if not headers:
+        return Response(status_code=403)
+    headers |= {
+        "access-control-allow-methods": "POST",
+        "access-control-allow-headers": "content-type",
+        "access-control-max-age": "600",
+    }
+    return Response(status_code=204, headers=headers)
+
+
+@router.post(
+    "/campaigns/{keyword}/opt-ins",
+    status_code=201,
+    response_model=OptInResult,
+    responses={202: {"model": OptInResult, "description": "Accepted; the text follows shortly."}, **_ERRORS},
+)
+async def opt_in(request: Request, body: OptInRequest, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+    """Sign a number up to the campaign: 201 when ProTexting has accepted it, 202 when it
+    is queued (ProTexting slow or busy); either way the person gets a text."""
+    cors = cors_headers(request, campaign)
+    attempt = Attempt(phone=body.phone, token=body.token, honeypot=body.website, captcha=body.captcha)
+    try:
+        submitted = await sign_up(request, resources, campaign, attempt, cross_origin=True)
+    except PhoneError as exc:
+        return errors(422, ("phone", exc.message), headers=cors)
+    except ExpiredFormToken:
+        return errors(400, ("token", "The token is too old: fetch a new one."), headers=cors)
+    except CaptchaFailed:
+        return errors(422, ("captcha", "The CAPTCHA was not passed."), headers=cors)
+    except BotTrapped:
+        return JSONResponse({"state": "pending"}, status_code=202, headers=cors)  # like success
+    if submitted.rejected is not None:
+        problems = [("phone", m) for m in submitted.rejected.phone_messages]
+        problems += [(None, m) for m in submitted.rejected.form_messages]
+        return errors(422, *problems, headers=cors)
+    if submitted.waiting:
+        return JSONResponse({"state": "pending"}, status_code=202, headers=cors)
+    return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)

@@ -1,0 +1,105 @@
+"""The edge: domain errors become HTTP answers here and nowhere else.
+
+Each error class maps to a status and a message written for the person who will read
+it. Under /api/ the answer is JSON (`{"errors": [...]}`); elsewhere it is a page in
+the site's own look, embeddable wherever the campaign's pages are.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+
+from .pages import CampaignNotFound, FormRejected, campaign_headers
+from .security import CrossSiteRequest
+from .throttle import TooManyRequests
+from .tokens import InvalidFormToken
+
+logger = logging.getLogger(__name__)
+
+_PAGES: dict[int, tuple[str, str]] = {
+    400: ("Something was wrong with that request", "Please go back, reload the page and try again."),
+    403: (
+        "This form can't be sent from here",
+        "For your safety we only accept signups made on our own page. Please open the signup page itself and try again.",
+    ),
+    404: ("Page not found", "There is no signup page at this address. Check the link or the keyword on the poster."),
+    405: ("Not allowed", "That page can't be used that way."),
+    413: ("Too much data", "That request was far larger than a signup form. Please reload the page and try again."),
+    415: ("Unexpected data", "Please use the signup form on the page."),
+    429: (
+        "Please wait a little",
+        "We've had a lot of signups from here in a short time. Please try again in a few minutes.",
+    ),
+}
+
+
+def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
+    def answer(request: Request, status: int, detail: str | None = None, *, field: str | None = None,
+               headers: dict[str, str] | None = None) -> Response:
+        heading, message = _PAGES.get(status, _PAGES[400])
+        if request.url.path.startswith("/api/"):
+            body = {"errors": [{"field": field, "message": detail or message}]}
+            return JSONResponse(body, status_code=status, headers=headers)
+        headers = dict(headers or {})
+        keyword = request.path_params.get("keyword")
+        campaign = request.app.state.resources.campaign(keyword) if keyword and hasattr(request.app.state, "resources") else None
+        if campaign is not None:
+            # Shown inside the campaign's iframe too: the campaign's own CSP applies.
+            headers |= campaign_headers(campaign)
+        return templates.TemplateResponse(
+            request, "message.html", {"heading": heading, "detail": detail or message}, status_code=status, headers=headers
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return answer(request, exc.status_code, headers=dict(exc.headers or {}))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return answer(request, 404, "No campaign has this keyword." if request.url.path.startswith("/api/") else None)
+
+    async def form_rejected(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FormRejected)
+        return answer(request, exc.status_code, f"We couldn't read that form ({exc.message}). Please reload the page and try again.")
+
+    async def cross_site(request: Request, exc: Exception) -> Response:
+        logger.info("refused %s %s: %s", request.method, request.url.path, exc)
+        if request.url.path.startswith("/api/"):
+            return answer(request, 403, "Cross-origin request from an origin this campaign's api_origins does not list.")
+        return answer(request, 403)
+
+    async def bad_token(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith("/api/"):
+            return answer(request, 403, "Missing or invalid token: fetch one from GET /api/v1/campaigns/{keyword}.", field="token")
+        return answer(request, 400, "This form has expired or was not sent from our page. Please reload the page and try again.")
+
+    async def too_many(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TooManyRequests)
+        logger.info("limit %s reached on %s", exc.scope, request.url.path)
+        return answer(request, 429, headers={"retry-after": str(exc.retry_after)})
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = list(exc.errors())
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return JSONResponse({"errors": [{"field": None, "message": "The body is not valid JSON."}]}, status_code=400)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return JSONResponse({"errors": [{"field": None, "message": "Send the body as application/json."}]}, status_code=415)
+        errors = []
+        for problem in problems:
+            loc = [str(part) for part in problem.get("loc", ()) if part != "body"]
+            errors.append({"field": ".".join(loc) or None, "message": str(problem.get("msg", "invalid"))})
+        return JSONResponse({"errors": errors}, status_code=422)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(CampaignNotFound, not_found)
+    app.add_exception_handler(FormRejected, form_rejected)
+    app.add_exception_handler(CrossSiteRequest, cross_site)
+    app.add_exception_handler(InvalidFormToken, bad_token)
+    app.add_exception_handler(TooManyRequests, too_many)
+    app.add_exception_handler(RequestValidationError, invalid_request)

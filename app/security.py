@@ -1,0 +1,164 @@
+"""Cross-site safety: where a POST comes from, and the headers every response carries.
+
+The origin check follows the OWASP CSRF cheat sheet without cookies: Fetch Metadata
+(`Sec-Fetch-Site`) when the browser sends it, else `Origin`, else `Referer`. A form
+inside a third-party iframe is still our own page posting to our own origin, so it
+passes; a page elsewhere that forges the POST does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from urllib.parse import urlsplit
+
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class CrossSiteRequest(Exception):
+    """A browser sent this request from a page on another site."""
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def request_origin(request: Request) -> str | None:
+    """The origin of the page that made the request, as far as the browser tells;
+    None when it tells nothing (a non-browser client)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.lower()
+    referer = request.headers.get("referer")
+    return origin_of(referer) if referer else None
+
+
+def check_same_origin(request: Request, *, own: Iterable[str], also: Collection[str] = ()) -> None:
+    """Raise `CrossSiteRequest` unless the request comes from one of our origins (or
+    from `also`, a campaign's allow-list, where "*" allows any)."""
+    allowed = {origin.lower() for origin in own} | {origin_of(str(request.base_url))}
+    site = request.headers.get("sec-fetch-site")
+    if site in ("same-origin", "none"):
+        return
+    origin = request_origin(request)
+    if site is None and origin is None:
+        return  # no browser signals: the form token and the limits still apply
+    if origin is not None and (origin in allowed or origin in also or "*" in also):
+        return
+    raise CrossSiteRequest(f"cross-site request from {origin or 'an unknown origin'}")
+
+
+# CSP for everything that is not a campaign page: nothing but our own styles, and no
+# framing at all.
+DEFAULT_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+_FIXED_HEADERS = {
+    # Other sites learn at most our origin, never a page's query string (src, utm_*).
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "x-content-type-options": "nosniff",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+}
+
+
+def page_csp(*, frame_ancestors: Collection[str], script_origins: Collection[str] = ()) -> str:
+    """CSP of a campaign page: embeddable by `frame_ancestors`; third-party script
+    (a CAPTCHA widget) only when a campaign asks for one."""
+    ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
+    policy = [
+        "default-src 'none'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        f"frame-ancestors {ancestors}",
+    ]
+    if script_origins:
+        sources = " ".join(script_origins)
+        policy += [f"script-src {sources}", f"frame-src {sources}", f"connect-src {sources}"]
+    return "; ".join(policy)
+
+
+class SecurityHeaders:
+    """Adds the fixed security headers to every response, and the default CSP to any
+    response that did not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _FIXED_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("content-security-policy", DEFAULT_CSP)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+DEFAULT_BODY_LIMIT = 16384
+
+
+class BodyLimit:
+    """413 for a body larger than `OPTIN_MAX_BODY_BYTES`: at once when Content-Length
+    says so, else as soon as the streamed body passes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = _limit(scope)
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                    await _too_large(send, json=scope["path"].startswith("/api/"))
+                    return
+            receive = _counting(receive, limit)
+        await self.app(scope, receive, send)
+
+
+def _limit(scope: Scope) -> int:
+    # The settings are read by the lifespan; until then (and in bare tests) the default.
+    resources = getattr(scope["app"].state, "resources", None) if "app" in scope else None
+    return resources.settings.max_body_bytes if resources is not None else DEFAULT_BODY_LIMIT
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, "request body too large")
+        return message
+
+    return counted
+
+
+async def _too_large(send: Send, *, json: bool) -> None:
+    if json:
+        body, kind = b'{"errors":[{"field":null,"message":"Request body too large."}]}', b"application/json"
+    else:
+        body, kind = b"Request body too large.\n", b"text/plain; charset=utf-8"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

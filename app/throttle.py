@@ -1,0 +1,82 @@
+"""Abuse limits: how often one address, one number, one block of numbers and one
+campaign may sign up, so an SMS-pumping bot runs out of road long before the bill does.
+
+Each limit is a `limits` rate string (several with ";", e.g. "30/minute;300/hour"),
+kept in a moving window in the shared counters: replicas with Redis share the counts.
+An empty string turns a limit off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+# Numbers that share all but their last two digits sit in one block of a hundred;
+# pumping bots walk such blocks (…0100, …0101, …0102).
+PREFIX_DROP_DIGITS = 2
+
+
+class TooManyRequests(Exception):
+    """A limit is reached; `retry_after` is in whole seconds."""
+
+    def __init__(self, scope: str, retry_after: int) -> None:
+        super().__init__(f"{scope} limit reached; retry after {retry_after}s")
+        self.scope = scope
+        self.retry_after = retry_after
+
+
+def parse_rates(text: str) -> tuple[RateLimitItem, ...]:
+    """'' is no limit; otherwise one or more `limits` rate strings joined by ';'."""
+    return tuple(parse_many(text)) if text.strip() else ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_ip: str = "30/minute;300/hour"
+    per_number: str = "3/hour;10/day"
+    per_prefix: str = "10/hour;50/day"
+    per_campaign: str = "20000/day"
+
+
+class Throttle:
+    def __init__(self, storage: Storage, limits: Limits = Limits()) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._per_ip = parse_rates(limits.per_ip)
+        self._per_number = parse_rates(limits.per_number)
+        self._per_prefix = parse_rates(limits.per_prefix)
+        self._per_campaign = parse_rates(limits.per_campaign)
+
+    async def client(self, ip: str | None) -> None:
+        """Count one submission from `ip` (any submission, valid or not)."""
+        if ip:
+            await self._take("address", [(self._per_ip, ("ip", ip))])
+
+    async def signup(self, campaign: str, phone: str) -> None:
+        """Count one valid signup of `phone` (E.164 digits) to `campaign`."""
+        campaign = campaign.lower()
+        await self._take(
+            "number",
+            [
+                (self._per_number, ("number", phone)),
+                (self._per_prefix, ("prefix", phone[:-PREFIX_DROP_DIGITS])),
+                (self._per_campaign, ("campaign", campaign)),
+            ],
+        )
+
+    async def _take(self, scope: str, checks: Sequence[tuple[tuple[RateLimitItem, ...], tuple[str, ...]]]) -> None:
+        # Test every window first and only then count, so a refused attempt does not
+        # also use up the allowance of the limits it did pass.
+        for items, key in checks:
+            for item in items:
+                if not await self._limiter.test(item, *key):
+                    stats = await self._limiter.get_window_stats(item, *key)
+                    raise TooManyRequests(f"{scope}:{key[0]}", max(1, math.ceil(stats.reset_time - time.time())))
+        for items, key in checks:
+            for item in items:
+                await self._limiter.hit(item, *key)
