@@ -23,16 +23,18 @@ NUMBER_TYPES: dict[str, int] = {
 DEFAULT_NUMBER_TYPES = ("mobile", "fixed_line_or_mobile")
 
 _TYPE_WORDS = {
-    "fixed_line": "landline",
-    "toll_free": "toll-free",
-    "premium_rate": "premium-rate",
-    "shared_cost": "shared-cost",
-    "voip": "internet (VoIP)",
-    "personal_number": "personal-forwarding",
-    "pager": "pager",
-    "uan": "company (UAN)",
-    "voicemail": "voicemail",
-    "unknown": "unrecognised",
+    "fixed_line": "a landline",
+    "mobile": "a mobile",
+    "fixed_line_or_mobile": "a landline or mobile",
+    "toll_free": "a toll-free",
+    "premium_rate": "a premium-rate",
+    "shared_cost": "a shared-cost",
+    "voip": "an internet (VoIP)",
+    "personal_number": "a personal-forwarding",
+    "pager": "a pager",
+    "uan": "a company (UAN)",
+    "voicemail": "a voicemail",
+    "unknown": "an unrecognised",
 }
 
 # Longer than any real number with spaces, dashes and an extension prefix; anything
@@ -91,16 +93,18 @@ def normalise(
             f"That isn't a valid {country_name(region)} phone number. Check the digits and try again."
         )
 
-    region = phonenumbers.region_code_for_number(number)
-    if region not in countries:
-        raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
-
+    # The kind of line first: a toll-free +1 800 number is filed under the US by
+    # phonenumbers, and "toll-free" is the useful thing to tell a Canadian.
     kind = phonenumbers.number_type(number)
     if kind not in {NUMBER_TYPES[name] for name in types}:
         name = next((n for n, v in NUMBER_TYPES.items() if v == kind), "unknown")
         raise PhoneError(
-            f"That looks like a {_TYPE_WORDS.get(name, name)} number, which can't receive these texts. "
+            f"That looks like {_TYPE_WORDS.get(name, 'an unrecognised')} number, which can't receive these texts. "
             "Please use a mobile number."
         )
+
+    region = phonenumbers.region_code_for_number(number)
+    if region not in countries:
+        raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")

@@ -105,6 +105,10 @@ def _sign_up(page: Page, app: Server, *, number: str, screenshots: bool) -> None
     expect(disclosure).to_contain_text("Msg & data rates may apply")
     assert _top(phone) < _top(disclosure) < _top(button)
 
+    # A person takes a moment to read and type; the bot trap's minimum fill time
+    # (OPTIN_MIN_FILL_SECONDS, 2 s by default) must never catch them.
+    page.wait_for_timeout(2100)
+
     # A number that cannot be right: the same page again, the message beside the field.
     phone.fill("555")
     button.click()

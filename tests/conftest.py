@@ -1,0 +1,300 @@
+"""Shared fixtures: a campaigns file, a recording fake ProTexting, and an app factory.
+
+The fake upstream is an `httpx.MockTransport` handler plugged in at the one seam the app
+offers (`create_app(..., upstream_transport=...)`), so every test runs the real pages,
+phone rules and ProTexting client, and only the paid third party is faked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+# Starlette now prefers `httpx2` for its TestClient and warns, once, at import when it
+# finds only `httpx`. The suite runs with warnings as errors and may not add a
+# dependency, so this one import-time notice is silenced here, and nowhere else.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+# Distinctive, so a leak is found by a plain substring search.
+TOKEN = "tok-SECRET-1234567890"
+API_URL = "https://api.protexting.test/v1"
+
+# Every environment name the service reads, so no outer setting reaches a test.
+ENV_NAMES = tuple(
+    field.validation_alias for field in Settings.model_fields.values() if isinstance(field.validation_alias, str)
+)
+
+CAMPAIGNS_TOML = """\
+[campaigns.JOIN]
+title = "Get our deals by text"
+description = "Weekly offers, straight to your phone."
+group_ids = [7, 9]
+program_name = "Test Bakery Deals"
+message_frequency = "Up to 4 msgs/month"
+terms_url = "https://example.com/sms-terms"
+privacy_url = "https://example.com/privacy"
+cta_message = "Test Bakery: reply YES to get deals."
+confirm_message = "Test Bakery: you're in! Reply STOP to cancel."
+
+[campaigns.Alerts]
+title = "Store alerts"
+group_ids = [2]
+program_name = "Test Bakery Alerts"
+message_frequency = "Msg frequency varies"
+terms_url = "https://example.com/alerts-terms"
+privacy_url = "https://example.com/alerts-privacy"
+countries = ["US", "CA"]
+send_cta_message = true
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No service variable from the outer environment, and no stray `.env` in the cwd."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def campaigns_file(tmp_path: Path) -> Path:
+    path = tmp_path / "campaigns.toml"
+    path.write_text(CAMPAIGNS_TOML, encoding="utf-8")
+    return path
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json=payload, headers=headers)
+
+
+def contact(phone: str, group_ids: list[int]) -> dict[str, Any]:
+    """The 201 body one copy of the provider's page shows."""
+    return {
+        "Id": 1,
+        "Number": phone,
+        "OptedOut": 0,
+        "FirstName": "",
+        "LastName": "",
+        "GroupIds": group_ids,
+        "CustomFieldIds": [],
+    }
+
+
+def _created(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    return json_response(201, contact(body["PhoneNumber"], body["GroupIds"]), {"X-Rate-Limit-Limit": "60"})
+
+
+@dataclass
+class FakeUpstream:
+    """A `MockTransport` handler that records every request and answers with `respond`.
+
+    `respond` may return a response or raise an httpx exception; by default it answers
+    201 with the contact, as ProTexting does.
+    """
+
+    respond: Callable[[httpx.Request], httpx.Response] = _created
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.respond(request)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(request.content) for request in self.requests]
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+def raises(exc_type: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
+    """A `respond` that fails the way a transport does, with the full URL in the message
+    (some transports do put it there; the app must still never show it)."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        raise exc_type(f"failed talking to {request.url}", request=request)
+
+    return respond
+
+
+def answers(
+    status: int, payload: Any = None, *, text: str | None = None, headers: dict[str, str] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A `respond` that always gives this status and JSON body (or raw text)."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        if text is not None:
+            return httpx.Response(status, text=text, headers=headers)
+        return json_response(status, payload, headers)
+
+    return respond
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released, by this process)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MakeClient = Callable[..., TestClient]
+
+_DEFAULT = object()
+
+
+@pytest.fixture
+def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -> Iterator[MakeClient]:
+    """Build the app around a fake upstream and enter its lifespan; closed at teardown.
+
+    `make_client()` talks to the `upstream` fixture with `TOKEN`. Pass `handler=` for
+    another fake, `handler=None` for the real network (with `api_url=`), or `token=None`
+    for sandbox mode. Each app gets its own database, so apps never see each other's
+    signups, and no background worker: what a visitor sees comes from the request alone.
+    Any other keyword is a `Settings` field.
+    """
+    with ExitStack() as stack:
+        made = 0
+
+        def make(
+            *,
+            handler: Any = _DEFAULT,
+            token: str | None = TOKEN,
+            api_url: str = API_URL,
+            campaigns: Path = campaigns_file,
+            **settings: Any,
+        ) -> TestClient:
+            nonlocal made
+            made += 1
+            settings = {
+                "database_url": f"sqlite+aiosqlite:///{clean_env / f'optin-{made}.db'}",
+                "run_worker": False,
+                "secret_key": "test-signing-key-0123456789",
+                # A test fills the form in at once; a person never would.
+                "min_fill_seconds": 0,
+            } | settings
+            active = Settings(
+                _env_file=None,
+                protexting_access_token=token,
+                protexting_api_url=api_url,
+                campaigns_path=campaigns,
+                **settings,
+            )
+            if handler is _DEFAULT:
+                handler = upstream
+            transport = httpx.MockTransport(handler) if handler is not None else None
+            app = create_app(active, upstream_transport=transport)
+            client = TestClient(app, follow_redirects=False)
+            return stack.enter_context(client)
+
+        yield make
+
+
+# --- reading the HTML a visitor gets -------------------------------------------------
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@dataclass
+class Element:
+    tag: str
+    attrs: dict[str, str]
+    text: str = ""
+
+
+class Page(HTMLParser):
+    """Just enough of a DOM to ask what a visitor and a screen reader would find."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.html = html
+        self.elements: list[Element] = []
+        self._open: list[Element] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, {name: value or "" for name, value in attrs})
+        self.elements.append(element)
+        if tag not in _VOID:
+            self._open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        for index in range(len(self._open) - 1, -1, -1):
+            if self._open[index].tag == tag:
+                del self._open[index:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            element.text += data
+
+    def by_id(self, element_id: str) -> Element:
+        found = [e for e in self.elements if e.attrs.get("id") == element_id]
+        assert len(found) == 1, f"expected one element with id={element_id!r}, found {len(found)}"
+        return found[0]
+
+    def find_all(self, tag: str, **attrs: str) -> list[Element]:
+        return [
+            e
+            for e in self.elements
+            if e.tag == tag and all(e.attrs.get(name.rstrip("_").replace("_", "-")) == value for name, value in attrs.items())
+        ]
+
+    def find(self, tag: str, **attrs: str) -> Element:
+        found = self.find_all(tag, **attrs)
+        assert len(found) == 1, f"expected one <{tag}> with {attrs}, found {len(found)}"
+        return found[0]
+
+    def urls(self) -> list[str]:
+        return [e.attrs[name] for e in self.elements for name in ("href", "src", "action") if name in e.attrs]
+
+    def alert_text(self) -> str:
+        return " ".join(" ".join(e.text.split()) for e in self.elements if e.attrs.get("role") == "alert")
+
+    def described_by(self, element: Element) -> str:
+        """What a screen reader announces with `element`: the text of every element its
+        aria-describedby names (each id must exist exactly once)."""
+        ids = element.attrs.get("aria-describedby", "").split()
+        return " ".join(" ".join(self.by_id(i).text.split()) for i in ids)
+
+    def phone_input(self) -> Element:
+        return self.find("input", name="phone")
+
+
+def submit(client: TestClient, path: str, phone: str | None, *, follow_redirects: bool = False) -> httpx.Response:
+    """Fill the form in as a person's browser does: open the page at `path`, type
+    `phone` (None: leave the field out), and post every field the form holds."""
+    page = Page(client.get(path).text)
+    form = page.find("form")
+    fields = {e.attrs["name"]: e.attrs.get("value", "") for e in page.find_all("input") if e.attrs.get("name")}
+    if phone is None:
+        fields.pop("phone", None)
+    else:
+        fields["phone"] = phone
+    return client.post(form.attrs["action"], data=fields, follow_redirects=follow_redirects)

@@ -1,0 +1,425 @@
+"""The campaign pages as a visitor meets them: the form and its disclosure, errors beside
+the field, Post/Redirect/Get to the thanks page, calm pages when ProTexting fails, and
+sandbox mode."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from .conftest import submit, FakeUpstream, MakeClient, Page, answers, closed_port, raises
+
+PHONE = "(201) 555-0123"
+NORMALISED = "12015550123"
+SANDBOX_BANNER = "Sandbox: no texts are sent"
+
+
+def paragraphs(page: Page) -> set[str]:
+    return {" ".join(e.text.split()) for e in page.find_all("p")} - {""}
+
+
+def text_of(page: Page) -> str:
+    return " ".join(" ".join(e.text.split()) for e in page.find_all("main"))
+
+
+# --- the form --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/JOIN", "/join", "/Join"])
+def test_the_signup_page_answers_to_its_keyword_in_any_case(make_client: MakeClient, path: str) -> None:
+    response = make_client().get(path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = Page(response.text)
+    assert page.find("title").text == "Get our deals by text"
+    assert page.find("h1").text == "Get our deals by text"
+    assert "Weekly offers, straight to your phone." in text_of(page)
+
+
+def test_the_phone_field_is_labelled_and_asks_for_a_phone_keyboard(make_client: MakeClient) -> None:
+    page = Page(make_client().get("/join").text)
+
+    phone = page.phone_input()
+    assert phone.attrs["id"] == "phone"
+    assert phone.attrs["type"] == "tel"
+    assert phone.attrs["autocomplete"] == "tel"
+    assert phone.attrs["value"] == ""
+    assert "aria-invalid" not in phone.attrs
+    label = page.find("label", for_="phone")
+    assert label.text.strip()
+    form = page.find("form")
+    assert form.attrs["method"] == "post"
+    assert form.attrs["action"] == "/JOIN"
+
+
+def test_the_disclosure_says_everything_the_rules_require(make_client: MakeClient) -> None:
+    html = make_client().get("/join").text
+
+    disclosure = Page(html).find("p", **{"class": "disclosure"})
+    text = " ".join(disclosure.text.split())
+    assert "Test Bakery Deals" in text
+    assert "recurring automated marketing" in text
+    assert "Up to 4 msgs/month" in text
+    assert "Msg & data rates may apply" in text
+    assert "not a condition of purchase" in text
+    assert "Msg &amp; data rates may apply" in html
+    assert "<strong>HELP</strong>" in html
+    assert "<strong>STOP</strong>" in html
+    links = {a.text.strip(): a.attrs["href"] for a in Page(html).find_all("a")}
+    assert links["Terms"] == "https://example.com/sms-terms"
+    assert links["Privacy Policy"] == "https://example.com/privacy"
+
+
+def test_the_disclosure_is_inside_the_form_above_the_submit_button(make_client: MakeClient) -> None:
+    html = make_client().get("/join").text
+
+    form_start = html.index("<form")
+    disclosure = html.index('class="disclosure"')
+    help_word = html.index("<strong>HELP</strong>")
+    terms = html.index('href="https://example.com/sms-terms"')
+    button = html.index('<button type="submit"')
+    assert form_start < disclosure < help_word < terms < button < html.index("</form>")
+
+
+def test_each_campaign_shows_its_own_disclosure(make_client: MakeClient) -> None:
+    page = Page(make_client().get("/alerts").text)
+
+    text = " ".join(page.find("p", **{"class": "disclosure"}).text.split())
+    assert "Test Bakery Alerts" in text
+    assert "Msg frequency varies" in text
+    assert "Test Bakery Deals" not in text
+    assert "https://example.com/alerts-terms" in page.urls()
+
+
+def test_pages_load_nothing_from_third_party_hosts(make_client: MakeClient) -> None:
+    client = make_client()
+    allowed = {"https://example.com/sms-terms", "https://example.com/privacy"}
+
+    responses = [client.get(path) for path in ["/join", "/join/thanks", "/join/thanks?pending=1", "/no-such-keyword"]]
+    responses.append(submit(client, "/join", "nope"))
+    for response in responses:
+        path = str(response.url)
+        page = Page(response.text)
+        foreign = [url for url in page.urls() if urlsplit(url).scheme or urlsplit(url).netloc]
+        assert set(foreign) <= allowed, path
+        stylesheets = [link.attrs["href"] for link in page.find_all("link", rel="stylesheet")]
+        assert stylesheets == ["/static/style.css"], path
+
+
+def test_the_stylesheet_is_served_locally(make_client: MakeClient) -> None:
+    response = make_client().get("/static/style.css")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    # No web fonts, imports or images from elsewhere.
+    assert not re.search(r"(@import|url\()\s*['\"]?\s*(https?:)?//", response.text)
+
+
+@pytest.mark.parametrize("path", ["/nothing-here", "/join/nope", "/"])
+def test_an_unknown_address_is_a_friendly_404_page(make_client: MakeClient, path: str) -> None:
+    response = make_client().get(path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    page = Page(response.text)
+    assert page.find("h1").text == "Page not found"
+    assert [link.attrs["href"] for link in page.find_all("link", rel="stylesheet")] == ["/static/style.css"]
+    assert SANDBOX_BANNER not in response.text
+
+
+def test_posting_to_an_unknown_keyword_is_a_404_and_calls_nobody(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    response = make_client().post("/nothing-here", data={"phone": PHONE})
+
+    assert response.status_code == 404
+    assert upstream.requests == []
+
+
+def test_healthz_answers_ok(make_client: MakeClient) -> None:
+    response = make_client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.text == "ok"
+
+
+# --- signing up ------------------------------------------------------------------------
+
+
+def test_a_valid_number_is_signed_up_once_and_redirected_to_thanks(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = make_client()
+
+    response = submit(client, "/join", PHONE)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/JOIN/thanks"
+    assert len(upstream.requests) == 1
+    assert upstream.bodies == [
+        {
+            "PhoneNumber": NORMALISED,
+            "GroupIds": [7, 9],
+            "CTAMessage": "Test Bakery: reply YES to get deals.",
+            "ConfirmMessage": "Test Bakery: you're in! Reply STOP to cancel.",
+        }
+    ]
+    thanks = client.get(response.headers["location"])
+    assert thanks.status_code == 200
+    page = Page(thanks.text)
+    assert page.find("h1").text == "Check your phone"
+    assert "Test Bakery Deals" in text_of(page)
+    assert "STOP" in text_of(page)
+
+
+def test_a_campaign_that_always_sends_the_cta_says_so(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    response = submit(make_client(), "/Alerts", "+1 506 234 5678")
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/Alerts/thanks"
+    assert upstream.bodies == [{"PhoneNumber": "15062345678", "GroupIds": [2], "SendCTAMessage": 1}]
+    assert type(upstream.bodies[0]["SendCTAMessage"]) is int
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("", "Enter your mobile number."),
+        ("call me maybe", "That doesn't look like a phone number. Check it and try again."),
+        ("2015550", "That isn't a valid United States phone number. Check the digits and try again."),
+        ("+1 506 234 5678", "Sorry, this program only texts numbers in United States."),
+        ("+44 7400 123456", "Sorry, this program only texts numbers in United States."),
+        ("9" * 41, "That is too long to be a phone number."),
+    ],
+)
+def test_an_invalid_number_is_shown_again_with_the_message_beside_it(
+    make_client: MakeClient, upstream: FakeUpstream, typed: str, message: str
+) -> None:
+    response = submit(make_client(), "/join", typed)
+
+    assert response.status_code == 422
+    page = Page(response.text)
+    phone = page.phone_input()
+    assert phone.attrs["value"] == typed
+    assert phone.attrs["aria-invalid"] == "true"
+    assert message in page.described_by(phone)
+    assert page.by_id("phone-error").text == message
+    assert "phone-error" in phone.attrs["aria-describedby"].split()
+    assert page.find("p", **{"class": "disclosure"})
+    assert upstream.requests == []
+
+
+def test_a_post_without_the_phone_field_asks_for_the_number(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    response = submit(make_client(), "/join", None)
+
+    assert response.status_code == 422
+    assert "Enter your mobile number." in Page(response.text).described_by(Page(response.text).phone_input())
+    assert upstream.requests == []
+
+
+def test_the_typed_value_is_escaped_when_shown_again(make_client: MakeClient) -> None:
+    typed = '"><script>alert(1)</script>'
+
+    response = submit(make_client(), "/join", typed)
+
+    assert response.status_code == 422
+    assert "<script>alert(1)</script>" not in response.text
+    assert Page(response.text).phone_input().attrs["value"] == typed
+
+
+def test_a_canadian_number_is_accepted_where_the_campaign_allows_canada(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = make_client()
+
+    assert submit(client, "/alerts", "(506) 234-5678").status_code == 303
+    assert submit(client, "/join", "(506) 234-5678").status_code == 422
+    assert [body["PhoneNumber"] for body in upstream.bodies] == ["15062345678"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}], "PhoneNumber is not a valid mobile number."),
+        ({"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422}, "Phone number is opted out."),
+        ({"name": "Unprocessable entity", "message": "Number is blocked.", "code": 1001, "status": 422}, "Number is blocked."),
+    ],
+)
+def test_protexting_refusing_the_number_shows_its_message_beside_the_field(
+    make_client: MakeClient, body: Any, message: str
+) -> None:
+    upstream = FakeUpstream(answers(422, body))
+
+    response = submit(make_client(handler=upstream), "/join", PHONE)
+
+    assert response.status_code == 422
+    page = Page(response.text)
+    phone = page.phone_input()
+    assert phone.attrs["value"] == PHONE
+    assert phone.attrs["aria-invalid"] == "true"
+    assert message in page.described_by(phone)
+    assert page.alert_text() == ""
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([{"field": "GroupIds", "message": "Group Ids is invalid."}], "Group Ids is invalid."),
+        ({"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}, "Not enough credit."),
+    ],
+)
+def test_protexting_refusing_the_form_shows_an_alert(make_client: MakeClient, body: Any, message: str) -> None:
+    response = submit(make_client(handler=answers(422, body)), "/join", PHONE)
+
+    assert response.status_code == 422
+    page = Page(response.text)
+    assert message in page.alert_text()
+    phone = page.phone_input()
+    assert phone.attrs["value"] == PHONE
+    assert "aria-invalid" not in phone.attrs
+    assert message not in page.described_by(phone)
+
+
+def test_both_kinds_of_protexting_message_are_shown_together(make_client: MakeClient) -> None:
+    body = [
+        {"field": "PhoneNumber", "message": "Phone Number is invalid."},
+        {"field": "GroupIds", "message": "Group Ids cannot be blank."},
+    ]
+
+    response = submit(make_client(handler=answers(422, body)), "/join", PHONE)
+
+    page = Page(response.text)
+    assert "Phone Number is invalid." in page.described_by(page.phone_input())
+    assert "Group Ids cannot be blank." in page.alert_text()
+
+
+# --- ProTexting unavailable ------------------------------------------------------------
+# The one place that states what a visitor sees when ProTexting does not decide. What
+# the page SAYS is left open on purpose: that will become "you'll get a text shortly".
+
+_DOWN = {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}
+
+UNAVAILABLE = [
+    pytest.param({"handler": raises(httpx.ReadTimeout)}, PHONE, id="read-timeout"),
+    pytest.param({"handler": raises(httpx.ConnectTimeout)}, PHONE, id="connect-timeout"),
+    pytest.param({"handler": raises(httpx.ConnectError)}, PHONE, id="connect-error"),
+    pytest.param({"handler": None, "api_url": "closed-port"}, PHONE, id="refused-on-loopback"),
+    pytest.param({"handler": answers(500, text="<h1>Internal Server Error</h1>")}, PHONE, id="500"),
+    pytest.param({"handler": answers(503, _DOWN)}, PHONE, id="503"),
+    pytest.param({"handler": answers(429, {"message": "Rate limit exceeded."}, headers={"X-Rate-Limit-Remaining": "0"})}, PHONE, id="429"),
+    pytest.param({"handler": answers(401, {"message": "Your request was made with invalid credentials."})}, PHONE, id="401"),
+    pytest.param({"handler": answers(403, {"message": "Forbidden."})}, PHONE, id="403"),
+    pytest.param({"handler": answers(422, text="<html>Oops</html>")}, PHONE, id="422-not-json"),
+    pytest.param({"handler": answers(422, [])}, PHONE, id="422-empty-list"),
+    pytest.param({"token": None, "handler": None}, "(201) 555-0104", id="sandbox-503"),
+]
+
+_NOT_FOR_VISITORS = ["Traceback", "Internal Server Error", "httpx", "Exception", "ConnectError", "ReadTimeout", "HTTP 5", "api.protexting"]
+
+
+@pytest.mark.parametrize(("client_args", "typed"), UNAVAILABLE)
+def test_protexting_unavailable_gives_a_calm_page(make_client: MakeClient, client_args: dict[str, Any], typed: str) -> None:
+    if client_args.get("api_url") == "closed-port":
+        client_args = client_args | {"api_url": f"http://127.0.0.1:{closed_port()}/v1"}
+    client = make_client(**client_args)
+
+    response = submit(client, "/join", typed, follow_redirects=True)
+
+    assert response.status_code < 500
+    assert response.headers["content-type"].startswith("text/html")
+    for words in _NOT_FOR_VISITORS:
+        assert words not in response.text
+    page = Page(response.text)
+    plain_form = Page(client.get("/join").text)
+    news = paragraphs(page) - paragraphs(plain_form)
+    assert news, "the page should tell the visitor what happened"
+    assert [link.attrs["href"] for link in page.find_all("link", rel="stylesheet")] == ["/static/style.css"]
+
+
+# --- sandbox mode ----------------------------------------------------------------------
+
+
+def test_sandbox_shows_the_banner_on_every_page(make_client: MakeClient) -> None:
+    client = make_client(token=None, handler=None)
+
+    pages = {
+        "signup": client.get("/join"),
+        "thanks": client.get("/join/thanks"),
+        "not found": client.get("/nothing-here"),
+        "index": client.get("/"),
+        "invalid": submit(client, "/join", "nope"),
+    }
+
+    for name, response in pages.items():
+        assert response.status_code < 500, name
+        banner = [e for e in Page(response.text).elements if SANDBOX_BANNER in e.text and e.tag == "p"]
+        assert banner, f"no sandbox banner on the {name} page"
+
+
+def test_live_mode_shows_no_banner(make_client: MakeClient) -> None:
+    client = make_client()
+
+    for path in ["/join", "/join/thanks", "/nothing-here"]:
+        assert SANDBOX_BANNER not in client.get(path).text
+
+
+def test_sandbox_front_page_lists_the_campaigns_and_live_mode_has_none(make_client: MakeClient) -> None:
+    sandbox = make_client(token=None, handler=None).get("/")
+    live = make_client().get("/")
+
+    assert sandbox.status_code == 200
+    assert {"/JOIN", "/Alerts"} <= set(Page(sandbox.text).urls())
+    assert live.status_code == 404
+
+
+def test_sandbox_signs_up_a_normal_number(make_client: MakeClient) -> None:
+    client = make_client(token=None, handler=None)
+
+    response = submit(client, "/join", PHONE)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/JOIN/thanks"
+    assert Page(client.get("/JOIN/thanks").text).find("h1").text == "Check your phone"
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("(201) 555-0100", "PhoneNumber is not a valid mobile number."),
+        ("(201) 555-0101", "Phone number is opted out."),
+    ],
+)
+def test_sandbox_numbers_refused_by_protexting_show_beside_the_field(
+    make_client: MakeClient, typed: str, message: str
+) -> None:
+    response = submit(make_client(token=None, handler=None), "/join", typed)
+
+    assert response.status_code == 422
+    page = Page(response.text)
+    assert message in page.described_by(page.phone_input())
+    assert page.phone_input().attrs["aria-invalid"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [("(201) 555-0102", "Group Ids is invalid."), ("(201) 555-0103", "Not enough credit.")],
+)
+def test_sandbox_numbers_with_form_level_refusals_show_an_alert(make_client: MakeClient, typed: str, message: str) -> None:
+    response = submit(make_client(token=None, handler=None), "/join", typed)
+
+    assert response.status_code == 422
+    page = Page(response.text)
+    assert message in page.alert_text()
+    assert "aria-invalid" not in page.phone_input().attrs
+
+
+def test_sandbox_never_uses_the_network(make_client: MakeClient) -> None:
+    # An unreachable API URL and no transport: sandbox mode must answer in-process anyway.
+    client: TestClient = make_client(token=None, handler=None, api_url=f"http://127.0.0.1:{closed_port()}/v1")
+
+    assert submit(client, "/join", PHONE).status_code == 303

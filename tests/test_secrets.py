@@ -1,0 +1,216 @@
+"""The access token goes to ProTexting and nowhere else: not into a page, a header, a
+log line at any level, the console, or an outcome's repr, whatever ProTexting answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app import upstream
+from app.upstream import Accepted, OptIn, ProTexting, Rejected, Unavailable
+
+from .conftest import submit, API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises
+
+Respond = Callable[[httpx.Request], httpx.Response]
+
+PHONE = "(201) 555-0123"
+
+FLOWS: dict[str, Respond] = {
+    "201 contact": answers(201, contact("12015550123", [7, 9]), headers={"X-Rate-Limit-Limit": "60"}),
+    "201 message": answers(201, {"message": "Confirmation message successfully sent"}),
+    "422 array": answers(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}]),
+    "422 object code 1": answers(422, {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422}),
+    "422 object code 5": answers(422, {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}),
+    "422 html": answers(422, text="<html>Unprocessable</html>"),
+    "read timeout": raises(httpx.ReadTimeout),
+    "connect timeout": raises(httpx.ConnectTimeout),
+    "connect error": raises(httpx.ConnectError),
+    "500": answers(500, text="<h1>Internal Server Error</h1>"),
+    "503": answers(503, {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}),
+    "401": answers(401, {"name": "Unauthorized", "message": "Your request was made with invalid credentials.", "code": 0, "status": 401}),
+    "403": answers(403, {"name": "Forbidden", "message": "Forbidden.", "code": 0, "status": 403}),
+    "429": answers(429, {"message": "Rate limit exceeded."}, headers={"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"}),
+}
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every logger at DEBUG, httpx's and httpcore's included."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "app", "uvicorn"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    return caplog
+
+
+def assert_no_token(where: str, text: str) -> None:
+    assert TOKEN not in text, f"the access token leaked into {where}"
+
+
+def assert_logs_and_console_clean(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_no_token("the log", caplog.text)
+    for record in caplog.records:
+        assert_no_token(f"log record {record.name}", record.getMessage())
+        assert_no_token(f"log record {record.name} (raw)", repr(record.__dict__))
+    captured = capsys.readouterr()
+    assert_no_token("stdout", captured.out)
+    assert_no_token("stderr", captured.err)
+
+
+def assert_sent(fake: FakeUpstream) -> None:
+    """The token did go where it belongs: ProTexting's access_token query parameter."""
+    assert fake.requests, "ProTexting was not called"
+    for request in fake.requests:
+        assert request.url.params["access_token"] == TOKEN
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A real HTTP server answering like ProTexting, so httpx and httpcore run for real."""
+
+    paths: list[str]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        body = json.dumps(contact("12015550123", [7, 9])).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line holds the token; this stand-in for ProTexting must not print it.
+        pass
+
+
+@pytest.fixture
+def loopback_protexting() -> Iterator[tuple[str, list[str]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", server.paths  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_pages_never_show_or_log_the_token(
+    clean_env: Path,
+    make_client: MakeClient,
+    debug_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    loopback_protexting: tuple[str, list[str]],
+) -> None:
+    responses: list[httpx.Response] = []
+    fakes: list[FakeUpstream] = []
+
+    for respond in FLOWS.values():
+        fake = FakeUpstream(respond)
+        fakes.append(fake)
+        client = make_client(handler=fake)
+        responses.append(submit(client, "/join", PHONE))
+        responses.append(submit(client, "/join", "not a number"))
+        responses.append(client.get("/join"))
+        responses.append(client.get("/join/thanks"))
+        responses.append(client.get("/no-such-campaign"))
+
+    # The real network: a refused connection, and a real server that says 201.
+    refused = make_client(handler=None, api_url=f"http://127.0.0.1:{closed_port()}/v1")
+    responses.append(submit(refused, "/join", PHONE))
+    api_url, paths = loopback_protexting
+    real = make_client(handler=None, api_url=api_url)
+    responses.append(submit(real, "/join", PHONE))
+
+    for response in responses:
+        where = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+        assert response.status_code < 500, where
+        assert_no_token(f"the page ({where})", response.text)
+        for name, value in response.headers.multi_items():
+            assert_no_token(f"header {name} ({where})", f"{name}: {value}")
+    assert_logs_and_console_clean(debug_logs, capsys)
+    # Nor is it kept with the consent records (WAL files included).
+    databases = [path for path in clean_env.iterdir() if ".db" in path.name]
+    assert len(databases) >= len(FLOWS)
+    for path in databases:
+        assert TOKEN.encode() not in path.read_bytes(), f"the access token is stored in {path.name}"
+
+    # The test watched what it meant to watch: ProTexting got the token every time...
+    for fake in fakes:
+        assert_sent(fake)
+    assert len(paths) == 1 and f"access_token={TOKEN}" in paths[0]
+    assert responses[-1].status_code == 303
+    # ...and the loggers that could have leaked it did write at DEBUG.
+    loggers = {record.name for record in debug_logs.records}
+    assert "httpx" in loggers
+    assert any(name.startswith("httpcore") for name in loggers)
+    app_messages = [r.getMessage() for r in debug_logs.records if r.name.startswith("app.")]
+    assert any("ProTexting" in message and "unavailable" in message for message in app_messages)
+
+
+@pytest.mark.anyio
+async def test_outcomes_never_carry_the_token(
+    debug_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    loopback_protexting: tuple[str, list[str]],
+) -> None:
+    signup = OptIn(phone="12015550123", group_ids=(7, 9), cta_message="Reply YES.", send_cta_message=True)
+    outcomes: list[upstream.Outcome] = []
+    fakes: list[FakeUpstream] = []
+
+    for respond in FLOWS.values():
+        fake = FakeUpstream(respond)
+        fakes.append(fake)
+        async with upstream.http_client(token=TOKEN, transport=httpx.MockTransport(fake)) as client:
+            outcomes.append(await ProTexting(client, base_url=API_URL).opt_in(signup))
+
+    # httpcore's real connection code: a refused port, then a real server.
+    api_url, paths = loopback_protexting
+    for base_url in (f"http://127.0.0.1:{closed_port()}/v1", api_url):
+        async with upstream.http_client(token=TOKEN) as client:
+            outcomes.append(await ProTexting(client, base_url=base_url).opt_in(signup))
+
+    for outcome in outcomes:
+        assert_no_token(f"repr({type(outcome).__name__})", repr(outcome))
+        assert_no_token(f"str({type(outcome).__name__})", str(outcome))
+    assert_logs_and_console_clean(debug_logs, capsys)
+
+    for fake in fakes:
+        assert_sent(fake)
+    assert len(paths) == 1 and f"access_token={TOKEN}" in paths[0]
+    kinds = [type(outcome) for outcome in outcomes]
+    assert kinds.count(Accepted) == 3 and kinds.count(Rejected) == 3 and Unavailable in kinds
+    assert outcomes[-2] == Unavailable(reason="could not connect (ConnectError)")
+
+
+@pytest.mark.anyio
+async def test_the_request_httpx_reports_carries_no_token(debug_logs: pytest.LogCaptureFixture) -> None:
+    # httpx hangs the request on the response and on exceptions; code that logs either
+    # (an event hook, an error handler) must not find the token there.
+    fake = FakeUpstream()
+    seen: list[httpx.Request] = []
+
+    async def remember(request: httpx.Request) -> None:
+        seen.append(request)
+
+    async with upstream.http_client(token=TOKEN, transport=httpx.MockTransport(fake)) as client:
+        client.event_hooks["request"].append(remember)
+        response = await client.post(API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "12015550123", "GroupIds": [1]})
+
+    assert response.status_code == 201
+    assert_sent(fake)
+    assert_no_token("response.request.url", str(response.request.url))
+    assert_no_token("the request event hook", repr(seen) + str(seen[0].url))
+    assert_no_token("the client's repr", repr(client))
+    assert "HTTP Request: POST" in debug_logs.text
+    assert_no_token("the log", debug_logs.text)

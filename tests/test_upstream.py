@@ -1,0 +1,259 @@
+"""The ProTexting client: it makes the documented opt-in call and turns every answer,
+including no answer at all, into Accepted, Rejected or Unavailable, never an exception."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from app import upstream
+from app.upstream import Accepted, OptIn, ProTexting, RateLimit, Rejected, Unavailable
+
+from .conftest import API_URL, TOKEN, FakeUpstream, answers, closed_port, contact, raises
+
+pytestmark = pytest.mark.anyio
+
+Respond = Callable[[httpx.Request], httpx.Response]
+
+SIGNUP = OptIn(phone="12015550123", group_ids=(7, 9))
+
+
+async def opt_in(
+    respond: Respond | None = None,
+    request: OptIn = SIGNUP,
+    *,
+    base_url: str = API_URL,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[upstream.Outcome, FakeUpstream]:
+    fake = FakeUpstream(respond) if respond is not None else FakeUpstream()
+    if transport is None:
+        transport = httpx.MockTransport(fake)
+    async with upstream.http_client(token=TOKEN, transport=transport) as client:
+        outcome = await ProTexting(client, base_url=base_url).opt_in(request)
+    return outcome, fake
+
+
+# --- the request -----------------------------------------------------------------------
+
+
+async def test_the_request_follows_the_documented_contract() -> None:
+    _, fake = await opt_in()
+
+    [request] = fake.requests
+    assert request.method == "POST"
+    assert request.url.scheme == "https"
+    assert request.url.host == "api.protexting.test"
+    assert request.url.path == "/v1/contacts-opt-in/create"
+    assert dict(request.url.params) == {"access_token": TOKEN}
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.content) == {"PhoneNumber": "12015550123", "GroupIds": [7, 9]}
+
+
+async def test_a_trailing_slash_on_the_base_url_is_harmless() -> None:
+    _, fake = await opt_in(base_url=API_URL + "/")
+
+    assert fake.requests[0].url.path == "/v1/contacts-opt-in/create"
+
+
+async def test_campaign_messages_are_sent_only_when_configured() -> None:
+    request = OptIn(
+        phone="12015550123",
+        group_ids=(2,),
+        cta_message="Reply YES to get deals.",
+        confirm_message="You're in. Reply STOP to cancel.",
+        send_cta_message=True,
+    )
+
+    _, fake = await opt_in(request=request)
+
+    assert fake.bodies == [
+        {
+            "PhoneNumber": "12015550123",
+            "GroupIds": [2],
+            "CTAMessage": "Reply YES to get deals.",
+            "ConfirmMessage": "You're in. Reply STOP to cancel.",
+            "SendCTAMessage": 1,
+        }
+    ]
+    # The documented type is int (0/1); JSON true is not the same thing.
+    assert type(fake.bodies[0]["SendCTAMessage"]) is int
+
+
+async def test_only_the_configured_message_is_sent() -> None:
+    _, fake = await opt_in(request=OptIn(phone="12015550123", group_ids=(2,), confirm_message="You're in."))
+
+    assert fake.bodies == [{"PhoneNumber": "12015550123", "GroupIds": [2], "ConfirmMessage": "You're in."}]
+
+
+# --- the answers -----------------------------------------------------------------------
+
+
+async def test_201_with_the_contact_is_accepted_and_reads_the_rate_limit() -> None:
+    headers = {"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "59", "X-Rate-Limit-Reset": "1"}
+
+    outcome, _ = await opt_in(answers(201, contact("12015550123", [7, 9]), headers=headers))
+
+    assert outcome == Accepted(status=201, rate_limit=RateLimit(limit=60, remaining=59, reset=1.0))
+
+
+async def test_201_with_a_message_body_is_accepted() -> None:
+    outcome, _ = await opt_in(answers(201, {"message": "Confirmation message successfully sent"}))
+
+    assert isinstance(outcome, Accepted)
+    assert outcome.status == 201
+
+
+async def test_422_array_splits_messages_between_the_phone_field_and_the_form() -> None:
+    body = [
+        {"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."},
+        {"field": "GroupIds", "message": "Group Ids is invalid."},
+    ]
+
+    outcome, _ = await opt_in(answers(422, body))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.phone_messages == ["PhoneNumber is not a valid mobile number."]
+    assert outcome.form_messages == ["Group Ids is invalid."]
+
+
+async def test_422_array_entry_without_a_field_is_a_form_message() -> None:
+    outcome, _ = await opt_in(answers(422, [{"message": "Something is off."}]))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.phone_messages == []
+    assert outcome.form_messages == ["Something is off."]
+
+
+@pytest.mark.parametrize("code", [1, 1000, 1001])
+async def test_422_object_about_the_number_is_a_phone_message(code: int) -> None:
+    body = {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": code, "status": 422}
+
+    outcome, _ = await opt_in(answers(422, body))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.phone_messages == ["Phone number is opted out."]
+    assert outcome.form_messages == []
+
+
+@pytest.mark.parametrize("code", [5, 2, 4, 8, None])
+async def test_422_object_about_anything_else_is_a_form_message(code: int | None) -> None:
+    body = {"name": "Unprocessable entity", "message": "Not enough credit.", "code": code, "status": 422}
+
+    outcome, _ = await opt_in(answers(422, body))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.phone_messages == []
+    assert outcome.form_messages == ["Not enough credit."]
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        pytest.param(answers(422, text="<html><body>Unprocessable</body></html>"), id="html"),
+        pytest.param(answers(422, text="garbage {"), id="garbage"),
+        pytest.param(answers(422, text=""), id="empty-body"),
+        pytest.param(answers(422, []), id="empty-list"),
+        pytest.param(answers(422, ["PhoneNumber is invalid"]), id="list-of-strings"),
+        pytest.param(answers(422, [{"field": "PhoneNumber"}]), id="entry-without-message"),
+        pytest.param(answers(422, {"name": "Unprocessable entity"}), id="object-without-message"),
+        pytest.param(answers(422, "Phone number is opted out."), id="json-string"),
+        pytest.param(answers(422, None), id="json-null"),
+    ],
+)
+async def test_422_with_an_undocumented_body_is_unavailable(respond: Respond) -> None:
+    outcome, _ = await opt_in(respond)
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.status == 422
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_bad_credentials_are_unavailable_and_flagged_unauthorized(status: int) -> None:
+    body = {"name": "Unauthorized", "message": "Your request was made with invalid credentials.", "code": 0, "status": status}
+
+    outcome, _ = await opt_in(answers(status, body))
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.status == status
+    assert outcome.unauthorized is True
+    assert outcome.rate_limited is False
+
+
+async def test_429_is_unavailable_and_carries_the_rate_limit() -> None:
+    headers = {"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "42"}
+    body = {"name": "Too Many Requests", "message": "Rate limit exceeded.", "code": 0, "status": 429}
+
+    outcome, _ = await opt_in(answers(429, body, headers=headers))
+
+    assert outcome == Unavailable(reason="HTTP 429", status=429, rate_limit=RateLimit(limit=60, remaining=0, reset=42.0))
+    assert outcome.rate_limited is True
+    assert outcome.unauthorized is False
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, RateLimit()),
+        ({"X-Rate-Limit-Limit": "1000", "X-Rate-Limit-Remaining": "999", "X-Rate-Limit-Reset": "0.06"}, RateLimit(1000, 999, 0.06)),
+        ({"X-Rate-Limit-Limit": "sixty", "X-Rate-Limit-Remaining": "-1", "X-Rate-Limit-Reset": ""}, RateLimit()),
+    ],
+)
+def test_rate_limit_headers_are_read_defensively(headers: dict[str, str], expected: RateLimit) -> None:
+    assert RateLimit.from_headers(httpx.Headers(headers)) == expected
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 400, 404, 301])
+async def test_other_statuses_are_unavailable(status: int) -> None:
+    outcome, _ = await opt_in(answers(status, {"name": "Error", "message": "nope", "code": 0, "status": status}))
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.status == status
+    assert outcome.reason == f"HTTP {status}"
+    assert not outcome.unauthorized
+    assert not outcome.rate_limited
+
+
+async def test_500_with_an_html_body_is_unavailable() -> None:
+    outcome, _ = await opt_in(answers(500, text="<h1>Internal Server Error</h1>"))
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.status == 500
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (httpx.ReadTimeout, "timed out"),
+        (httpx.ConnectTimeout, "timed out"),
+        (httpx.PoolTimeout, "timed out"),
+        (httpx.ConnectError, "could not connect (ConnectError)"),
+        (httpx.ReadError, "could not connect (ReadError)"),
+        (httpx.RemoteProtocolError, "could not connect (RemoteProtocolError)"),
+    ],
+)
+async def test_transport_failures_are_unavailable_not_exceptions(error: type[httpx.TransportError], reason: str) -> None:
+    outcome, fake = await opt_in(raises(error))
+
+    assert outcome == Unavailable(reason=reason)
+    assert outcome.status is None
+    assert len(fake.requests) == 1
+
+
+async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
+    transport = httpx.AsyncHTTPTransport(retries=0)
+
+    outcome, _ = await opt_in(base_url=f"http://127.0.0.1:{closed_port()}/v1", transport=transport)
+
+    assert outcome == Unavailable(reason="could not connect (ConnectError)")
+
+
+async def test_the_default_client_has_explicit_timeouts_and_does_not_follow_redirects() -> None:
+    async with upstream.http_client(token=TOKEN) as client:
+        assert client.timeout == upstream.DEFAULT_TIMEOUT
+        assert client.timeout.connect is not None and client.timeout.connect <= 5
+        assert client.timeout.read is not None and client.timeout.read <= 10
+        assert client.follow_redirects is False
