@@ -10,11 +10,15 @@ Screenshots for a person to look at: /tmp/signup.png and /tmp/signup-error.png.
 
 from __future__ import annotations
 
+import http.server
 import os
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
 
@@ -143,3 +147,72 @@ def _bottom(locator: Locator) -> float:
     box = locator.bounding_box()
     assert box is not None, f"{locator} is not laid out"
     return box["y"] + box["height"]
+
+
+# -- embedded on another site, and forged from another site ---------------------------
+
+
+@pytest.fixture
+def other_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A web server on another origin (another host name, another port): the shop that
+    embeds the form, or a page that tries to forge it."""
+    root = tmp_path / "shop"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # "localhost" is another site than "127.0.0.1" to the browser.
+        yield f"http://localhost:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_form_works_inside_an_iframe_on_another_site(app: Server, browser: Browser, other_site: tuple[str, Path]) -> None:
+    shop, root = other_site
+    (root / "index.html").write_text(
+        f'<!doctype html><title>Shop</title><h1>Our shop</h1><iframe title="Sign up" src="{app.url}/join?src=shop" width="400" height="900"></iframe>'
+    )
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(shop + "/index.html")
+        frame = page.frame_locator("iframe")
+        phone = frame.get_by_label("Mobile number")
+        expect(phone).to_be_visible()
+        page.wait_for_timeout(2100)  # a person reading the page
+        phone.fill("(201) 555-0133")
+        frame.get_by_role("button", name="Sign up for texts").click()
+        expect(frame.get_by_role("heading", level=1)).to_have_text("Check your phone")
+    finally:
+        context.close()
+
+
+def test_a_form_forged_on_another_site_is_refused(app: Server, browser: Browser, other_site: tuple[str, Path]) -> None:
+    shop, root = other_site
+    # The forger even has a genuine token, fetched from our page by its server.
+    token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(app.url + "/join", trust_env=False).text)
+    assert token
+    (root / "forge.html").write_text(
+        f'<!doctype html><title>Win a prize</title><form method="post" action="{app.url}/join">'
+        f'<input type="hidden" name="form_token" value="{token.group(1)}">'
+        '<input name="phone" value="(201) 555-0134"><button>Claim prize</button></form>'
+    )
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(shop + "/forge.html")
+        page.wait_for_timeout(2100)
+        page.get_by_role("button", name="Claim prize").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("This form can't be sent from here")
+    finally:
+        context.close()
