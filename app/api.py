@@ -71,11 +71,11 @@ class OptInResult(BaseModel):
     )
 
 
-def _resources(request: Request) -> Resources:
+async def _resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
+async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
     campaign = resources.campaign(keyword)
     if campaign is None:
         raise CampaignNotFound(keyword)

@@ -29,7 +29,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
-from .pages import RESERVED_PATHS, router
+from .pages import RESERVED_PATHS, prerender, router, signup_page
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
@@ -134,8 +134,14 @@ def create_app(
                 captcha=captcha,
                 min_fill_seconds=active.min_fill_seconds,
             )
+            pages = {key: prerender(templates, c, disclosures[key].text) for key, c in campaigns.items()}
             app.state.resources = Resources(
-                settings=active, campaigns=campaigns, disclosures=disclosures, delivery=delivery, guard=guard
+                settings=active,
+                campaigns=campaigns,
+                disclosures=disclosures,
+                delivery=delivery,
+                guard=guard,
+                pages=pages,
             )
             yield
 
@@ -145,6 +151,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_router)
     app.include_router(router)
+    app.add_route("/{keyword}", signup_page, methods=["GET"], include_in_schema=False)
     install_error_handlers(app, templates)
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)

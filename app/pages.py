@@ -8,13 +8,14 @@ a POST that succeeds answers 303 to the thanks page.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .campaigns import Campaign
 from .captcha import CaptchaFailed
@@ -52,15 +53,15 @@ class FormRejected(Exception):
         self.status_code = status_code
 
 
-def _resources(request: Request) -> Resources:
+async def _resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def _templates(request: Request) -> Jinja2Templates:
+async def _templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates
 
 
-def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
+async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
     campaign = resources.campaign(keyword)
     if campaign is None:
         raise CampaignNotFound(keyword)
@@ -131,9 +132,54 @@ async def index(request: Request, resources: ResourcesDep, templates: TemplatesD
     return templates.TemplateResponse(request, "index.html", {"campaigns": list(resources.campaigns.values())})
 
 
-@router.get("/{keyword}")
-async def signup_page(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
-    return render_form(request, templates, campaign)
+# The plain signup page is the hot path (a QR code on a stadium screen): it is rendered
+# once per campaign at start-up around two markers, and each view only splices in the
+# source parameters and a fresh token. Markers are noncharacters no template emits.
+_QUERY_MARK = "\ufdd0"
+_TOKEN_MARK = "\ufdd1"
+
+
+@dataclass(frozen=True, slots=True)
+class PrerenderedPage:
+    before_query: bytes
+    before_token: bytes
+    rest: bytes
+    headers: dict[str, str]
+
+
+def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -> PrerenderedPage:
+    html = templates.get_template("signup.html").render(
+        campaign=campaign,
+        action=campaign.path + _QUERY_MARK,
+        disclosure=Markup(disclosure),
+        form_token=_TOKEN_MARK,
+        token_field=TOKEN_FIELD,
+        honeypot_field=HONEYPOT_FIELD,
+        captcha=campaign.captcha,
+        phone="",
+        phone_error=None,
+        form_errors=[],
+    )
+    head, rest = html.split(_QUERY_MARK)
+    middle, tail = rest.split(_TOKEN_MARK)
+    headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
+    return PrerenderedPage(head.encode(), middle.encode(), tail.encode(), headers)
+
+
+async def signup_page(request: Request) -> Response:
+    """GET /{keyword}: a plain Starlette route, no dependency injection on the hot path."""
+    resources: Resources = request.app.state.resources
+    keyword = request.path_params["keyword"]
+    page = resources.pages.get(keyword.lower())
+    if page is None:
+        raise CampaignNotFound(keyword)
+    query = b""
+    if request.scope["query_string"]:
+        source = source_params(request.query_params.multi_items())
+        if source:
+            query = b"?" + str(escape(urlencode(source))).encode()
+    token = resources.guard.tokens.issue(keyword).encode()
+    return Response(page.before_query + query + page.before_token + token + page.rest, headers=page.headers)
 
 
 @router.post("/{keyword}")

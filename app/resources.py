@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .campaigns import Campaign
 from .consent import Disclosure
 from .delivery import Delivery
 from .guard import Guard
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .pages import PrerenderedPage
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class Resources:
     disclosures: dict[str, Disclosure]
     delivery: Delivery
     guard: Guard
+    # Each campaign's signup page, rendered once (see app.pages.prerender).
+    pages: dict[str, PrerenderedPage] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> bool:
