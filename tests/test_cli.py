@@ -1,0 +1,426 @@
+"""`optin`, the operator's command: run as the installed entry point, in a subprocess.
+
+The databases it reads are filled the way production fills them: by the app's own
+pages (through `make_client`) or, where a test needs signups at chosen dates, through
+the Outbox API. Delivery runs against the fake ProTexting as a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import inspect, text
+
+from app.consent import ConsentRecord, Disclosure
+from app.outbox import Outbox, RetryPolicy
+from app.storage import create_engine, migrate
+from app.upstream import OptIn
+from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
+from tests._servers import ROOT, calls, fake_protexting, set_down
+
+from .conftest import MakeClient, Page, contact, json_response
+
+OPTIN = Path(sys.executable).with_name("optin")
+TOKEN = "tok-cli-0123456789"
+
+REFUSED = "12015550177"
+UNAVAILABLE = "12015550178"
+
+DISCLOSURE = Disclosure.of("<p>Recurring automated marketing texts from Test. Reply <strong>STOP</strong> to cancel.</p>")
+
+EXPORT_FIELDS = {
+    "phone",
+    "campaign",
+    "created_at",
+    "disclosure_text",
+    "client_ip",
+    "user_agent",
+    "page_url",
+    "state",
+    "history",
+}
+
+
+def optin(
+    *args: str, database_url: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `optin ARGS` with only the service settings given here (no `.env` in `cwd`)."""
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROTEXTING_"))}
+    child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    child["OPTIN_DATABASE_URL"] = database_url
+    child.update(env or {})
+    assert not (cwd / ".env").exists()
+    return subprocess.run([str(OPTIN), *args], cwd=cwd, env=child, capture_output=True, text=True, timeout=60)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}; stderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def status(database_url: str, cwd: Path) -> dict[tuple[str, str], int]:
+    """`optin status`, parsed into {(campaign, state): count}."""
+    lines = ok(optin("status", database_url=database_url, cwd=cwd)).strip().splitlines()
+    if lines == ["no signups yet"]:
+        return {}
+    assert lines[0].split() == ["campaign", "state", "count"], lines
+    parsed = {}
+    for line in lines[1:]:
+        campaign, state, count = line.split()
+        parsed[(campaign, state)] = int(count)
+    return parsed
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+# The abuse limits and the too-fast trap are not what these tests are about: off.
+NO_LIMITS = {"min_fill_seconds": 0, "limit_per_ip": "", "limit_per_number": "", "limit_per_prefix": ""}
+
+
+def form_data(html: str, phone: str) -> dict[str, str]:
+    """What a browser posts from the signup page: its named inputs (the hidden form
+    token, the empty honeypot) with the number typed in."""
+    data = {e.attrs["name"]: e.attrs.get("value", "") for e in Page(html).find_all("input") if e.attrs.get("name")}
+    data["phone"] = phone
+    return data
+
+
+# -- filling a database through the Outbox API ------------------------------------------
+
+
+def consent(phone: str, campaign: str = "JOIN", *, at: datetime | None = None) -> ConsentRecord:
+    return ConsentRecord(
+        created_at=at or datetime.now(UTC),
+        campaign=campaign,
+        phone=phone,
+        group_ids=(4,),
+        disclosure_sha256=DISCLOSURE.sha256,
+        page_url=f"https://texts.example/{campaign}?src=receipt",
+        source={"src": "receipt"},
+        client_ip="203.0.113.9",
+        user_agent="Mozilla/5.0 (cli test)",
+    )
+
+
+def add_signups(url: str, signups: Sequence[tuple[str, str, datetime | None]]) -> None:
+    """Store pending signups (phone, campaign, created_at) as the request path would."""
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=60))
+            await outbox.remember_disclosures([DISCLOSURE])
+            for phone, campaign, at in signups:
+                await outbox.add(consent(phone, campaign, at=at), OptIn(phone=phone, group_ids=(4,)))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def counts(url: str) -> dict[tuple[str, str], int]:
+    """The same numbers as `optin status`, read in-process (much quicker than the CLI)."""
+
+    async def run() -> dict[tuple[str, str], int]:
+        engine = create_engine(url)
+        try:
+            outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=60))
+            return {(campaign, state): count for campaign, state, count in await outbox.counts()}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def history(url: str, phone: str) -> list[tuple[str, str | None]]:
+    async def run() -> list[tuple[str, str | None]]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                signup_id = (
+                    await conn.execute(text("SELECT id FROM signups WHERE phone = :p"), {"p": phone})
+                ).scalar_one()
+            outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=60))
+            return await outbox.history(signup_id)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+# -- migrate ------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_on_an_empty_database(database_url: str, tmp_path: Path) -> None:
+    assert ok(optin("migrate", database_url=database_url, cwd=tmp_path)).strip() == "database is up to date"
+    # Again, on an up-to-date database: nothing to do, still success.
+    assert ok(optin("migrate", database_url=database_url, cwd=tmp_path)).strip() == "database is up to date"
+
+    async def schema() -> tuple[set[str], list[str]]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+                versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+        finally:
+            await engine.dispose()
+        return tables, list(versions)
+
+    tables, versions = asyncio.run(schema())
+    assert {"disclosures", "signups", "signup_events", "alembic_version"} <= tables
+    assert len(versions) == 1
+    assert status(database_url, tmp_path) == {}
+
+
+# -- status and export, of signups made through the pages -------------------------------
+
+
+def _upstream(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    if body["PhoneNumber"] == REFUSED:
+        return json_response(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}])
+    if body["PhoneNumber"] == UNAVAILABLE:
+        return json_response(503, {"name": "Service Unavailable", "message": "Down.", "code": 0, "status": 503})
+    return json_response(201, contact(body["PhoneNumber"], body["GroupIds"]))
+
+
+def test_status_and_export_of_signups_made_on_the_pages(make_client: MakeClient, tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "signups.db")
+    client = make_client(handler=_upstream, database_url=url, **NO_LIMITS)
+    headers = {"User-Agent": "Mozilla/5.0 (iPhone; operator test)"}
+    shown = {}
+    posts = [
+        ("/JOIN?src=poster-12&utm_campaign=spring", "(201) 555-0170", "/JOIN/thanks"),
+        ("/JOIN", "(201) 555-0170", "/JOIN/thanks"),  # the same number again: a duplicate
+        ("/JOIN", "(201) 555-0171", "/JOIN/thanks"),
+        ("/JOIN", "(201) 555-0177", None),  # refused by ProTexting
+        ("/JOIN", "(201) 555-0178", "/JOIN/thanks?pending=1"),  # ProTexting down: waits
+        ("/alerts", "(201) 555-0172", "/Alerts/thanks"),
+    ]
+    for path, phone, thanks in posts:
+        page = client.get(path, headers=headers)
+        assert page.status_code == 200
+        shown[path] = page.text
+        response = client.post(path, data=form_data(page.text, phone), headers=headers)
+        if thanks is None:
+            assert response.status_code == 422
+        else:
+            assert response.status_code == 303, response.text[:300]
+            assert response.headers["location"] == thanks
+
+    table = ok(optin("status", database_url=url, cwd=tmp_path)).splitlines()
+    assert table[0].split() == ["campaign", "state", "count"]
+    assert [line.split() for line in table[1:]] == [
+        ["Alerts", "delivered", "1"],
+        ["JOIN", "delivered", "2"],
+        ["JOIN", "duplicate", "1"],
+        ["JOIN", "pending", "1"],
+        ["JOIN", "rejected", "1"],
+    ]
+
+    with ThreadPoolExecutor(2) as pool:
+        as_csv, as_jsonl = pool.map(
+            lambda fmt: optin("export", "--format", fmt, database_url=url, cwd=tmp_path), ["csv", "jsonl"]
+        )
+    rows = list(csv.DictReader(io.StringIO(ok(as_csv))))
+    records = [json.loads(line) for line in ok(as_jsonl).splitlines()]
+    assert "exported 6 consent record(s)" in as_csv.stderr
+    assert "exported 6 consent record(s)" in as_jsonl.stderr
+    assert len(rows) == len(records) == 6
+    assert EXPORT_FIELDS <= set(rows[0]) and EXPORT_FIELDS <= set(records[0])
+
+    # CSV carries the same records, its lists and objects as JSON text.
+    for row, record in zip(rows, records, strict=True):
+        for key, value in record.items():
+            if isinstance(value, (list, dict)):
+                assert json.loads(row[key]) == value, key
+            else:
+                assert row[key] == ("" if value is None else str(value)), key
+
+    first = records[0]
+    assert (first["campaign"], first["phone"], first["state"]) == ("JOIN", "12015550170", "delivered")
+    assert first["page_url"] == "http://127.0.0.1:8000/JOIN?src=poster-12&utm_campaign=spring"
+    assert first["source"] == {"src": "poster-12", "utm_campaign": "spring"}
+    assert first["user_agent"] == "Mozilla/5.0 (iPhone; operator test)"
+    assert first["client_ip"] == "testclient"  # Starlette's TestClient's peer address
+    assert first["group_ids"] == [7, 9]
+    created = datetime.fromisoformat(first["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+    # The disclosure exactly as the page showed it, and the hash that proves it.
+    assert first["disclosure_text"] in shown["/JOIN?src=poster-12&utm_campaign=spring"]
+    assert "STOP" in first["disclosure_text"] and "Corner" not in first["disclosure_text"]
+    assert hashlib.sha256(first["disclosure_text"].encode()).hexdigest() == first["disclosure_sha256"]
+    assert [event["state"] for event in first["history"]] == ["pending", "delivered"]
+    assert "HTTP 201" in first["history"][-1]["detail"]
+
+    by_phone_state = {(r["phone"], r["state"]): r for r in records}
+    duplicate = by_phone_state[("12015550170", "duplicate")]
+    assert duplicate["duplicate_of"] == first["id"]
+    refused = by_phone_state[(REFUSED, "rejected")]
+    assert refused["upstream_messages"] == [
+        {"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}
+    ]
+    waiting = by_phone_state[(UNAVAILABLE, "pending")]
+    assert waiting["last_error"] == "HTTP 503" and waiting["attempts"] == 1
+    alerts = by_phone_state[("12015550172", "delivered")]
+    assert alerts["campaign"] == "Alerts" and alerts["disclosure_text"] != first["disclosure_text"]
+
+
+# -- export filters -------------------------------------------------------------------------
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_export_filters_by_date_range_and_campaign(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "dated.db")
+    add_signups(
+        url,
+        [
+            ("12015552001", "JOIN", _at("2025-01-10T08:00:00")),
+            ("12015552002", "JOIN", _at("2025-02-01T00:00:00")),  # on the --since boundary
+            ("12015552003", "JOIN", _at("2025-02-15T12:00:00")),
+            ("12015552004", "Alerts", _at("2025-02-20T18:30:00")),
+            ("12015552005", "JOIN", _at("2025-03-01T00:00:00")),  # on the --until boundary
+        ],
+    )
+    feb = ("--since", "2025-02-01", "--until", "2025-03-01")
+    expected: dict[tuple[str, ...], list[str]] = {
+        (): ["12015552001", "12015552002", "12015552003", "12015552004", "12015552005"],
+        # --since is inclusive, --until exclusive; a date is midnight UTC.
+        feb: ["12015552002", "12015552003", "12015552004"],
+        ("--since", "2025-03-01"): ["12015552005"],
+        ("--until", "2025-02-01"): ["12015552001"],
+        # The campaign's keyword, in any case.
+        ("--campaign", "join", *feb): ["12015552002", "12015552003"],
+        ("--campaign", "ALERTS"): ["12015552004"],
+        ("--campaign", "nosuch"): [],
+        # A timestamp with an offset is converted to UTC; one without one is UTC.
+        ("--since", "2025-02-15", "--until", "2025-02-15T13:00:00+02:00"): [],
+        ("--since", "2025-02-15", "--until", "2025-02-15T13:00:00"): ["12015552003"],
+    }
+
+    def phones(args: tuple[str, ...]) -> list[str]:
+        out = ok(optin("export", "--format", "jsonl", *args, database_url=url, cwd=tmp_path))
+        return [json.loads(line)["phone"] for line in out.splitlines()]
+
+    # CSV to a file, with the same filters, alongside.
+    out = tmp_path / "february.csv"
+    with ThreadPoolExecutor(4) as pool:
+        to_file = pool.submit(
+            optin, "export", "--campaign", "JOIN", *feb, "--output", str(out), database_url=url, cwd=tmp_path
+        )
+        got = dict(zip(expected, pool.map(phones, expected), strict=True))
+    assert got == expected
+
+    assert ok(to_file.result()) == ""
+    assert "exported 2 consent record(s)" in to_file.result().stderr
+    with out.open(encoding="utf-8", newline="") as written:
+        rows = list(csv.DictReader(written))
+    assert [(r["phone"], r["campaign"], r["state"]) for r in rows] == [
+        ("12015552002", "JOIN", "pending"),
+        ("12015552003", "JOIN", "pending"),
+    ]
+    assert rows[0]["created_at"] == "2025-02-01T00:00:00+00:00"
+    assert rows[0]["disclosure_text"] == DISCLOSURE.text
+    assert rows[0]["client_ip"] == "203.0.113.9"
+    assert rows[0]["user_agent"] == "Mozilla/5.0 (cli test)"
+    assert rows[0]["page_url"] == "https://texts.example/JOIN?src=receipt"
+    assert [event["state"] for event in json.loads(rows[0]["history"])] == ["pending"]
+
+
+def test_export_refuses_a_date_it_cannot_read(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "optin.db")
+    result = optin("export", "--since", "notadate", database_url=url, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "'notadate' is not a date (YYYY-MM-DD) or ISO timestamp" in result.stderr
+    assert "--since" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- worker and retry-failed, against the fake ProTexting as a real server -----------------
+
+
+def test_worker_once_delivers_and_retry_failed_queues_failures_again(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "queue.db")
+    join = ["12015552101", "12015552102"]
+    alerts = "12015552103"
+    add_signups(url, [(join[0], "JOIN", None), (join[1], "JOIN", None), (alerts, "Alerts", None)])
+    assert counts(url) == {("Alerts", "pending"): 1, ("JOIN", "pending"): 2}
+
+    with fake_protexting(tmp_path, token=TOKEN, down=True) as fake:
+        env = {
+            "PROTEXTING_ACCESS_TOKEN": TOKEN,
+            "PROTEXTING_API_URL": fake.url + "/v1",
+            "PROTEXTING_RATE_LIMIT": "100/second",
+            "OPTIN_DELIVERY_MAX_ATTEMPTS": "1",
+        }
+
+        def worker_once() -> None:
+            ok(optin("worker", "--once", database_url=url, cwd=tmp_path, env=env))
+
+        # ProTexting is down and one attempt is all they get: every signup fails.
+        worker_once()
+        assert counts(url) == {("Alerts", "failed"): 1, ("JOIN", "failed"): 2}
+        assert calls(fake) == []
+
+        # The operator queues one campaign's failures again (keyword in any case) ...
+        result = ok(optin("retry-failed", "--campaign", "alerts", database_url=url, cwd=tmp_path))
+        assert result.strip() == "1 failed signup(s) queued again"
+        assert counts(url) == {("Alerts", "pending"): 1, ("JOIN", "failed"): 2}
+
+        set_down(fake, False)
+        worker_once()
+        assert counts(url) == {("Alerts", "delivered"): 1, ("JOIN", "failed"): 2}
+        assert [call["PhoneNumber"] for call in calls(fake)] == [alerts]
+
+        # ... then all the rest.
+        assert ok(optin("retry-failed", database_url=url, cwd=tmp_path)).strip() == "2 failed signup(s) queued again"
+        worker_once()
+        assert status(url, tmp_path) == {("Alerts", "delivered"): 1, ("JOIN", "delivered"): 2}
+        assert sorted(call["PhoneNumber"] for call in calls(fake)) == sorted([*join, alerts])  # each once
+        assert calls(fake)[-1]["GroupIds"] == [4]
+
+    steps = history(url, join[0])
+    assert [state for state, _ in steps] == ["pending", "failed", "pending", "delivered"]
+    assert "gave up after 1 attempts" in (steps[1][1] or "")
+    assert steps[2][1] == "retry requested by operator"
+
+
+# -- bad settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["export"], ["worker", "--once"]])
+def test_a_bad_setting_exits_2_naming_the_variable(command: list[str], tmp_path: Path) -> None:
+    result = optin(*command, database_url="mysql://x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "OPTIN_DATABASE_URL" in result.stderr
+    assert result.stderr.startswith("optin: invalid setting")
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_exits_2_with_a_message(tmp_path: Path) -> None:
+    result = optin("status", database_url="postgresql+asyncpg://postgres@127.0.0.1:1/nothing", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
