@@ -80,13 +80,11 @@ class Delivery:
     # -- the request path -------------------------------------------------------
 
     async def submit(self, record: ConsentRecord, optin: OptIn) -> Submitted:
-        if self.duplicate_window > timedelta(0):
-            earlier = await self.outbox.recent(record.campaign, record.phone, window=self.duplicate_window)
-            if earlier is not None:
-                signup = await self.outbox.add(record, optin, duplicate_of=earlier[0])
-                return Submitted(signup, State.DUPLICATE, earlier=earlier[1])
-
-        signup = await self.outbox.add(record, optin, leased_by=self.worker_id)
+        signup = await self.outbox.add(
+            record, optin, leased_by=self.worker_id, duplicate_window=self.duplicate_window
+        )
+        if signup.state == State.DUPLICATE:
+            return Submitted(signup, State.DUPLICATE, earlier=signup.earlier)
         if self._stop.is_set() or not await self.pacer.try_acquire():
             await self.outbox.release(signup, worker=self.worker_id, reason="waiting for the pace")
             self._wake.set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -62,6 +62,8 @@ class Signup:
     attempts: int
     created_at: datetime
     optin: OptIn
+    # For a duplicate: the state of the earlier signup it repeats.
+    earlier: State | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,59 +153,60 @@ class Outbox:
     async def recent(self, campaign: str, phone: str, *, window: timedelta) -> tuple[int, State] | None:
         """The id and state of a signup of this number to this campaign within
         `window` that was or will be delivered; None when there is none."""
-        since = utcnow() - window
-        query = (
-            select(signups.c.id, signups.c.state)
-            .where(
-                signups.c.campaign == campaign,
-                signups.c.phone == phone,
-                signups.c.created_at >= since,
-                signups.c.state.in_([State.PENDING, State.DELIVERED]),
-            )
-            .order_by(signups.c.id.desc())
-            .limit(1)
-        )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return (row.id, State(row.state)) if row else None
+            return await _recent(conn, campaign, phone, window)
 
     async def add(
-        self, record: ConsentRecord, optin: OptIn, *, leased_by: str | None = None, duplicate_of: int | None = None
+        self,
+        record: ConsentRecord,
+        optin: OptIn,
+        *,
+        leased_by: str | None = None,
+        duplicate_window: timedelta = timedelta(0),
     ) -> Signup:
-        """Store a consent record, pending delivery (or as a duplicate). With
-        `leased_by`, the caller holds the lease and will attempt delivery itself."""
+        """Store a consent record, pending delivery. With `leased_by`, the caller
+        holds the lease and will attempt delivery itself.
+
+        When the same number signed up to the same campaign within `duplicate_window`
+        and that signup was or will be delivered, the record is stored as a
+        duplicate instead, and will not be sent. The check and the insert hold a lock
+        on the number, so a double click or two replicas cannot both send."""
         now = record.created_at
-        state = State.DUPLICATE if duplicate_of is not None else State.PENDING
-        values = {
-            "created_at": now,
-            "campaign": record.campaign,
-            "phone": record.phone,
-            "group_ids": list(record.group_ids),
-            "disclosure_sha256": record.disclosure_sha256,
-            "page_url": record.page_url,
-            "source": record.source,
-            "client_ip": record.client_ip,
-            "user_agent": record.user_agent,
-            "request": {
-                "phone": optin.phone,
-                "group_ids": list(optin.group_ids),
-                "cta_message": optin.cta_message,
-                "confirm_message": optin.confirm_message,
-                "send_cta_message": optin.send_cta_message,
-            },
-            "state": state,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "lease_until": now + self.lease if leased_by else None,
-            "leased_by": leased_by,
-            "duplicate_of": duplicate_of,
-            "updated_at": now,
-        }
         async with self.engine.begin() as conn:
+            earlier = None
+            if duplicate_window > timedelta(0):
+                await _lock_number(conn, record.campaign, record.phone)
+                earlier = await _recent(conn, record.campaign, record.phone, duplicate_window)
+            state = State.DUPLICATE if earlier is not None else State.PENDING
+            holder = leased_by if earlier is None else None
+            values = {
+                "created_at": now,
+                "campaign": record.campaign,
+                "phone": record.phone,
+                "group_ids": list(record.group_ids),
+                "disclosure_sha256": record.disclosure_sha256,
+                "page_url": record.page_url,
+                "source": record.source,
+                "client_ip": record.client_ip,
+                "user_agent": record.user_agent,
+                "request": {
+                    "phone": optin.phone,
+                    "group_ids": list(optin.group_ids),
+                    "cta_message": optin.cta_message,
+                    "confirm_message": optin.confirm_message,
+                    "send_cta_message": optin.send_cta_message,
+                },
+                "state": state,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "lease_until": now + self.lease if holder else None,
+                "leased_by": holder,
+                "duplicate_of": earlier[0] if earlier else None,
+                "updated_at": now,
+            }
             signup_id = (await conn.execute(insert(signups).values(**values).returning(signups.c.id))).scalar_one()
-            detail = f"duplicate of {duplicate_of}" if duplicate_of is not None else None
-            await _event(conn, signup_id, state, detail, now)
-        return Signup(signup_id, record.campaign, record.phone, state, 0, now, optin)
+            await _event(conn, signup_id, state, f"duplicate of {earlier[0]}" if earlier else None, now)
+        return Signup(signup_id, record.campaign, record.phone, state, 0, now, optin, earlier[1] if earlier else None)
 
     async def claim(self, worker: str, *, limit: int = 1) -> list[Signup]:
         """Lease up to `limit` due pending signups for `worker`."""
@@ -369,6 +372,33 @@ async def _history(engine: AsyncEngine, signup_id: int) -> list[dict[str, Any]]:
             {"at": row.at.isoformat(), "state": row.state, "detail": row.detail}
             for row in (await conn.execute(query)).all()
         ]
+
+
+async def _recent(conn: AsyncConnection, campaign: str, phone: str, window: timedelta) -> tuple[int, State] | None:
+    query = (
+        select(signups.c.id, signups.c.state)
+        .where(
+            signups.c.campaign == campaign,
+            signups.c.phone == phone,
+            signups.c.created_at >= utcnow() - window,
+            signups.c.state.in_([State.PENDING, State.DELIVERED]),
+        )
+        .order_by(signups.c.id.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    return (row.id, State(row.state)) if row else None
+
+
+async def _lock_number(conn: AsyncConnection, campaign: str, phone: str) -> None:
+    """Serialise signups of one number to one campaign until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        key = f"optin-pages:{campaign.lower()}:{phone}"
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    else:
+        # SQLite has one writer at a time: a write (that changes nothing) as the first
+        # statement takes the write lock now, before the check reads anything.
+        await conn.execute(text("UPDATE signups SET id = id WHERE 0"))
 
 
 async def _event(conn: AsyncConnection, signup_id: int, state: State, detail: str | None, at: datetime) -> None:

@@ -244,6 +244,14 @@ async def test_the_same_number_again_within_the_window_is_not_sent_twice(build: 
         assert row is not None and row["duplicate_of"] == first.signup.id  # consent kept all the same
 
 
+async def test_simultaneous_submissions_of_one_number_send_once(build: Build) -> None:
+    # A double click, or the same person on two replicas at once.
+    async with build() as rig:
+        results = await asyncio.gather(*(rig.delivery.submit(consent(), optin()) for _ in range(5)))
+        assert sorted(r.state for r in results).count(State.DUPLICATE) == 4
+        assert len(rig.fake.calls) == 1
+
+
 async def test_a_duplicate_of_a_signup_still_waiting_is_told_it_is_waiting(build: Build) -> None:
     async with build(fake=FakeProTexting(token="t", down=True)) as rig:
         first = await rig.delivery.submit(consent(), optin())
