@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time
 from typing import IO, Any
 
 from .campaigns import CampaignsError
-from .outbox import Outbox
+from .outbox import EXPORT_FIELDS, Outbox
 from .settings import Settings, SettingsError, load_settings
 from .storage import StorageError, create_engine, migrate
 
@@ -115,14 +115,15 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with _outbox(settings) as outbox:
             writer = None
+            if args.format == "csv":
+                # The header even for an empty range, so a spreadsheet still opens it.
+                writer = csv.DictWriter(out, fieldnames=[*EXPORT_FIELDS, "history"])
+                writer.writeheader()
             async for record in outbox.export(since=args.since, until=args.until, campaign=args.campaign):
                 record = {key: _plain(value) for key, value in record.items()}
-                if args.format == "jsonl":
+                if writer is None:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 else:
-                    if writer is None:
-                        writer = csv.DictWriter(out, fieldnames=list(record))
-                        writer.writeheader()
                     writer.writerow(
                         {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
                     )

@@ -14,7 +14,16 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
 def open_counters(redis_url: str | None, *, namespace: str = "optin-pages") -> Storage:
     if redis_url:
-        return RedisStorage("async+" + redis_url, implementation="redispy", key_prefix=f"{namespace}:limits")
+        # wrap_exceptions: every Redis failure arrives as limits.errors.StorageError,
+        # which the pace and the limits handle without failing a signup.
+        return RedisStorage(
+            "async+" + redis_url,
+            implementation="redispy",
+            key_prefix=f"{namespace}:limits",
+            wrap_exceptions=True,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
     return MemoryStorage()
 
 

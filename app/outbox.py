@@ -335,12 +335,13 @@ class Outbox:
         async with self.engine.connect() as conn:
             result = await conn.stream(query)
             async for row in result.mappings():
-                record = {key: row[key] for key in _EXPORT_FIELDS}
+                record = {key: row[key] for key in EXPORT_FIELDS}
                 record["history"] = await _history(self.engine, row["id"])
                 yield record
 
 
-_EXPORT_FIELDS = (
+# The columns of an exported consent record, in order ("history" follows them).
+EXPORT_FIELDS = (
     "id",
     "created_at",
     "campaign",

@@ -13,14 +13,22 @@ in the same place, so every replica holds off together.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
 from .counters import close_counters, open_counters
+
+logger = logging.getLogger(__name__)
+
+# While the shared counters (Redis) are unreachable nobody can know the pace: hold
+# every call back and look again after this long. Signups wait as pending meanwhile.
+UNREACHABLE_RETRY_SECONDS = 2.0
 
 _KEY = "protexting-opt-in"
 _PAUSE_KEY = "protexting-paused"
@@ -51,19 +59,32 @@ class Pacer:
 
     async def paused_for(self) -> float:
         """Seconds left in a shared pause; 0 when none."""
-        if await self.storage.get(self._pause_key) <= 0:
-            return 0.0
-        return max(0.0, await self.storage.get_expiry(self._pause_key) - time.time())
+        try:
+            if await self.storage.get(self._pause_key) <= 0:
+                return 0.0
+            return max(0.0, await self.storage.get_expiry(self._pause_key) - time.time())
+        except StorageError:
+            logger.error("pace unknown (shared counters unreachable): holding delivery back")
+            return UNREACHABLE_RETRY_SECONDS
 
     async def pause(self, seconds: float) -> None:
         """Hold off every caller for `seconds` (the first pause of an overlap wins)."""
-        await self.storage.incr(self._pause_key, max(1, math.ceil(seconds)))
+        try:
+            await self.storage.incr(self._pause_key, max(1, math.ceil(seconds)))
+        except StorageError:
+            logger.error("could not share a %.0fs pause (shared counters unreachable)", seconds)
+
+    async def _hit(self) -> bool:
+        try:
+            return await self._limiter.hit(self.item, _KEY)
+        except StorageError:
+            return False
 
     async def try_acquire(self) -> bool:
         """Take a slot now if one is free; never waits."""
         if await self.paused_for() > 0:
             return False
-        return await self._limiter.hit(self.item, _KEY)
+        return await self._hit()
 
     async def acquire(self, stop: asyncio.Event | None = None, *, timeout: float | None = None) -> bool:
         """Wait for a slot; False if `stop` was set or `timeout` passed first."""
@@ -71,10 +92,13 @@ class Pacer:
         while stop is None or not stop.is_set():
             wait = await self.paused_for()
             if wait <= 0:
-                if await self._limiter.hit(self.item, _KEY):
+                if await self._hit():
                     return True
-                stats = await self._limiter.get_window_stats(self.item, _KEY)
-                wait = max(0.01, stats.reset_time - time.time())
+                try:
+                    stats = await self._limiter.get_window_stats(self.item, _KEY)
+                    wait = max(0.01, stats.reset_time - time.time())
+                except StorageError:
+                    wait = UNREACHABLE_RETRY_SECONDS
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

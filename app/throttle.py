@@ -8,14 +8,18 @@ An empty string turns a limit off.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+logger = logging.getLogger(__name__)
 
 # Numbers that share all but their last two digits sit in one block of a hundred;
 # pumping bots walk such blocks (…0100, …0101, …0102).
@@ -70,6 +74,16 @@ class Throttle:
         )
 
     async def _take(self, scope: str, checks: Sequence[tuple[tuple[RateLimitItem, ...], tuple[str, ...]]]) -> None:
+        try:
+            await self._test_and_hit(scope, checks)
+        except StorageError:
+            # Redis is down: a person's signup matters more than a limit for a while.
+            # The form token, the traps and the number policy still hold.
+            logger.error("abuse limits unavailable (shared counters unreachable): %s signup let through", scope)
+
+    async def _test_and_hit(
+        self, scope: str, checks: Sequence[tuple[tuple[RateLimitItem, ...], tuple[str, ...]]]
+    ) -> None:
         # Test every window first and only then count, so a refused attempt does not
         # also use up the allowance of the limits it did pass.
         for items, key in checks:

@@ -556,3 +556,16 @@ def test_the_api_is_described_in_the_openapi_schema(build: Build) -> None:
     assert {"201", "202", "403", "422", "429"} <= set(post["responses"])
     assert "phone" in json.dumps(schema["components"]["schemas"]["OptInRequest"])
     assert not any(path.startswith("/{keyword}") for path in schema["paths"])
+
+
+def test_with_redis_down_a_signup_is_still_kept_and_thanked(build: Build, upstream: FakeUpstream) -> None:
+    from tests.conftest import closed_port
+
+    client = build(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    answer = Visitor(client).submit()
+    # No pace can be known, so nothing is sent now; the signup waits, and the person
+    # is thanked as for any queued signup. No 5xx, nothing lost.
+    assert answer.status_code == 303 and answer.headers["location"] == "/JOIN/thanks?pending=1"
+    assert upstream.requests == []
+    api = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": "(201) 555-0177", "token": api_token(client)})
+    assert api.status_code == 202
