@@ -424,3 +424,14 @@ def test_an_unreachable_database_exits_2_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "cannot reach the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_empty_csv_export_still_has_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPTIN_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    assert main(["export", "--since", "2030-01-01"]) == 0
+    header = capsys.readouterr().out.splitlines()
+    assert header[0].startswith("id,created_at,campaign,phone,") and header[0].endswith(",history")
+    assert len(header) == 1
