@@ -10,18 +10,17 @@ and the origin check, here with a per-campaign CORS allow-list (`api_origins`).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .campaigns import Campaign
+from .deps import CampaignDep, ResourcesDep
 from .captcha import CaptchaFailed
 from .guard import BotTrapped
-from .pages import CampaignNotFound
 from .phone import PhoneError
-from .resources import Resources
 from .security import request_origin
 from .signup import Attempt, sign_up
 from .tokens import ExpiredFormToken
@@ -70,20 +69,6 @@ class OptInResult(BaseModel):
         description="delivered: ProTexting is texting the number; pending: it will shortly."
     )
 
-
-async def _resources(request: Request) -> Resources:
-    return request.app.state.resources
-
-
-async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
-    campaign = resources.campaign(keyword)
-    if campaign is None:
-        raise CampaignNotFound(keyword)
-    return campaign
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-CampaignDep = Annotated[Campaign, Depends(_campaign)]
 
 _ERRORS = {
     400: {"model": ApiErrors, "description": "Malformed JSON, or a token too old (fetch a new one)."},

@@ -35,6 +35,10 @@ class CampaignsError(Exception):
     """The campaigns file is missing, unreadable or invalid."""
 
 
+class CampaignNotFound(Exception):
+    """No campaign has this keyword."""
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:

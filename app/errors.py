@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
-from .pages import CampaignNotFound, FormRejected, campaign_headers
+from .campaigns import CampaignNotFound
+from .forms import MalformedForm
+from .pages import campaign_headers
 from .security import CrossSiteRequest
 from .throttle import TooManyRequests
 from .tokens import InvalidFormToken
@@ -64,7 +66,7 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
         return answer(request, 404, "No campaign has this keyword." if request.url.path.startswith("/api/") else None)
 
     async def form_rejected(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FormRejected)
+        assert isinstance(exc, MalformedForm)
         return answer(request, exc.status_code, f"We couldn't read that form ({exc.message}). Please reload the page and try again.")
 
     async def cross_site(request: Request, exc: Exception) -> Response:
@@ -98,7 +100,7 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(CampaignNotFound, not_found)
-    app.add_exception_handler(FormRejected, form_rejected)
+    app.add_exception_handler(MalformedForm, form_rejected)
     app.add_exception_handler(CrossSiteRequest, cross_site)
     app.add_exception_handler(InvalidFormToken, bad_token)
     app.add_exception_handler(TooManyRequests, too_many)

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from .campaigns import Campaign
+from .campaigns import Campaign, CampaignNotFound
+from .deps import CampaignDep, ResourcesDep, TemplatesDep
 from .captcha import CaptchaFailed
 from .consent import source_params
-from .forms import MalformedForm, read_form
+from .forms import read_form
 from .guard import HONEYPOT_FIELD, BotTrapped
 from .phone import PhoneError
 from .resources import Resources
@@ -39,38 +39,6 @@ TOKEN_FIELD = "form_token"
 STALE_MESSAGE = "This page was open for a long time. Please check your number and press the button again."
 CAPTCHA_MESSAGE = "Please complete the check below the number, then press the button again."
 
-
-class CampaignNotFound(Exception):
-    """No campaign has this keyword."""
-
-
-class FormRejected(Exception):
-    """The body could not be read as our form; shown as a message page."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-
-
-async def _resources(request: Request) -> Resources:
-    return request.app.state.resources
-
-
-async def _templates(request: Request) -> Jinja2Templates:
-    return request.app.state.templates
-
-
-async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
-    campaign = resources.campaign(keyword)
-    if campaign is None:
-        raise CampaignNotFound(keyword)
-    return campaign
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-TemplatesDep = Annotated[Jinja2Templates, Depends(_templates)]
-CampaignDep = Annotated[Campaign, Depends(_campaign)]
 
 router = APIRouter(include_in_schema=False)
 
@@ -187,10 +155,7 @@ async def signup(
     request: Request, campaign: CampaignDep, resources: ResourcesDep, templates: TemplatesDep
 ) -> Response:
     captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
-    try:
-        form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
-    except MalformedForm as exc:
-        raise FormRejected(exc.message, exc.status_code) from None
+    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
     typed = form.get("phone", "")
     token = form.get(TOKEN_FIELD)
     attempt = Attempt(

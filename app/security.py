@@ -62,7 +62,7 @@ _FIXED_HEADERS = {
     # Other sites learn at most our origin, never a page's query string (src, utm_*).
     "referrer-policy": "strict-origin-when-cross-origin",
     "x-content-type-options": "nosniff",
-    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 
 
