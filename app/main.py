@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Receive, Scope, Send
 
 from . import upstream
 from .campaigns import load_campaigns
@@ -29,7 +30,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
-from .pages import RESERVED_PATHS, prerender, router, signup_page
+from .pages import RESERVED_PATHS, prerender, router, serve_prerendered, signup_page
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
@@ -86,6 +87,18 @@ def limits_for(settings: Settings) -> Limits:
         per_prefix=settings.limit_per_prefix,
         per_campaign=settings.limit_per_campaign,
     )
+
+
+class OptinPages(FastAPI):
+    """FastAPI, with the campaign page answered before routing: it is the page a QR
+    code on a stadium screen sends thousands of phones to in a minute."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            resources = getattr(self.state, "resources", None)
+            if resources is not None and await serve_prerendered(scope, send, resources):
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -145,7 +158,7 @@ def create_app(
             )
             yield
 
-    app = FastAPI(title="optin-pages", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = OptinPages(title="optin-pages", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from starlette.types import Scope, Send
 
 from .campaigns import Campaign, CampaignNotFound
 from .deps import CampaignDep, ResourcesDep, TemplatesDep
@@ -24,7 +25,7 @@ from .forms import read_form
 from .guard import HONEYPOT_FIELD, BotTrapped
 from .phone import PhoneError
 from .resources import Resources
-from .security import page_csp
+from .security import FIXED_HEADERS, page_csp
 from .signup import Attempt, sign_up
 from .tokens import ExpiredFormToken, InvalidFormToken
 
@@ -113,6 +114,16 @@ class PrerenderedPage:
     before_token: bytes
     rest: bytes
     headers: dict[str, str]
+    # The same headers, and the security headers every response carries, ready for ASGI.
+    raw_headers: list[tuple[bytes, bytes]]
+
+    def body(self, *, query_string: bytes, token: str) -> bytes:
+        query = b""
+        if query_string:
+            source = source_params(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+            if source:
+                query = b"?" + str(escape(urlencode(source))).encode()
+        return self.before_query + query + self.before_token + token.encode() + self.rest
 
 
 def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -> PrerenderedPage:
@@ -131,23 +142,40 @@ def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
     headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
-    return PrerenderedPage(head.encode(), middle.encode(), tail.encode(), headers)
+    raw = [(name.encode(), value.encode()) for name, value in {**FIXED_HEADERS, **headers}.items()]
+    return PrerenderedPage(head.encode(), middle.encode(), tail.encode(), headers, raw)
+
+
+async def serve_prerendered(scope: Scope, send: Send, resources: Resources) -> bool:
+    """Answer GET /{keyword} for a known campaign straight in ASGI; False otherwise.
+
+    The framework's routing, dependency injection and middleware cost several times
+    what this page costs to make (see README, Performance), so `app.main` calls this
+    before handing a request to FastAPI. Unknown paths fall through to the router."""
+    path: str = scope["path"]
+    if path.count("/") != 1:
+        return False
+    keyword = path[1:]
+    page = resources.pages.get(keyword.lower())
+    if page is None:
+        return False
+    body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(keyword))
+    headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return True
 
 
 async def signup_page(request: Request) -> Response:
-    """GET /{keyword}: a plain Starlette route, no dependency injection on the hot path."""
+    """GET /{keyword} when `serve_prerendered` did not answer: the 404 of an unknown
+    keyword, and HEAD."""
     resources: Resources = request.app.state.resources
     keyword = request.path_params["keyword"]
     page = resources.pages.get(keyword.lower())
     if page is None:
         raise CampaignNotFound(keyword)
-    query = b""
-    if request.scope["query_string"]:
-        source = source_params(request.query_params.multi_items())
-        if source:
-            query = b"?" + str(escape(urlencode(source))).encode()
-    token = resources.guard.tokens.issue(keyword).encode()
-    return Response(page.before_query + query + page.before_token + token + page.rest, headers=page.headers)
+    token = resources.guard.tokens.issue(keyword)
+    return Response(page.body(query_string=request.scope["query_string"], token=token), headers=page.headers)
 
 
 @router.post("/{keyword}")

@@ -58,7 +58,7 @@ DEFAULT_CSP = (
     "base-uri 'none'; frame-ancestors 'none'"
 )
 
-_FIXED_HEADERS = {
+FIXED_HEADERS = {
     # Other sites learn at most our origin, never a page's query string (src, utm_*).
     "referrer-policy": "strict-origin-when-cross-origin",
     "x-content-type-options": "nosniff",
@@ -99,7 +99,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in _FIXED_HEADERS.items():
+                for name, value in FIXED_HEADERS.items():
                     headers.setdefault(name, value)
                 headers.setdefault("content-security-policy", DEFAULT_CSP)
             await send(message)

@@ -423,3 +423,21 @@ def test_sandbox_never_uses_the_network(make_client: MakeClient) -> None:
     client: TestClient = make_client(token=None, handler=None, api_url=f"http://127.0.0.1:{closed_port()}/v1")
 
     assert submit(client, "/join", PHONE).status_code == 303
+
+
+def test_source_parameters_ride_along_in_the_form_and_nothing_else(make_client: MakeClient) -> None:
+    from urllib.parse import parse_qs
+
+    client = make_client()
+    html = client.get('/join?src=poster-7&utm_source=qr&evil=1&utm_term="><b>x').text
+    assert "<b>x" not in html  # escaped, never reflected as markup
+    action = Page(html).find("form").attrs["action"]
+    assert action.startswith("/JOIN?")
+    assert parse_qs(urlsplit(action).query) == {"src": ["poster-7"], "utm_source": ["qr"], "utm_term": ['"><b>x']}
+
+
+def test_head_of_the_signup_page_answers_like_get(make_client: MakeClient) -> None:
+    client = make_client()
+    head = client.head("/join")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-security-policy"] == client.get("/join").headers["content-security-policy"]
