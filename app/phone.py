@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException
-from phonenumbers.geocoder import country_name_for_number
+import pycountry
 
 # Number types by their phonenumbers names, lower-cased: what a campaign may allow.
 NUMBER_TYPES: dict[str, int] = {
@@ -50,12 +50,19 @@ class PhoneError(Exception):
         self.message = message
 
 
+# Regions phonenumbers knows that ISO 3166 (and so pycountry) does not.
+_NOT_IN_ISO_3166 = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
+
+
 @lru_cache(maxsize=512)
 def country_name(region: str) -> str:
-    """English name of an ISO region code, from phonenumbers' own geodata."""
-    example = phonenumbers.example_number(region)
-    name = country_name_for_number(example, "en") if example else ""
-    return name or region
+    """English name of an ISO region code, as people say it ("South Korea", not
+    "Korea, Republic of"). From pycountry: phonenumbers' own geocoder would do, but
+    it holds every carrier and place name in memory (about 100 MB)."""
+    country = pycountry.countries.get(alpha_2=region)
+    if country is None:
+        return _NOT_IN_ISO_3166.get(region, region)
+    return getattr(country, "common_name", None) or country.name
 
 
 def _countries_phrase(regions: Sequence[str]) -> str:
