@@ -35,5 +35,17 @@ run: install
 test: install browser
 	OPTIN_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
+# The benchmark suite (bench/README.md): wrk from Debian's packages drives the load,
+# chromium weighs the page. Pass options with `make bench BENCH_ARGS="--quick"`.
+.PHONY: bench
+WRK ?= /usr/bin/wrk
+
+$(WRK):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk
+
+bench: install browser $(WRK)
+	OPTIN_CHROMIUM=$(CHROMIUM) $(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
