@@ -16,19 +16,21 @@ lease in hand loses it when it ends, and the row comes due again.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import random
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .consent import ConsentRecord, Disclosure
-from .storage import disclosures, signup_events, signups, utcnow
+from .storage import UTCDateTime, disclosures, signup_events, signups, utcnow
 from .upstream import Accepted, OptIn, Outcome, Rejected, Unavailable
 
 
@@ -138,12 +140,24 @@ class Outbox:
         self.engine = engine
         self.policy = policy
         self.lease = lease
+        # SQLite has one writer, and its busy handler waits by sleeping (1, 2, 5, 10 ms
+        # ...): queue this process's transactions here instead, in order, without sleeps.
+        self._serial = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self._serial is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._serial, self.engine.begin() as conn:
+            yield conn
 
     async def remember_disclosures(self, texts: Sequence[Disclosure]) -> None:
         """Keep every disclosure text the pages show (once per distinct text)."""
         dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with self._transaction() as conn:
             for disclosure in texts:
                 statement = dialect.insert(disclosures).values(
                     sha256=disclosure.sha256, text=disclosure.text, first_shown_at=now
@@ -153,7 +167,7 @@ class Outbox:
     async def recent(self, campaign: str, phone: str, *, window: timedelta) -> tuple[int, State] | None:
         """The id and state of a signup of this number to this campaign within
         `window` that was or will be delivered; None when there is none."""
-        async with self.engine.connect() as conn:
+        async with self._transaction() as conn:
             return await _recent(conn, campaign, phone, window)
 
     async def add(
@@ -172,7 +186,7 @@ class Outbox:
         duplicate instead, and will not be sent. The check and the insert hold a lock
         on the number, so a double click or two replicas cannot both send."""
         now = record.created_at
-        async with self.engine.begin() as conn:
+        async with self._transaction() as conn:
             earlier = None
             if duplicate_window > timedelta(0):
                 await _lock_number(conn, record.campaign, record.phone)
@@ -204,7 +218,7 @@ class Outbox:
                 "duplicate_of": earlier[0] if earlier else None,
                 "updated_at": now,
             }
-            signup_id = (await conn.execute(insert(signups).values(**values).returning(signups.c.id))).scalar_one()
+            signup_id = (await conn.execute(_INSERT_SIGNUP, values)).scalar_one()
             await _event(conn, signup_id, state, f"duplicate of {earlier[0]}" if earlier else None, now)
         return Signup(signup_id, record.campaign, record.phone, state, 0, now, optin, earlier[1] if earlier else None)
 
@@ -230,7 +244,7 @@ class Outbox:
             .values(lease_until=now + self.lease, leased_by=worker, updated_at=now)
             .returning(*_SIGNUP_COLUMNS)
         )
-        async with self.engine.begin() as conn:
+        async with self._transaction() as conn:
             rows = (await conn.execute(claim)).all()
         return sorted((_signup(row) for row in rows), key=lambda s: s.id)
 
@@ -270,20 +284,19 @@ class Outbox:
     ) -> None:
         # Only the lease holder may settle: a worker whose lease ran out must not
         # overwrite what the row's next holder recorded.
-        guard = and_(signups.c.id == signup_id, signups.c.state == State.PENDING, signups.c.leased_by == worker)
-        async with self.engine.begin() as conn:
-            result = await conn.execute(update(signups).where(guard).values(**values))
+        async with self._transaction() as conn:
+            result = await conn.execute(_UPDATE_HELD, {"held_id": signup_id, "held_by": worker, **values})
             if result.rowcount:
                 await _event(conn, signup_id, state, detail, now)
 
     async def get(self, signup_id: int) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
+        async with self._transaction() as conn:
             row = (await conn.execute(select(signups).where(signups.c.id == signup_id))).mappings().first()
         return dict(row) if row else None
 
     async def history(self, signup_id: int) -> list[tuple[str, str | None]]:
         query = select(signup_events.c.state, signup_events.c.detail).where(signup_events.c.signup_id == signup_id)
-        async with self.engine.connect() as conn:
+        async with self._transaction() as conn:
             rows = (await conn.execute(query.order_by(signup_events.c.id))).all()
         return [(row.state, row.detail) for row in rows]
 
@@ -294,7 +307,7 @@ class Outbox:
             .group_by(signups.c.campaign, signups.c.state)
             .order_by(signups.c.campaign, signups.c.state)
         )
-        async with self.engine.connect() as conn:
+        async with self._transaction() as conn:
             return [(row[0], row[1], row[2]) for row in (await conn.execute(query)).all()]
 
     async def retry_failed(self, *, campaign: str | None = None) -> int:
@@ -303,7 +316,7 @@ class Outbox:
         where = [signups.c.state == State.FAILED]
         if campaign is not None:
             where.append(func.lower(signups.c.campaign) == campaign.lower())
-        async with self.engine.begin() as conn:
+        async with self._transaction() as conn:
             ids = (await conn.execute(select(signups.c.id).where(*where))).scalars().all()
             if ids:
                 await conn.execute(
@@ -326,18 +339,40 @@ class Outbox:
             where.append(signups.c.created_at < until)
         if campaign is not None:
             where.append(func.lower(signups.c.campaign) == campaign.lower())
-        query = (
-            select(signups, disclosures.c.text.label("disclosure_text"))
-            .join(disclosures, disclosures.c.sha256 == signups.c.disclosure_sha256)
-            .where(*where)
-            .order_by(signups.c.id)
-        )
-        async with self.engine.connect() as conn:
-            result = await conn.stream(query)
-            async for row in result.mappings():
-                record = {key: row[key] for key in EXPORT_FIELDS}
-                record["history"] = await _history(self.engine, row["id"])
-                yield record
+        # In pages of ids, each read in one short transaction: nothing is held open
+        # while the caller writes a page out, so signups keep flowing during an export.
+        after = 0
+        while True:
+            page = (
+                select(signups, disclosures.c.text.label("disclosure_text"))
+                .join(disclosures, disclosures.c.sha256 == signups.c.disclosure_sha256)
+                .where(signups.c.id > after, *where)
+                .order_by(signups.c.id)
+                .limit(_EXPORT_PAGE)
+            )
+            async with self._transaction() as conn:
+                rows = (await conn.execute(page)).mappings().all()
+                if not rows:
+                    return
+                ids = [row["id"] for row in rows]
+                events = (
+                    await conn.execute(
+                        select(signup_events.c.signup_id, signup_events.c.at, signup_events.c.state, signup_events.c.detail)
+                        .where(signup_events.c.signup_id.in_(ids))
+                        .order_by(signup_events.c.id)
+                    )
+                ).all()
+            history: dict[int, list[dict[str, Any]]] = {}
+            for event in events:
+                history.setdefault(event.signup_id, []).append(
+                    {"at": event.at.isoformat(), "state": event.state, "detail": event.detail}
+                )
+            for row in rows:
+                yield {**{key: row[key] for key in EXPORT_FIELDS}, "history": history.get(row["id"], [])}
+            after = ids[-1]
+
+
+_EXPORT_PAGE = 500
 
 
 # The columns of an exported consent record, in order ("history" follows them).
@@ -362,33 +397,34 @@ EXPORT_FIELDS = (
 )
 
 
-async def _history(engine: AsyncEngine, signup_id: int) -> list[dict[str, Any]]:
-    query = (
-        select(signup_events.c.at, signup_events.c.state, signup_events.c.detail)
-        .where(signup_events.c.signup_id == signup_id)
-        .order_by(signup_events.c.id)
-    )
-    async with engine.connect() as conn:
-        return [
-            {"at": row.at.isoformat(), "state": row.state, "detail": row.detail}
-            for row in (await conn.execute(query)).all()
-        ]
-
-
 async def _recent(conn: AsyncConnection, campaign: str, phone: str, window: timedelta) -> tuple[int, State] | None:
-    query = (
-        select(signups.c.id, signups.c.state)
-        .where(
-            signups.c.campaign == campaign,
-            signups.c.phone == phone,
-            signups.c.created_at >= utcnow() - window,
-            signups.c.state.in_([State.PENDING, State.DELIVERED]),
-        )
-        .order_by(signups.c.id.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(query)).first()
+    params = {"r_campaign": campaign, "r_phone": phone, "r_since": utcnow() - window}
+    row = (await conn.execute(_RECENT, params)).first()
     return (row.id, State(row.state)) if row else None
+
+
+# The statements of the signup path, built once: building SQLAlchemy expressions per
+# call (`.values(**row)`) cost more CPU than running them. Parameters are bound at
+# execute time, and the compiled form is cached.
+_INSERT_SIGNUP = insert(signups).returning(signups.c.id)
+_INSERT_EVENT = insert(signup_events)
+# SET takes the columns named in the parameters; only the lease holder may write.
+_UPDATE_HELD = update(signups).where(
+    signups.c.id == bindparam("held_id"),
+    signups.c.state == State.PENDING.value,
+    signups.c.leased_by == bindparam("held_by"),
+)
+_RECENT = (
+    select(signups.c.id, signups.c.state)
+    .where(
+        signups.c.campaign == bindparam("r_campaign"),
+        signups.c.phone == bindparam("r_phone"),
+        signups.c.created_at >= bindparam("r_since", type_=UTCDateTime),
+        signups.c.state.in_([State.PENDING.value, State.DELIVERED.value]),
+    )
+    .order_by(signups.c.id.desc())
+    .limit(1)
+)
 
 
 async def _lock_number(conn: AsyncConnection, campaign: str, phone: str) -> None:
@@ -396,14 +432,12 @@ async def _lock_number(conn: AsyncConnection, campaign: str, phone: str) -> None
     if conn.dialect.name == "postgresql":
         key = f"optin-pages:{campaign.lower()}:{phone}"
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-    else:
-        # SQLite has one writer at a time: a write (that changes nothing) as the first
-        # statement takes the write lock now, before the check reads anything.
-        await conn.execute(text("UPDATE signups SET id = id WHERE 0"))
+    # SQLite: every transaction begins IMMEDIATE (app.storage), so this one already
+    # holds the database's single write lock.
 
 
 async def _event(conn: AsyncConnection, signup_id: int, state: State, detail: str | None, at: datetime) -> None:
-    await conn.execute(insert(signup_events).values(signup_id=signup_id, at=at, state=state, detail=detail))
+    await conn.execute(_INSERT_EVENT, {"signup_id": signup_id, "at": at, "state": state, "detail": detail})
 
 
 def _detail(outcome: Outcome, step: Transition) -> str:

@@ -129,12 +129,22 @@ def _prepare_sqlite(url: str) -> None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; FULL makes every commit durable
     # before the person sees "thanks"; the busy timeout queues writers instead of failing.
+    # The driver must not open transactions itself: _sqlite_begin does (SQLAlchemy's
+    # documented recipe for SQLite transactions).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock at BEGIN, so a transaction that reads and then
+    # writes never has to upgrade its lock (SQLite would fail that at once, busy
+    # timeout or not), and the check-then-insert of a signup is serialised.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -144,6 +154,7 @@ def create_engine(url: str) -> AsyncEngine:
         _prepare_sqlite(url)
         engine = create_async_engine(url, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
