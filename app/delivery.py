@@ -133,8 +133,9 @@ class Delivery:
                 await self._idle()
 
     async def drain(self) -> None:
-        """Deliver until nothing is due (for `optin worker --once` and tests)."""
-        while await self._step():
+        """Deliver until nothing is due, or until ProTexting asks for a pause (a 429,
+        a bad token): for `optin worker --once`, which must end."""
+        while await self.pacer.paused_for() <= 0 and await self._step():
             pass
 
     async def _step(self) -> bool:
