@@ -298,3 +298,7 @@ def submit(client: TestClient, path: str, phone: str | None, *, follow_redirects
     else:
         fields["phone"] = phone
     return client.post(form.attrs["action"], data=fields, follow_redirects=follow_redirects)
+
+
+# Databases and Redis for the storage, delivery and scale-out tests (tests/_databases.py).
+from tests._databases import database_url, postgres_database, postgres_url, redis_prefix, redis_url  # noqa: E402,F401

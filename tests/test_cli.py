@@ -28,7 +28,6 @@ from app.consent import ConsentRecord, Disclosure
 from app.outbox import Outbox, RetryPolicy
 from app.storage import create_engine, migrate
 from app.upstream import OptIn
-from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
 from tests._servers import ROOT, calls, fake_protexting, set_down
 
 from .conftest import MakeClient, Page, contact, json_response

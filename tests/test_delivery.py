@@ -28,7 +28,6 @@ from app.pacing import Pacer
 from app.sandbox import FakeProTexting
 from app.storage import create_engine, migrate
 from app.upstream import OptIn
-from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 

@@ -26,7 +26,6 @@ from sqlalchemy import text
 
 from app.storage import create_engine
 
-from tests._databases import database_url, postgres_database, postgres_url, redis_prefix, redis_url  # noqa: F401
 from tests._servers import ROOT, Server, app_server, fake_protexting, set_down
 
 from .conftest import Page

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from app.phone import PhoneError, normalise
 from tests._servers import app_server
-from tests.conftest import CAMPAIGNS_TOML, TestClient
+from tests.conftest import CAMPAIGNS_TOML
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -14,7 +14,6 @@ from app.consent import ConsentRecord, Disclosure
 from app.outbox import Outbox, RetryPolicy, Signup, State, transition
 from app.storage import create_engine, migrate
 from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
-from tests._databases import database_url, postgres_database, postgres_url  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 

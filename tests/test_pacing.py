@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.pacing import Pacer
-from tests._databases import redis_prefix, redis_url  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 
-from tests._databases import redis_prefix, redis_url  # noqa: F401
 from tests._servers import app_server
 from tests.conftest import CAMPAIGNS_TOML
 
