@@ -92,7 +92,7 @@ class Delivery:
 
         attempt = asyncio.create_task(self._deliver(signup))
         self._inflight.add(attempt)
-        attempt.add_done_callback(self._inflight.discard)
+        attempt.add_done_callback(self._finished)
         # asyncio.wait leaves the attempt running past the deadline (wait_for would
         # cancel it, and a cancelled call may still have made ProTexting send a text).
         done, _ = await asyncio.wait({attempt}, timeout=self.inline_deadline)
@@ -100,6 +100,12 @@ class Delivery:
             return Submitted(signup, State.PENDING)
         step, outcome = attempt.result()
         return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None)
+
+    def _finished(self, attempt: asyncio.Task[tuple[Transition, Outcome]]) -> None:
+        self._inflight.discard(attempt)
+        if not attempt.cancelled() and attempt.exception() is not None:
+            # The row keeps its lease and comes due again when it ends.
+            logger.error("inline delivery attempt failed: %r", attempt.exception())
 
     # -- the worker -------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from .campaigns import CampaignNotFound
@@ -37,6 +38,14 @@ _PAGES: dict[int, tuple[str, str]] = {
     429: (
         "Please wait a little",
         "We've had a lot of signups from here in a short time. Please try again in a few minutes.",
+    ),
+    500: (
+        "Something went wrong on our side",
+        "Your signup was not saved and no text was sent. Please try again in a minute.",
+    ),
+    503: (
+        "We can't take signups this minute",
+        "Your signup was not saved and no text was sent. Please try again in a minute.",
     ),
 }
 
@@ -98,6 +107,19 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
             errors.append({"field": ".".join(loc) or None, "message": str(problem.get("msg", "invalid"))})
         return JSONResponse({"errors": errors}, status_code=422)
 
+    async def storage_down(request: Request, exc: Exception) -> Response:
+        # The database is unreachable or refused the write: nothing was stored, so say
+        # so plainly and ask for a retry rather than show a bare 500.
+        logger.error("storage unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return answer(request, 503, headers={"retry-after": "30"})
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return answer(request, 500)
+
+    app.add_exception_handler(SQLAlchemyError, storage_down)
+    app.add_exception_handler(OSError, storage_down)
+    app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(CampaignNotFound, not_found)
     app.add_exception_handler(MalformedForm, form_rejected)

@@ -569,3 +569,26 @@ def test_with_redis_down_a_signup_is_still_kept_and_thanked(build: Build, upstre
     assert upstream.requests == []
     api = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": "(201) 555-0177", "token": api_token(client)})
     assert api.status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/join", "/api/v1/campaigns/join/opt-ins"])
+def test_with_the_database_down_the_person_is_told_plainly_and_asked_to_retry(
+    build: Build, upstream: FakeUpstream, path: str
+) -> None:
+    from app.storage import create_engine
+    from tests.conftest import closed_port
+
+    client = build()
+    token = token_of(client.get("/join").text)
+    # The database goes away after start-up.
+    client.app.state.resources.delivery.outbox.engine = create_engine(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone"
+    )
+    if path == "/join":
+        answer = client.post(path, data={"phone": GOOD, "form_token": token})
+        assert "not saved" in answer.text and "Traceback" not in answer.text
+    else:
+        answer = client.post(path, json={"phone": GOOD, "token": token})
+        assert "not saved" in answer.json()["errors"][0]["message"]
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert upstream.requests == []
