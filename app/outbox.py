@@ -68,6 +68,30 @@ class Signup:
     earlier: State | None = None
 
 
+@dataclass(slots=True)
+class _Add:
+    """A consent record waiting for the next group commit."""
+
+    record: ConsentRecord
+    optin: OptIn
+    leased_by: str | None
+    window: timedelta
+    future: asyncio.Future[Signup]
+
+
+# Enough to absorb a burst in a few transactions, small enough to keep each short.
+_MAX_BATCH = 100
+
+
+def _settle_future(future: asyncio.Future[Signup], *, result: Signup | None = None, exception: BaseException | None = None) -> None:
+    if future.done():  # the request gave up waiting (the record is stored all the same)
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """What one outcome does to a pending signup."""
@@ -143,6 +167,8 @@ class Outbox:
         # SQLite has one writer, and its busy handler waits by sleeping (1, 2, 5, 10 ms
         # ...): queue this process's transactions here instead, in order, without sleeps.
         self._serial = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._queue: list[_Add] = []
+        self._writing = False
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -178,49 +204,99 @@ class Outbox:
         leased_by: str | None = None,
         duplicate_window: timedelta = timedelta(0),
     ) -> Signup:
-        """Store a consent record, pending delivery. With `leased_by`, the caller
-        holds the lease and will attempt delivery itself.
+        """Store a consent record, pending delivery; return once it is committed. With
+        `leased_by`, the caller holds the lease and will attempt delivery itself.
 
         When the same number signed up to the same campaign within `duplicate_window`
         and that signup was or will be delivered, the record is stored as a
         duplicate instead, and will not be sent. The check and the insert hold a lock
-        on the number, so a double click or two replicas cannot both send."""
-        now = record.created_at
+        on the number, so a double click or two replicas cannot both send.
+
+        Signups that arrive while a write is under way are written together in the
+        next transaction (group commit): one BEGIN, one COMMIT and one fsync for all
+        of them, which is what lets a burst be absorbed."""
+        item = _Add(record, optin, leased_by, duplicate_window, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        if not self._writing:
+            self._writing = True
+            asyncio.ensure_future(self._write_queue())
+        return await item.future
+
+    async def _write_queue(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+                try:
+                    signups_ = await self._write(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle_future(batch[0].future, exception=exc)
+                        continue
+                    # One bad record must not fail the others: write them one by one.
+                    for item in batch:
+                        try:
+                            [signup] = await self._write([item])
+                        except Exception as single:
+                            _settle_future(item.future, exception=single)
+                        else:
+                            _settle_future(item.future, result=signup)
+                    continue
+                for item, signup in zip(batch, signups_, strict=True):
+                    _settle_future(item.future, result=signup)
+        finally:
+            self._writing = False
+
+    async def _write(self, batch: list[_Add]) -> list[Signup]:
+        written: list[Signup] = []
+        events: list[dict[str, Any]] = []
         async with self._transaction() as conn:
-            earlier = None
-            if duplicate_window > timedelta(0):
-                await _lock_number(conn, record.campaign, record.phone)
-                earlier = await _recent(conn, record.campaign, record.phone, duplicate_window)
-            state = State.DUPLICATE if earlier is not None else State.PENDING
-            holder = leased_by if earlier is None else None
-            values = {
-                "created_at": now,
-                "campaign": record.campaign,
-                "phone": record.phone,
-                "group_ids": list(record.group_ids),
-                "disclosure_sha256": record.disclosure_sha256,
-                "page_url": record.page_url,
-                "source": record.source,
-                "client_ip": record.client_ip,
-                "user_agent": record.user_agent,
-                "request": {
-                    "phone": optin.phone,
-                    "group_ids": list(optin.group_ids),
-                    "cta_message": optin.cta_message,
-                    "confirm_message": optin.confirm_message,
-                    "send_cta_message": optin.send_cta_message,
-                },
-                "state": state,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "lease_until": now + self.lease if holder else None,
-                "leased_by": holder,
-                "duplicate_of": earlier[0] if earlier else None,
-                "updated_at": now,
-            }
-            signup_id = (await conn.execute(_INSERT_SIGNUP, values)).scalar_one()
-            await _event(conn, signup_id, state, f"duplicate of {earlier[0]}" if earlier else None, now)
-        return Signup(signup_id, record.campaign, record.phone, state, 0, now, optin, earlier[1] if earlier else None)
+            checked = sorted({(i.record.campaign, i.record.phone) for i in batch if i.window > timedelta(0)})
+            for campaign, phone in checked:  # in one order everywhere: no deadlock between replicas
+                await _lock_number(conn, campaign, phone)
+            live: dict[tuple[str, str], tuple[int, State]] = {}
+            for item in batch:
+                record, optin, now = item.record, item.optin, item.record.created_at
+                earlier = None
+                if item.window > timedelta(0):
+                    key = (record.campaign, record.phone)
+                    earlier = live.get(key) or await _recent(conn, record.campaign, record.phone, item.window)
+                state = State.DUPLICATE if earlier is not None else State.PENDING
+                holder = item.leased_by if earlier is None else None
+                values = {
+                    "created_at": now,
+                    "campaign": record.campaign,
+                    "phone": record.phone,
+                    "group_ids": list(record.group_ids),
+                    "disclosure_sha256": record.disclosure_sha256,
+                    "page_url": record.page_url,
+                    "source": record.source,
+                    "client_ip": record.client_ip,
+                    "user_agent": record.user_agent,
+                    "request": {
+                        "phone": optin.phone,
+                        "group_ids": list(optin.group_ids),
+                        "cta_message": optin.cta_message,
+                        "confirm_message": optin.confirm_message,
+                        "send_cta_message": optin.send_cta_message,
+                    },
+                    "state": state,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "lease_until": now + self.lease if holder else None,
+                    "leased_by": holder,
+                    "duplicate_of": earlier[0] if earlier else None,
+                    "updated_at": now,
+                }
+                signup_id = (await conn.execute(_INSERT_SIGNUP, values)).scalar_one()
+                if earlier is None and item.window > timedelta(0):
+                    live[(record.campaign, record.phone)] = (signup_id, State.PENDING)
+                detail = f"duplicate of {earlier[0]}" if earlier else None
+                events.append({"signup_id": signup_id, "at": now, "state": state, "detail": detail})
+                written.append(
+                    Signup(signup_id, record.campaign, record.phone, state, 0, now, optin, earlier[1] if earlier else None)
+                )
+            await conn.execute(_INSERT_EVENT, events)
+        return written
 
     async def claim(self, worker: str, *, limit: int = 1) -> list[Signup]:
         """Lease up to `limit` due pending signups for `worker`."""

@@ -257,3 +257,24 @@ async def test_workers_claim_disjoint_rows(outbox: Outbox) -> None:
         await box.engine.dispose()
     every = [i for ids in results for i in ids]
     assert len(every) == 30 and len(set(every)) == 30
+
+
+async def test_signups_arriving_together_are_committed_together_and_a_bad_one_fails_alone(outbox: Outbox) -> None:
+    good = [outbox.add(record(phone=f"1201555{n:04d}"), optin(f"1201555{n:04d}")) for n in range(20)]
+    bad = outbox.add(record(phone="12015559999", disclosure_sha256="0" * 64), optin("12015559999"))  # unknown disclosure
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    stored, failed = results[:-1], results[-1]
+    assert isinstance(failed, Exception)  # the database refused it (foreign key)
+    assert all(isinstance(s, Signup) and s.state == State.PENDING for s in stored)
+    assert len({s.id for s in stored}) == 20  # type: ignore[union-attr]
+    assert sorted(await outbox.counts()) == [("JOIN", "pending", 20)]
+
+
+async def test_in_one_batch_the_second_submission_of_a_number_is_its_duplicate(outbox: Outbox) -> None:
+    window = timedelta(minutes=10)
+    first, second = await asyncio.gather(
+        outbox.add(record(), optin(), duplicate_window=window), outbox.add(record(), optin(), duplicate_window=window)
+    )
+    assert (first.state, second.state) == (State.PENDING, State.DUPLICATE)
+    row = await outbox.get(second.id)
+    assert row is not None and row["duplicate_of"] == first.id
