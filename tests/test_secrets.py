@@ -214,3 +214,42 @@ async def test_the_request_httpx_reports_carries_no_token(debug_logs: pytest.Log
     assert_no_token("the client's repr", repr(client))
     assert "HTTP Request: POST" in debug_logs.text
     assert_no_token("the log", debug_logs.text)
+
+
+def test_the_json_api_and_the_worker_never_show_or_log_the_token(
+    make_client: MakeClient,
+    debug_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    answers_: list[httpx.Response] = [httpx.Response(503, json={"message": "down"})]
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        # Down for the first call, then up: the worker delivers what the request could not.
+        if answers_:
+            return answers_.pop()
+        return httpx.Response(201, json=contact("12015550123", [7, 9]))
+
+    fake = FakeUpstream(flaky)
+    client = make_client(handler=fake)
+    info = client.get("/api/v1/campaigns/join")
+    answer = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": PHONE, "token": info.json()["token"]})
+    assert answer.status_code == 202
+
+    delivery = client.app.state.resources.delivery
+
+    async def deliver_now() -> None:
+        from sqlalchemy import text
+
+        async with delivery.outbox.engine.begin() as conn:  # skip the backoff
+            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+        await delivery.drain()
+
+    client.portal.call(deliver_now)
+    assert len(fake.requests) == 2  # the inline attempt, then the worker's
+    assert_sent(fake)
+    for response in (info, answer):
+        assert_no_token("the API's answer", response.text)
+        for name, value in response.headers.multi_items():
+            assert_no_token(f"header {name}", f"{name}: {value}")
+    assert_logs_and_console_clean(debug_logs, capsys)
+    assert any("delivered" in r.getMessage() for r in debug_logs.records if r.name == "app.delivery")
