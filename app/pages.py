@@ -55,6 +55,39 @@ def campaign_headers(campaign: Campaign) -> dict[str, str]:
     }
 
 
+def _source_query(pairs: list[tuple[str, str]]) -> str:
+    """The page's source parameters as the form action's query ("" when none): they
+    ride along so the consent record knows which poster or link the person came from."""
+    source = source_params(pairs)
+    return f"?{urlencode(source)}" if source else ""
+
+
+def _form_context(
+    campaign: Campaign,
+    disclosure: str,
+    *,
+    query: str,
+    form_token: str,
+    phone: str = "",
+    phone_error: str | None = None,
+    form_errors: list[str] | None = None,
+) -> dict[str, object]:
+    """Everything signup.html reads: the prerendered page and the form shown again
+    after an error are rendered from the same context."""
+    return {
+        "campaign": campaign,
+        "action": campaign.path + query,
+        "disclosure": Markup(disclosure),
+        "form_token": form_token,
+        "token_field": TOKEN_FIELD,
+        "honeypot_field": HONEYPOT_FIELD,
+        "captcha": campaign.captcha,
+        "phone": phone,
+        "phone_error": phone_error,
+        "form_errors": form_errors or [],
+    }
+
+
 def render_form(
     request: Request,
     templates: Jinja2Templates,
@@ -67,21 +100,15 @@ def render_form(
     status_code: int = 200,
 ) -> HTMLResponse:
     resources: Resources = request.app.state.resources
-    # Source parameters ride along in the form's action, so the consent record knows
-    # which poster or link the person came from.
-    source = source_params(request.query_params.multi_items())
-    context = {
-        "campaign": campaign,
-        "action": campaign.path + (f"?{urlencode(source)}" if source else ""),
-        "disclosure": Markup(resources.disclosures[campaign.keyword.lower()].text),
-        "form_token": resources.guard.tokens.issue(campaign.keyword, issued_at=issued_at),
-        "token_field": TOKEN_FIELD,
-        "honeypot_field": HONEYPOT_FIELD,
-        "captcha": campaign.captcha,
-        "phone": phone,
-        "phone_error": phone_error,
-        "form_errors": form_errors or [],
-    }
+    context = _form_context(
+        campaign,
+        resources.disclosures[campaign.keyword.lower()].text,
+        query=_source_query(request.query_params.multi_items()),
+        form_token=resources.guard.tokens.issue(campaign.keyword, issued_at=issued_at),
+        phone=phone,
+        phone_error=phone_error,
+        form_errors=form_errors,
+    )
     return templates.TemplateResponse(
         request, "signup.html", context, status_code=status_code, headers=campaign_headers(campaign)
     )
@@ -120,25 +147,14 @@ class PrerenderedPage:
     def body(self, *, query_string: bytes, token: str) -> bytes:
         query = b""
         if query_string:
-            source = source_params(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
-            if source:
-                query = b"?" + str(escape(urlencode(source))).encode()
+            pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+            query = str(escape(_source_query(pairs))).encode()
         return self.before_query + query + self.before_token + token.encode() + self.rest
 
 
 def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -> PrerenderedPage:
-    html = templates.get_template("signup.html").render(
-        campaign=campaign,
-        action=campaign.path + _QUERY_MARK,
-        disclosure=Markup(disclosure),
-        form_token=_TOKEN_MARK,
-        token_field=TOKEN_FIELD,
-        honeypot_field=HONEYPOT_FIELD,
-        captcha=campaign.captcha,
-        phone="",
-        phone_error=None,
-        form_errors=[],
-    )
+    context = _form_context(campaign, disclosure, query=_QUERY_MARK, form_token=_TOKEN_MARK)
+    html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
     headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
