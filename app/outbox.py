@@ -27,10 +27,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .consent import ConsentRecord, Disclosure
-from .storage import UTCDateTime, disclosures, signup_events, signups, utcnow
+from .storage import UTCDateTime, disclosures, signup_events, signups, thread_engine_for, utcnow
 from .upstream import Accepted, OptIn, Outcome, Rejected, Unavailable
 
 
@@ -76,20 +77,56 @@ class _Add:
     optin: OptIn
     leased_by: str | None
     window: timedelta
-    future: asyncio.Future[Signup]
+    future: asyncio.Future[Any]
 
+
+@dataclass(slots=True)
+class _Update:
+    """An outcome or a release waiting for the next group commit: `values` are written
+    to the row only while `worker` still holds its lease."""
+
+    signup_id: int
+    worker: str
+    values: dict[str, Any]
+    state: State
+    detail: str | None
+    at: datetime
+    future: asyncio.Future[Any]
+
+
+_Write = _Add | _Update
 
 # Enough to absorb a burst in a few transactions, small enough to keep each short.
-_MAX_BATCH = 100
+_MAX_BATCH = 200
 
 
-def _settle_future(future: asyncio.Future[Signup], *, result: Signup | None = None, exception: BaseException | None = None) -> None:
-    if future.done():  # the request gave up waiting (the record is stored all the same)
+def _resolve(future: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
+    if future.done():  # the caller gave up waiting (what it asked for is written all the same)
         return
     if exception is not None:
         future.set_exception(exception)
     else:
-        future.set_result(result)  # type: ignore[arg-type]
+        future.set_result(result)
+
+
+def _next_batch(queue: list[_Write]) -> tuple[list[_Write], list[_Write]]:
+    """The writes for one transaction, and the rest. A second write of the same row,
+    or a second signup of the same number (a double click), waits for the next
+    transaction: each sees what the one before it wrote."""
+    batch: list[_Write] = []
+    seen: set[object] = set()
+    for index, item in enumerate(queue):
+        if isinstance(item, _Update):
+            key: object = item.signup_id
+        elif item.window > timedelta(0):
+            key = (item.record.campaign, item.record.phone)
+        else:
+            key = None
+        if len(batch) == _MAX_BATCH or (key is not None and key in seen):
+            return batch, queue[index:]
+        seen.add(key)
+        batch.append(item)
+    return batch, []
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +204,15 @@ class Outbox:
         # SQLite has one writer, and its busy handler waits by sleeping (1, 2, 5, 10 ms
         # ...): queue this process's transactions here instead, in order, without sleeps.
         self._serial = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite: the signup path's batches run whole in a worker thread (see
+        # app.storage.thread_engine_for); PostgreSQL's driver is natively async.
+        self._thread_engine = thread_engine_for(engine)
         self._queue: list[_Add] = []
         self._writing = False
+
+    async def close(self) -> None:
+        if self._thread_engine is not None:
+            await asyncio.to_thread(self._thread_engine.dispose)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -210,93 +254,10 @@ class Outbox:
         When the same number signed up to the same campaign within `duplicate_window`
         and that signup was or will be delivered, the record is stored as a
         duplicate instead, and will not be sent. The check and the insert hold a lock
-        on the number, so a double click or two replicas cannot both send.
-
-        Signups that arrive while a write is under way are written together in the
-        next transaction (group commit): one BEGIN, one COMMIT and one fsync for all
-        of them, which is what lets a burst be absorbed."""
-        item = _Add(record, optin, leased_by, duplicate_window, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        if not self._writing:
-            self._writing = True
-            asyncio.ensure_future(self._write_queue())
-        return await item.future
-
-    async def _write_queue(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-                try:
-                    signups_ = await self._write(batch)
-                except Exception as exc:
-                    if len(batch) == 1:
-                        _settle_future(batch[0].future, exception=exc)
-                        continue
-                    # One bad record must not fail the others: write them one by one.
-                    for item in batch:
-                        try:
-                            [signup] = await self._write([item])
-                        except Exception as single:
-                            _settle_future(item.future, exception=single)
-                        else:
-                            _settle_future(item.future, result=signup)
-                    continue
-                for item, signup in zip(batch, signups_, strict=True):
-                    _settle_future(item.future, result=signup)
-        finally:
-            self._writing = False
-
-    async def _write(self, batch: list[_Add]) -> list[Signup]:
-        written: list[Signup] = []
-        events: list[dict[str, Any]] = []
-        async with self._transaction() as conn:
-            checked = sorted({(i.record.campaign, i.record.phone) for i in batch if i.window > timedelta(0)})
-            for campaign, phone in checked:  # in one order everywhere: no deadlock between replicas
-                await _lock_number(conn, campaign, phone)
-            live: dict[tuple[str, str], tuple[int, State]] = {}
-            for item in batch:
-                record, optin, now = item.record, item.optin, item.record.created_at
-                earlier = None
-                if item.window > timedelta(0):
-                    key = (record.campaign, record.phone)
-                    earlier = live.get(key) or await _recent(conn, record.campaign, record.phone, item.window)
-                state = State.DUPLICATE if earlier is not None else State.PENDING
-                holder = item.leased_by if earlier is None else None
-                values = {
-                    "created_at": now,
-                    "campaign": record.campaign,
-                    "phone": record.phone,
-                    "group_ids": list(record.group_ids),
-                    "disclosure_sha256": record.disclosure_sha256,
-                    "page_url": record.page_url,
-                    "source": record.source,
-                    "client_ip": record.client_ip,
-                    "user_agent": record.user_agent,
-                    "request": {
-                        "phone": optin.phone,
-                        "group_ids": list(optin.group_ids),
-                        "cta_message": optin.cta_message,
-                        "confirm_message": optin.confirm_message,
-                        "send_cta_message": optin.send_cta_message,
-                    },
-                    "state": state,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "lease_until": now + self.lease if holder else None,
-                    "leased_by": holder,
-                    "duplicate_of": earlier[0] if earlier else None,
-                    "updated_at": now,
-                }
-                signup_id = (await conn.execute(_INSERT_SIGNUP, values)).scalar_one()
-                if earlier is None and item.window > timedelta(0):
-                    live[(record.campaign, record.phone)] = (signup_id, State.PENDING)
-                detail = f"duplicate of {earlier[0]}" if earlier else None
-                events.append({"signup_id": signup_id, "at": now, "state": state, "detail": detail})
-                written.append(
-                    Signup(signup_id, record.campaign, record.phone, state, 0, now, optin, earlier[1] if earlier else None)
-                )
-            await conn.execute(_INSERT_EVENT, events)
-        return written
+        on the number, so a double click or two replicas cannot both send."""
+        return await self._queued(
+            _Add(record, optin, leased_by, duplicate_window, asyncio.get_running_loop().create_future())
+        )
 
     async def claim(self, worker: str, *, limit: int = 1) -> list[Signup]:
         """Lease up to `limit` due pending signups for `worker`."""
@@ -357,13 +318,63 @@ class Outbox:
 
     async def _update(
         self, signup_id: int, worker: str, values: dict[str, Any], state: State, detail: str | None, now: datetime
-    ) -> None:
-        # Only the lease holder may settle: a worker whose lease ran out must not
-        # overwrite what the row's next holder recorded.
+    ) -> bool:
+        """Write `values` to a row `worker` holds; False when the lease had passed on."""
+        future = asyncio.get_running_loop().create_future()
+        return await self._queued(_Update(signup_id, worker, values, state, detail, now, future))
+
+    # -- group commit ----------------------------------------------------------
+
+    # Every write of the signup path (new consent records, outcomes, releases) queues
+    # here. While one transaction is being written, the writes that arrive wait, and
+    # the next transaction takes them all: one BEGIN, one COMMIT and one fsync for a
+    # whole batch, and a few statements for it instead of a few per signup. That is
+    # what lets a burst be absorbed (README, Performance).
+
+    async def _queued(self, item: _Write) -> Any:
+        self._queue.append(item)
+        if not self._writing:
+            self._writing = True
+            asyncio.ensure_future(self._write_queue())
+        return await item.future
+
+    async def _write_queue(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = _next_batch(self._queue)
+                try:
+                    results = await self._write(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _resolve(batch[0].future, exception=exc)
+                        continue
+                    # One bad write must not fail the others: write them one by one.
+                    for item in batch:
+                        try:
+                            [result] = await self._write([item])
+                        except Exception as single:
+                            _resolve(item.future, exception=single)
+                        else:
+                            _resolve(item.future, result=result)
+                    continue
+                for item, result in zip(batch, results, strict=True):
+                    _resolve(item.future, result=result)
+        finally:
+            self._writing = False
+
+    async def _write(self, batch: list[_Write]) -> list[Any]:
+        """Write a batch in one transaction; a result per item, in order."""
+        if self._thread_engine is not None:
+            assert self._serial is not None
+            async with self._serial:
+                return await asyncio.to_thread(self._write_in_thread, batch)
         async with self._transaction() as conn:
-            result = await conn.execute(_UPDATE_HELD, {"held_id": signup_id, "held_by": worker, **values})
-            if result.rowcount:
-                await _event(conn, signup_id, state, detail, now)
+            return await conn.run_sync(_write_batch, batch, self.lease)
+
+    def _write_in_thread(self, batch: list[_Write]) -> list[Any]:
+        assert self._thread_engine is not None
+        with self._thread_engine.begin() as conn:
+            return _write_batch(conn, batch, self.lease)
 
     async def get(self, signup_id: int) -> dict[str, Any] | None:
         async with self._transaction() as conn:
@@ -479,10 +490,118 @@ async def _recent(conn: AsyncConnection, campaign: str, phone: str, window: time
     return (row.id, State(row.state)) if row else None
 
 
+def _write_batch(conn: Connection, batch: list[_Write], lease: timedelta) -> list[Any]:
+    """The writes of one transaction (synchronous: it runs in a worker thread on SQLite
+    and through `run_sync` on PostgreSQL); a result per item, in order."""
+    adds = [item for item in batch if isinstance(item, _Add)]
+    updates = [item for item in batch if isinstance(item, _Update)]
+    added = _insert(conn, adds, lease) if adds else []
+    held = _apply_updates(conn, updates) if updates else set()
+    results = iter(added)
+    return [next(results) if isinstance(item, _Add) else item.signup_id in held for item in batch]
+
+
+def _insert(conn: Connection, batch: list[_Add], lease: timedelta) -> list[Signup]:
+    """Store new consent records: a duplicate check for all their numbers, one
+    multi-row INSERT, one for their first events."""
+    checked = [item for item in batch if item.window > timedelta(0)]
+    numbers = sorted({(i.record.campaign, i.record.phone) for i in checked})
+    # Earlier signups of these numbers that were or will be delivered, newest first.
+    recent: dict[tuple[str, str], list[tuple[int, State, datetime]]] = {}
+    if numbers:
+        _lock_numbers(conn, numbers)
+        since = utcnow() - max(item.window for item in checked)
+        rows = conn.execute(
+            _RECENT_MANY,
+            {"r_campaigns": sorted({c for c, _ in numbers}), "r_phones": sorted({p for _, p in numbers}), "r_since": since},
+        )
+        for row in rows:
+            recent.setdefault((row.campaign, row.phone), []).append((row.id, State(row.state), row.created_at))
+
+    rows_: list[dict[str, Any]] = []
+    earliers: list[tuple[int, State] | None] = []
+    for item in batch:
+        record, now = item.record, item.record.created_at
+        earlier: tuple[int, State] | None = None
+        if item.window > timedelta(0):
+            since = utcnow() - item.window
+            key = (record.campaign, record.phone)
+            earlier = next(((i, st) for i, st, at in recent.get(key, ()) if at >= since), None)
+        earliers.append(earlier)
+        rows_.append(_signup_row(record, item.optin, earlier, item.leased_by, lease))
+    ids = conn.execute(_INSERT_SIGNUP, rows_).scalars().all()
+
+    events = []
+    written = []
+    for item, signup_id, earlier, row in zip(batch, ids, earliers, rows_, strict=True):
+        detail = f"duplicate of {earlier[0]}" if earlier else None
+        events.append({"signup_id": signup_id, "at": row["created_at"], "state": row["state"], "detail": detail})
+        written.append(
+            Signup(
+                signup_id, item.record.campaign, item.record.phone, row["state"], 0, row["created_at"],
+                item.optin, earlier[1] if earlier else None,
+            )
+        )  # fmt: skip
+    conn.execute(_INSERT_EVENT, events)
+    return written
+
+
+def _signup_row(
+    record: ConsentRecord, optin: OptIn, earlier: tuple[int, State] | None, leased_by: str | None, lease: timedelta
+) -> dict[str, Any]:
+    now = record.created_at
+    holder = leased_by if earlier is None else None
+    return {
+        "created_at": now,
+        "campaign": record.campaign,
+        "phone": record.phone,
+        "group_ids": list(record.group_ids),
+        "disclosure_sha256": record.disclosure_sha256,
+        "page_url": record.page_url,
+        "source": record.source,
+        "client_ip": record.client_ip,
+        "user_agent": record.user_agent,
+        "request": {
+            "phone": optin.phone,
+            "group_ids": list(optin.group_ids),
+            "cta_message": optin.cta_message,
+            "confirm_message": optin.confirm_message,
+            "send_cta_message": optin.send_cta_message,
+        },
+        "state": State.DUPLICATE if earlier is not None else State.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": now + lease if holder else None,
+        "leased_by": holder,
+        "duplicate_of": earlier[0] if earlier else None,
+        "updated_at": now,
+    }
+
+
+def _apply_updates(conn: Connection, updates: list[_Update]) -> set[int]:
+    """Write the updates whose worker still holds the row's lease; their ids."""
+    # Only the lease holder may write: a worker whose lease ran out must not overwrite
+    # what the row's next holder recorded. Read the holders first (locking the rows on
+    # PostgreSQL), then write each group of same-shaped updates in one executemany.
+    holders = dict((conn.execute(_HOLDERS, {"h_ids": [u.signup_id for u in updates]})).all())
+    held = [u for u in updates if holders.get(u.signup_id) == u.worker]
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for u in held:
+        shapes.setdefault(tuple(sorted(u.values)), []).append({"held_id": u.signup_id, "held_by": u.worker, **u.values})
+    for params in shapes.values():
+        conn.execute(_UPDATE_HELD, params)
+    if held:
+        conn.execute(
+            _INSERT_EVENT, [{"signup_id": u.signup_id, "at": u.at, "state": u.state, "detail": u.detail} for u in held]
+        )
+    return {u.signup_id for u in held}
+
+
 # The statements of the signup path, built once: building SQLAlchemy expressions per
 # call (`.values(**row)`) cost more CPU than running them. Parameters are bound at
 # execute time, and the compiled form is cached.
-_INSERT_SIGNUP = insert(signups).returning(signups.c.id)
+# Many rows in one INSERT ... RETURNING, ids in the order of the rows given.
+_INSERT_SIGNUP = insert(signups).returning(signups.c.id, sort_by_parameter_order=True)
 _INSERT_EVENT = insert(signup_events)
 # SET takes the columns named in the parameters; only the lease holder may write.
 _UPDATE_HELD = update(signups).where(
@@ -490,24 +609,46 @@ _UPDATE_HELD = update(signups).where(
     signups.c.state == State.PENDING.value,
     signups.c.leased_by == bindparam("held_by"),
 )
+_HOLDERS = (
+    select(signups.c.id, signups.c.leased_by)
+    .where(signups.c.id.in_(bindparam("h_ids", expanding=True)), signups.c.state == State.PENDING.value)
+    .with_for_update()
+)
+_LIVE_STATES = [State.PENDING.value, State.DELIVERED.value]
 _RECENT = (
     select(signups.c.id, signups.c.state)
     .where(
         signups.c.campaign == bindparam("r_campaign"),
         signups.c.phone == bindparam("r_phone"),
         signups.c.created_at >= bindparam("r_since", type_=UTCDateTime),
-        signups.c.state.in_([State.PENDING.value, State.DELIVERED.value]),
+        signups.c.state.in_(_LIVE_STATES),
     )
     .order_by(signups.c.id.desc())
     .limit(1)
 )
+# The same for a batch's numbers at once (a superset: campaign and phone are matched
+# in pairs, and each window applied, by the caller).
+_RECENT_MANY = (
+    select(signups.c.id, signups.c.state, signups.c.campaign, signups.c.phone, signups.c.created_at)
+    .where(
+        signups.c.campaign.in_(bindparam("r_campaigns", expanding=True)),
+        signups.c.phone.in_(bindparam("r_phones", expanding=True)),
+        signups.c.created_at >= bindparam("r_since", type_=UTCDateTime),
+        signups.c.state.in_(_LIVE_STATES),
+    )
+    .order_by(signups.c.id.desc())
+)
+# PostgreSQL: one advisory lock per number, taken in one statement and in one order
+# everywhere, so two replicas never wait on each other in a cycle.
+_LOCK_NUMBERS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM (SELECT k FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k) AS s"
+)
 
 
-async def _lock_number(conn: AsyncConnection, campaign: str, phone: str) -> None:
-    """Serialise signups of one number to one campaign until the transaction ends."""
+def _lock_numbers(conn: Connection, numbers: list[tuple[str, str]]) -> None:
+    """Serialise signups of these numbers to their campaigns until the transaction ends."""
     if conn.dialect.name == "postgresql":
-        key = f"optin-pages:{campaign.lower()}:{phone}"
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+        conn.execute(_LOCK_NUMBERS, {"keys": [f"optin-pages:{c.lower()}:{p}" for c, p in numbers]})
     # SQLite: every transaction begins IMMEDIATE (app.storage), so this one already
     # holds the database's single write lock.
 

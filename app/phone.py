@@ -115,3 +115,14 @@ def normalise(
         raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
+
+
+def load_metadata(regions: Sequence[str]) -> None:
+    """Load phonenumbers' metadata of these regions now rather than on the first
+    signup from each (it is read lazily, a few ms per region): start-up then holds it
+    among what it freezes out of the collector's scans (app.main)."""
+    for region in regions:
+        example = phonenumbers.example_number(region)
+        if example is not None:
+            phonenumbers.is_valid_number(example)
+            country_name(region)

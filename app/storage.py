@@ -33,7 +33,8 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -159,6 +160,22 @@ def create_engine(url: str) -> AsyncEngine:
     if backend == "postgresql":
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     raise StorageError(f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://")
+
+
+def thread_engine_for(engine: AsyncEngine) -> Engine | None:
+    """For a SQLite file, a synchronous engine on the same database, or None.
+
+    aiosqlite makes one trip to its thread (and back to the event loop) per driver
+    call, about twenty for a transaction; with this engine a whole transaction runs
+    in one trip to a worker thread (app.outbox writes the signup path's batches so)."""
+    url = engine.url
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    sync = create_sync_engine(url.set(drivername="sqlite"), connect_args={"timeout": 10})
+    event.listen(sync, "connect", _sqlite_pragmas)
+    event.listen(sync, "begin", _sqlite_begin)
+    return sync
 
 
 def _alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]

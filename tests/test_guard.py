@@ -575,15 +575,16 @@ def test_with_redis_down_a_signup_is_still_kept_and_thanked(build: Build, upstre
 def test_with_the_database_down_the_person_is_told_plainly_and_asked_to_retry(
     build: Build, upstream: FakeUpstream, path: str
 ) -> None:
+    from app.outbox import Outbox
     from app.storage import create_engine
     from tests.conftest import closed_port
 
     client = build()
     token = token_of(client.get("/join").text)
     # The database goes away after start-up.
-    client.app.state.resources.delivery.outbox.engine = create_engine(
-        f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone"
-    )
+    delivery = client.app.state.resources.delivery
+    gone = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone")
+    delivery.outbox = Outbox(gone, policy=delivery.outbox.policy, lease=delivery.outbox.lease)
     if path == "/join":
         answer = client.post(path, data={"phone": GOOD, "form_token": token})
         assert "not saved" in answer.text and "Traceback" not in answer.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,9 +44,9 @@ FLOWS: dict[str, Respond] = {
 
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Every logger at DEBUG, httpx's and httpcore's included."""
+    """Every logger at DEBUG, those of httpx and of aiohttp below it included."""
     caplog.set_level(logging.DEBUG)
-    for name in ("httpx", "httpcore", "app", "uvicorn"):
+    for name in ("httpx", "httpcore", "aiohttp", "httpx_aiohttp", "app", "uvicorn"):
         caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 
@@ -153,7 +154,7 @@ def test_pages_never_show_or_log_the_token(
     # ...and the loggers that could have leaked it did write at DEBUG.
     loggers = {record.name for record in debug_logs.records}
     assert "httpx" in loggers
-    assert any(name.startswith("httpcore") for name in loggers)
+    assert logging.getLogger("aiohttp.client").isEnabledFor(logging.DEBUG)
     app_messages = [r.getMessage() for r in debug_logs.records if r.name.startswith("app.")]
     assert any("ProTexting" in message and "unavailable" in message for message in app_messages)
 
@@ -174,7 +175,7 @@ async def test_outcomes_never_carry_the_token(
         async with upstream.http_client(token=TOKEN, transport=httpx.MockTransport(fake)) as client:
             outcomes.append(await ProTexting(client, base_url=API_URL).opt_in(signup))
 
-    # httpcore's real connection code: a refused port, then a real server.
+    # The real connection code below httpx: a refused port, then a real server.
     api_url, paths = loopback_protexting
     for base_url in (f"http://127.0.0.1:{closed_port()}/v1", api_url):
         async with upstream.http_client(token=TOKEN) as client:
@@ -253,3 +254,36 @@ def test_the_json_api_and_the_worker_never_show_or_log_the_token(
             assert_no_token(f"header {name}", f"{name}: {value}")
     assert_logs_and_console_clean(debug_logs, capsys)
     assert any("delivered" in r.getMessage() for r in debug_logs.records if r.name == "app.delivery")
+
+
+class _Failing(httpx.AsyncBaseTransport):
+    """A network layer that fails with the URL it was given in its message, as some do."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+        self.urls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(str(request.url))
+        raise self.error(f"failed: {request.url}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ReadTimeout, RuntimeError, OSError])
+async def test_a_failure_below_httpx_never_carries_the_token_up(
+    error: type[Exception], debug_logs: pytest.LogCaptureFixture
+) -> None:
+    failing = _Failing(error)
+    async with upstream.http_client(token=TOKEN, transport=failing) as client:
+        with pytest.raises(httpx.TransportError) as raised:
+            await client.post(API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "12015550123", "GroupIds": [1]})
+        outcome = await ProTexting(client, base_url=API_URL).opt_in(OptIn(phone="12015550123", group_ids=(1,)))
+
+    assert TOKEN in failing.urls[0]  # the layer below did see the signed URL
+    printed = "".join(traceback.format_exception(raised.value))
+    assert_no_token("the traceback a handler would log", printed)
+    assert_no_token("the exception's request", str(raised.value.request.url))
+    assert error.__name__ in str(raised.value)
+    assert isinstance(outcome, Unavailable)
+    assert_no_token("the outcome", repr(outcome))
+    assert_no_token("the log", debug_logs.text)

@@ -3,8 +3,9 @@ including no answer at all, into Accepted, Rejected or Unavailable, never an exc
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -244,11 +245,73 @@ async def test_transport_failures_are_unavailable_not_exceptions(error: type[htt
 
 
 async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
-    transport = httpx.AsyncHTTPTransport(retries=0)
-
-    outcome, _ = await opt_in(base_url=f"http://127.0.0.1:{closed_port()}/v1", transport=transport)
+    # The default network layer (aiohttp below httpx), on a real port nobody listens on.
+    async with upstream.http_client(token=TOKEN) as client:
+        outcome = await ProTexting(client, base_url=f"http://127.0.0.1:{closed_port()}/v1").opt_in(SIGNUP)
 
     assert outcome == Unavailable(reason="could not connect (ConnectError)")
+
+
+async def _opt_in_over_loopback(
+    on_request: Callable[[asyncio.StreamWriter], Awaitable[None]], timeout: httpx.Timeout = upstream.DEFAULT_TIMEOUT
+) -> upstream.Outcome:
+    """One opt-in call through the default client to a real server on loopback that
+    answers each request with `on_request`."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await on_request(writer)
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await respond(reader, writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with upstream.http_client(token=TOKEN, timeout=timeout) as client:
+            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1").opt_in(SIGNUP)
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_a_server_that_never_answers_times_out_on_loopback() -> None:
+    async def hang(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    outcome = await _opt_in_over_loopback(hang, timeout=httpx.Timeout(0.3))
+
+    assert outcome == Unavailable(reason="timed out")
+
+
+async def test_a_server_that_hangs_up_without_answering_is_unavailable_on_loopback() -> None:
+    async def hang_up(writer: asyncio.StreamWriter) -> None:
+        pass  # the connection is closed without a word
+
+    outcome = await _opt_in_over_loopback(hang_up)
+
+    assert outcome == Unavailable(reason="could not connect (ReadError)")
+
+
+async def test_a_real_201_over_loopback_is_accepted() -> None:
+    async def created(writer: asyncio.StreamWriter) -> None:
+        body = json.dumps(contact(SIGNUP.phone, list(SIGNUP.group_ids))).encode()
+        head = f"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Rate-Limit-Remaining: 7\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    outcome = await _opt_in_over_loopback(created)
+
+    assert isinstance(outcome, Accepted)
+    assert outcome.rate_limit.remaining == 7
 
 
 async def test_the_default_client_has_explicit_timeouts_and_does_not_follow_redirects() -> None:
