@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -225,7 +224,12 @@ class Outbox:
 
     async def remember_disclosures(self, texts: Sequence[Disclosure]) -> None:
         """Keep every disclosure text the pages show (once per distinct text)."""
-        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        # The dialect's own INSERT, imported here: PostgreSQL's pulls in asyncpg (a few
+        # MB that a SQLite deployment need not hold).
+        if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects import sqlite as dialect
+        else:
+            from sqlalchemy.dialects import postgresql as dialect  # type: ignore[no-redef]
         now = utcnow()
         async with self._transaction() as conn:
             for disclosure in texts:

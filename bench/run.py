@@ -412,7 +412,7 @@ class Bench:
         return ["--loop", self.args.loop, "--http", self.args.http, "--no-access-log", "--log-level", "info"]
 
     def fake(self, workdir: Path, *, latency_ms: float = 0.0, rate_limit: str | None = None) -> Server:
-        argv = [sys.executable, "-m", "app.sandbox", "--port", "{port}", "--token", self.token, "--latency-ms", str(latency_ms)]
+        argv = [self.args.server_python, "-m", "app.sandbox", "--port", "{port}", "--token", self.token, "--latency-ms", str(latency_ms)]
         if rate_limit:
             argv += ["--rate-limit", rate_limit]
         return Server("fake", argv, workdir=workdir, env={}, ready_path="/_fake/calls")
@@ -436,12 +436,21 @@ class Bench:
             "OPTIN_LIMIT_PER_CAMPAIGN": "",
             "OPTIN_MIN_FILL_SECONDS": "0",
         }
-        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options()]
-        return Server(name, argv, workdir=workdir, env=env, ready_path="/healthz")
+        argv = [self.args.server_python, "-m", "uvicorn", "app.main:app", "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options()]
+        server = Server(name, argv, workdir=workdir, env=env, ready_path="/healthz")
+        # As a deployment's release step does (README, Deploying): the schema is made
+        # first, so the measured server starts like a replica on an existing database.
+        migrate = subprocess.run(
+            [self.args.server_python, "-m", "app.cli", "migrate"], cwd=workdir, env=child_environment(env),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if migrate.returncode != 0:
+            raise BenchError(f"optin migrate failed:\n{migrate.stderr[-2000:]}")
+        return server
 
     def baseline(self, workdir: Path, capture: Path) -> Server:
         argv = [
-            sys.executable, "-m", "uvicorn", "baseline:app", "--app-dir", str(BENCH),
+            self.args.server_python, "-m", "uvicorn", "baseline:app", "--app-dir", str(BENCH),
             "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options(),
         ]  # fmt: skip
         return Server("baseline", argv, workdir=workdir, env={"BENCH_BASELINE_CAPTURE": str(capture)}, ready_path="/healthz")
@@ -1300,6 +1309,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {d: version(d) for d in ("uvicorn", "fastapi", "starlette", "sqlalchemy", "aiosqlite", "asyncpg",
                                               "httpx", "jinja2", "uvloop", "httptools", "playwright")},
+        "server_python": args.server_python,
         "uvicorn_loop": args.loop,
         "uvicorn_http": args.http,
         "wrk": first_line(["wrk", "-v"]),
@@ -1354,12 +1364,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where to CREATE and DROP the PostgreSQL databases")  # fmt: skip
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL signup runs")
     parser.add_argument("--chromium", default=os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument(
+        "--server-python", default=sys.executable,
+        help="Python that runs every server (make bench: a venv with the service's dependencies only, as deployed)",
+    )  # fmt: skip
     parser.add_argument("--loop", default=_default_loop(), help="uvicorn --loop for the app and the baseline")
     parser.add_argument("--http", default=_default_http(), help="uvicorn --http for the app and the baseline")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results file (default bench/results.json)")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (server logs, databases)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a budget is missed")
     args = parser.parse_args(argv)
+    # Absolute, not resolved: a venv's python is a symlink, and only its own path selects the venv.
+    args.server_python = os.path.abspath(args.server_python)
 
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)

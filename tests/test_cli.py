@@ -26,7 +26,7 @@ from sqlalchemy import inspect, text
 
 from app.consent import ConsentRecord, Disclosure
 from app.outbox import Outbox, RetryPolicy
-from app.storage import create_engine, migrate
+from app.storage import SCHEMA_REVISION, create_engine, migrate
 from app.upstream import OptIn
 from tests._servers import ROOT, calls, fake_protexting, set_down
 
@@ -184,8 +184,24 @@ def test_migrate_creates_the_schema_on_an_empty_database(database_url: str, tmp_
 
     tables, versions = asyncio.run(schema())
     assert {"disclosures", "signups", "signup_events", "alembic_version"} <= tables
-    assert len(versions) == 1
+    # The revision the app compares with at start-up to skip Alembic is its head.
+    assert versions == [SCHEMA_REVISION]
     assert status(database_url, tmp_path) == {}
+
+    # A replica starting on the up-to-date database leaves Alembic unimported.
+    check = (
+        "import asyncio, sys\n"
+        "from app.storage import create_engine, migrate\n"
+        "async def main():\n"
+        f"    engine = create_engine({database_url!r})\n"
+        "    await migrate(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
+    )
+    started = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "[]"
 
 
 # -- status and export, of signups made through the pages -------------------------------
