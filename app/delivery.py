@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .consent import ConsentRecord
-from .outbox import Outbox, Signup, State, Transition
+from .outbox import Outbox, Signup, State, Transition, transition
 from .pacing import Pacer
+from .storage import utcnow
 from .upstream import OptIn, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -80,26 +81,38 @@ class Delivery:
     # -- the request path -------------------------------------------------------
 
     async def submit(self, record: ConsentRecord, optin: OptIn) -> Submitted:
+        # The pace is asked first, so that a signup that must wait is stored unleased,
+        # ready for the worker, in the same write (a duplicate wastes its slot: rare).
+        slot = not self._stop.is_set() and await self.pacer.try_acquire()
         signup = await self.outbox.add(
-            record, optin, leased_by=self.worker_id, duplicate_window=self.duplicate_window
+            record, optin, leased_by=self.worker_id if slot else None, duplicate_window=self.duplicate_window
         )
         if signup.state == State.DUPLICATE:
             return Submitted(signup, State.DUPLICATE, earlier=signup.earlier)
-        if self._stop.is_set() or not await self.pacer.try_acquire():
-            await self.outbox.release(signup, worker=self.worker_id, reason="waiting for the pace")
+        if not slot:
             self._wake.set()
             return Submitted(signup, State.PENDING)
 
-        attempt = asyncio.create_task(self._deliver(signup))
+        answered: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        attempt = asyncio.create_task(self._deliver(signup, answered))
         self._inflight.add(attempt)
         attempt.add_done_callback(self._finished)
-        # asyncio.wait leaves the attempt running past the deadline (wait_for would
-        # cancel it, and a cancelled call may still have made ProTexting send a text).
-        done, _ = await asyncio.wait({attempt}, timeout=self.inline_deadline)
-        if attempt not in done or attempt.exception() is not None:
+        # The person's answer needs ProTexting's, not its record: the outcome is
+        # stored by the attempt while the answer goes out (a crash in between leaves
+        # the row leased, and delivered again after the lease, as it would a moment
+        # earlier). asyncio.wait leaves the attempt running past the deadline
+        # (wait_for would cancel it, and a cancelled call may still have sent a text).
+        await asyncio.wait({answered, attempt}, timeout=self.inline_deadline, return_when=asyncio.FIRST_COMPLETED)
+        if not answered.done():
             return Submitted(signup, State.PENDING)
-        step, outcome = attempt.result()
+        outcome = answered.result()
+        step = transition(signup, outcome, now=utcnow(), policy=self.outbox.policy)
         return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None)
+
+    async def settled(self) -> None:
+        """Wait until the outcomes of the attempts under way are stored."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
 
     def _finished(self, attempt: asyncio.Task[tuple[Transition, Outcome]]) -> None:
         self._inflight.discard(attempt)
@@ -171,10 +184,14 @@ class Delivery:
 
     # -- one attempt ------------------------------------------------------------
 
-    async def _deliver(self, signup: Signup) -> tuple[Transition, Outcome]:
+    async def _deliver(self, signup: Signup, answered: asyncio.Future[Outcome] | None = None) -> tuple[Transition, Outcome]:
         outcome = await self.protexting.opt_in(signup.optin)
-        step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
+        # A pause ProTexting asks for holds before anyone (the next signup included)
+        # can ask for a slot.
         await self._respect(outcome, signup)
+        if answered is not None and not answered.done():
+            answered.set_result(outcome)
+        step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
         logger.info("signup %s (%s): %s after %s attempt(s)", signup.id, signup.campaign, step.state, step.attempts)
         return step, outcome
 

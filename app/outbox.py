@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from concurrent.futures import ThreadPoolExecutor
 import random
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Sequence
@@ -206,12 +207,16 @@ class Outbox:
         # SQLite: the signup path's batches run whole in a worker thread (see
         # app.storage.thread_engine_for); PostgreSQL's driver is natively async.
         self._thread_engine = thread_engine_for(engine)
+        # Its own thread: the default executor also runs other libraries' work (the
+        # `limits` memory storage's expiry, DNS lookups), which must not queue a commit.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer") if self._thread_engine else None
         self._queue: list[_Add] = []
         self._writing = False
 
     async def close(self) -> None:
-        if self._thread_engine is not None:
-            await asyncio.to_thread(self._thread_engine.dispose)
+        if self._thread_engine is not None and self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._thread_engine.dispose)
+            self._writer.shutdown()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -368,10 +373,10 @@ class Outbox:
 
     async def _write(self, batch: list[_Write]) -> list[Any]:
         """Write a batch in one transaction; a result per item, in order."""
-        if self._thread_engine is not None:
+        if self._writer is not None:
             assert self._serial is not None
             async with self._serial:
-                return await asyncio.to_thread(self._write_in_thread, batch)
+                return await asyncio.get_running_loop().run_in_executor(self._writer, self._write_in_thread, batch)
         async with self._transaction() as conn:
             return await conn.run_sync(_write_batch, batch, self.lease)
 

@@ -126,6 +126,8 @@ async def test_a_signup_is_delivered_inline_with_one_call(build: Build) -> None:
         submitted = await rig.delivery.submit(consent(), optin())
         assert submitted.state == State.DELIVERED
         assert [call["PhoneNumber"] for call in rig.fake.calls] == [GOOD]
+        # The answer goes out with ProTexting's; its record follows at once.
+        await rig.delivery.settled()
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["state"] == "delivered" and row["attempts"] == 1
 
@@ -136,6 +138,7 @@ async def test_a_refusal_comes_back_to_the_form_and_is_recorded(build: Build) ->
         assert submitted.state == State.REJECTED
         assert submitted.rejected is not None
         assert submitted.rejected.phone_messages == ["Phone number is opted out."]
+        await rig.delivery.settled()
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["upstream_messages"][0]["message"] == "Phone number is opted out."
 
@@ -200,6 +203,7 @@ async def test_a_429_pauses_delivery_until_the_reset_without_using_attempts(buil
         submitted = await rig.delivery.submit(consent("12015550131"), optin("12015550131"))
         assert submitted.state == State.PENDING
         assert fake.throttled == 1
+        await rig.delivery.settled()
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["attempts"] == 0 and row["last_error"] == "HTTP 429"
         # X-Rate-Limit-Reset said when the allowance is back: everyone holds off till then.
