@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import upstream
 from .campaigns import load_campaigns
@@ -32,7 +32,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
-from .pages import RESERVED_PATHS, prerender, router, serve_prerendered, signup_page
+from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
@@ -92,13 +92,22 @@ def limits_for(settings: Settings) -> Limits:
 
 
 class OptinPages(FastAPI):
-    """FastAPI, with the campaign page answered before routing: it is the page a QR
-    code on a stadium screen sends thousands of phones to in a minute."""
+    """FastAPI, with a campaign's page and its form answered before routing: they are
+    what a QR code on a stadium screen sends thousands of phones to in a minute."""
+
+    _form_post: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            resources = getattr(self.state, "resources", None)
-            if resources is not None and await serve_prerendered(scope, send, resources):
+        resources = getattr(self.state, "resources", None) if scope["type"] == "http" else None
+        if resources is not None:
+            if scope["method"] == "GET" and await serve_prerendered(scope, send, resources):
+                return
+            if scope["method"] == "POST" and (keyword := campaign_keyword(scope, resources)) is not None:
+                if self._form_post is None:
+                    self._form_post = form_post_app(self)
+                scope["app"] = self
+                scope["path_params"] = {"keyword": keyword}
+                await self._form_post(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

@@ -441,3 +441,32 @@ def test_head_of_the_signup_page_answers_like_get(make_client: MakeClient) -> No
     head = client.head("/join")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-security-policy"] == client.get("/join").headers["content-security-policy"]
+
+
+def test_an_unexpected_failure_while_signing_up_is_a_calm_500_page(
+    make_client: MakeClient, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client()
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug with internal details")
+
+    monkeypatch.setattr(client.app.state.resources.delivery, "submit", broken)  # type: ignore[attr-defined]
+    # As a browser sees it: the server's error handler answers, nothing is re-raised.
+    browser = TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
+    answer = submit(browser, "/join", PHONE)
+
+    assert answer.status_code == 500
+    assert "Your signup was not saved" in answer.text
+    assert "internal details" not in answer.text and "Traceback" not in answer.text
+    assert upstream.requests == []
+
+
+def test_the_signup_answer_carries_the_campaigns_headers(make_client: MakeClient) -> None:
+    client = make_client()
+    for answer in (submit(client, "/join", PHONE), submit(client, "/join", "not a number")):
+        assert answer.status_code in (303, 422)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+        if answer.status_code == 422:
+            assert "frame-ancestors" in answer.headers["content-security-policy"]
