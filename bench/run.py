@@ -178,10 +178,20 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, from /proc/<pid>/stat."""
+    """User + system CPU time a process and its live children (uvicorn's workers) have
+    used so far, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    total = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as children:
+            kids = [int(child) for child in children.read().split()]
+    except OSError:
+        kids = []
+    for kid in kids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(kid)
+    return total
 
 
 def cpu_used(before: Mapping[str, float], servers: Mapping[str, "Server"], requests: int) -> dict[str, Any]:
@@ -418,7 +428,15 @@ class Bench:
         return Server("fake", argv, workdir=workdir, env={}, ready_path="/_fake/calls")
 
     def app(
-        self, workdir: Path, *, fake: Server, database_url: str | None = None, rate: str = UNPACED_RATE, name: str = "app"
+        self,
+        workdir: Path,
+        *,
+        fake: Server,
+        database_url: str | None = None,
+        rate: str = UNPACED_RATE,
+        name: str = "app",
+        workers: int = 1,
+        redis_url: str | None = None,
     ) -> Server:
         env = {
             "PROTEXTING_ACCESS_TOKEN": self.token,
@@ -436,7 +454,13 @@ class Bench:
             "OPTIN_LIMIT_PER_CAMPAIGN": "",
             "OPTIN_MIN_FILL_SECONDS": "0",
         }
+        if redis_url:
+            # Workers share the pace and the limits through Redis, under this run's prefix.
+            env["OPTIN_REDIS_URL"] = redis_url
+            env["OPTIN_REDIS_PREFIX"] = f"optin-bench-{secrets.token_hex(4)}"
         argv = [self.args.server_python, "-m", "uvicorn", "app.main:app", "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options()]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         server = Server(name, argv, workdir=workdir, env=env, ready_path="/healthz")
         # As a deployment's release step does (README, Deploying): the schema is made
         # first, so the measured server starts like a replica on an existing database.
@@ -656,16 +680,36 @@ def section_signup(bench: Bench) -> dict[str, Any]:
         else:
             skipped["postgresql"] = f"not reachable at {args.pg_admin}: {problem}"
             log(f"PostgreSQL skipped: {skipped['postgresql']}")
-    configs = [(db, latency) for db in databases for latency in args.upstream_latencies]
+    configs: list[tuple[str, float, int]] = [(db, latency, 1) for db in databases for latency in args.upstream_latencies]
+    # A 2-core deployment runs a worker per core: PostgreSQL and Redis let them share
+    # the records, the pace and the limits (README, Running several replicas).
+    if args.workers > 1 and "postgresql" in databases:
+        problem = redis_available(args.redis_url)
+        if problem is None:
+            configs += [("postgresql", latency, args.workers) for latency in args.upstream_latencies]
+        else:
+            skipped[f"postgresql, {args.workers} workers"] = f"Redis not reachable at {args.redis_url}: {problem}"
     results = []
-    for db, latency in configs:
-        results.append(_signup_config(bench, db, latency))
+    for db, latency, workers in configs:
+        results.append(_signup_config(bench, db, latency, workers=workers))
     return {"concurrency": args.concurrency, "duration_s": args.duration, "configs": results, "skipped": skipped}
 
 
-def _signup_config(bench: Bench, db: str, latency_ms: float) -> dict[str, Any]:
+def redis_available(url: str) -> str | None:
+    """None when Redis answers PING at `url`; else why not."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or LOOPBACK, parts.port or 6379), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if answer.startswith(b"+PONG") else f"unexpected answer {answer[:20]!r}"
+
+
+def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1) -> dict[str, Any]:
     args = bench.args
-    label = f"{db}-{latency_ms:g}ms"
+    label = f"{db}-{latency_ms:g}ms" + (f"-{workers}workers" if workers > 1 else "")
     workdir = bench.workdir(f"signup-{label}")
     path = f"/{args.keyword}"
     with contextlib.ExitStack() as stack:
@@ -675,7 +719,10 @@ def _signup_config(bench: Bench, db: str, latency_ms: float) -> dict[str, Any]:
             stack.callback(drop_database, args.pg_admin, name)
             database_url = _asyncpg_url(args.pg_admin, name)
         fake = stack.enter_context(running(bench.fake(workdir, latency_ms=latency_ms)))
-        app = stack.enter_context(running(bench.app(workdir, fake=fake, database_url=database_url)))
+        redis_url = args.redis_url if workers > 1 else None
+        app = stack.enter_context(
+            running(bench.app(workdir, fake=fake, database_url=database_url, workers=workers, redis_url=redis_url))
+        )
         token = form_token(app, args.keyword)
         upstream_path = f"/v1/contacts-opt-in/create?access_token={quote(bench.token)}"
 
@@ -729,6 +776,8 @@ def _signup_config(bench: Bench, db: str, latency_ms: float) -> dict[str, Any]:
     return {
         "label": label,
         "database": db,
+        "workers": workers,
+        "redis": workers > 1,
         "upstream_latency_ms": latency_ms,
         "rounds": rounds,
         "c1": c1,
@@ -1177,6 +1226,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         else:
             for cfg in su["configs"]:
                 label = f"{cfg['database']}, upstream {cfg['upstream_latency_ms']:g} ms"
+                if cfg.get("workers", 1) > 1:
+                    label = f"{cfg['database']}+redis, {cfg['workers']} workers, upstream {cfg['upstream_latency_ms']:g} ms"
                 a, u = cfg["app"], cfg["upstream"]
                 added = cfg["added_vs_configured_ms"]
                 measured = cfg["added_vs_measured_ms"]
@@ -1363,6 +1414,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="where to CREATE and DROP the PostgreSQL databases")  # fmt: skip
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL signup runs")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also measure signups with this many uvicorn workers on PostgreSQL and Redis (default 2; 1: skip)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the multi-worker signup runs")
     parser.add_argument("--chromium", default=os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument(
         "--server-python", default=sys.executable,
