@@ -8,8 +8,8 @@ must see the same counts. Every key carries the deployment's prefix
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
-from collections import deque
 from collections.abc import Callable
 
 from limits.aio.storage import MovingWindowSupport, RedisStorage, Storage
@@ -32,8 +32,9 @@ class InProcessCounters(Storage, MovingWindowSupport):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self._clock = clock
-        # key -> (window length, hit times oldest first)
-        self._windows: dict[str, tuple[float, deque[float]]] = {}
+        # key -> (window length, hit times oldest first). Lists, not deques: most keys
+        # hold one or two hits (a number's), and an empty deque alone takes 600 bytes.
+        self._windows: dict[str, tuple[float, list[float]]] = {}
         # key -> (value, expires at)
         self._counters: dict[str, tuple[int, float]] = {}
         self._next_sweep = clock() + self.SWEEP_SECONDS
@@ -57,10 +58,13 @@ class InProcessCounters(Storage, MovingWindowSupport):
         self._windows = {k: (e, hits) for k, (e, hits) in self._windows.items() if hits and hits[-1] > now - e}
         self._counters = {k: counter for k, counter in self._counters.items() if counter[1] > now}
 
-    def _window(self, key: str, expiry: float, now: float) -> deque[float]:
-        _, hits = self._windows.setdefault(key, (expiry, deque()))
-        while hits and hits[0] <= now - expiry:
-            hits.popleft()
+    def _window(self, key: str, expiry: float, now: float) -> list[float]:
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = (expiry, [])
+        hits = window[1]
+        if hits and hits[0] <= now - expiry:
+            del hits[: bisect.bisect_right(hits, now - expiry)]
         return hits
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:

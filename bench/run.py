@@ -437,6 +437,7 @@ class Bench:
         name: str = "app",
         workers: int = 1,
         redis_url: str | None = None,
+        number_limits: bool = False,
     ) -> Server:
         env = {
             "PROTEXTING_ACCESS_TOKEN": self.token,
@@ -454,6 +455,12 @@ class Bench:
             "OPTIN_LIMIT_PER_CAMPAIGN": "",
             "OPTIN_MIN_FILL_SECONDS": "0",
         }
+        if number_limits:
+            # The limits a burst of distinct numbers meets in production, at their
+            # defaults: per number and per campaign (two windows per number). The
+            # per-address and per-block limits stay off: one address sends it all,
+            # and the numbers run in sequence.
+            del env["OPTIN_LIMIT_PER_NUMBER"], env["OPTIN_LIMIT_PER_CAMPAIGN"]
         if redis_url:
             # Workers share the pace and the limits through Redis, under this run's prefix.
             env["OPTIN_REDIS_URL"] = redis_url
@@ -974,7 +981,7 @@ def section_burst(bench: Bench) -> dict[str, Any]:
         rate = args.burst_rate
         fake_rate, app_rate = f"{rate}/1", f"{rate} per 1 second"
         fake = stack.enter_context(running(bench.fake(workdir, rate_limit=fake_rate)))
-        app = stack.enter_context(running(bench.app(workdir, fake=fake, rate=app_rate)))
+        app = stack.enter_context(running(bench.app(workdir, fake=fake, rate=app_rate, number_limits=True)))
         token = form_token(app, keyword)
         rss_start = app.rss_kb()
 
