@@ -530,7 +530,7 @@ def _insert(conn: Connection, batch: list[_Add], lease: timedelta) -> list[Signu
     rows_: list[dict[str, Any]] = []
     earliers: list[tuple[int, State] | None] = []
     for item in batch:
-        record, now = item.record, item.record.created_at
+        record = item.record
         earlier: tuple[int, State] | None = None
         if item.window > timedelta(0):
             since = utcnow() - item.window
