@@ -7,7 +7,6 @@ must see the same counts. Every key carries the deployment's prefix
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections.abc import Callable
@@ -21,10 +20,10 @@ class InProcessCounters(Storage, MovingWindowSupport):
 
     limits' own memory storages sweep every key for expired entries after nearly every
     hit: the async one in a trip to a thread per key, the synchronous one in a new
-    timer thread every 10 ms. With the abuse limits on, a burst makes tens of thousands
-    of keys (two per number), and that sweep took most of a core and a fifth of the
-    throughput (make bench, limits on). Here each window is trimmed when it is used,
-    and keys nobody used for a whole window are dropped in one pass a minute."""
+    timer thread every 10 ms. With the abuse limits on, a burst makes two keys per
+    number: the synchronous storage's sweep more than halved signups' throughput, the
+    async one's added a tenth to their CPU (README, Performance). Here each window is trimmed when it is used, and keys nobody used for
+    a whole window are dropped in one pass a minute."""
 
     STORAGE_SCHEME = None
     SWEEP_SECONDS = 60.0
@@ -113,11 +112,7 @@ class InProcessCounters(Storage, MovingWindowSupport):
         return held
 
 
-# What the pace and the limits keep their counts in.
-Counters = Storage
-
-
-def open_counters(redis_url: str | None, *, namespace: str = "optin-pages") -> Counters:
+def open_counters(redis_url: str | None, *, namespace: str = "optin-pages") -> Storage:
     if redis_url:
         # wrap_exceptions: every Redis failure arrives as limits.errors.StorageError,
         # which the pace and the limits handle without failing a signup.
@@ -132,14 +127,9 @@ def open_counters(redis_url: str | None, *, namespace: str = "optin-pages") -> C
     return InProcessCounters()
 
 
-async def close_counters(storage: Counters) -> None:
-    # limits has no close(): shut the redis client it made, or the memory storage's
-    # expiry timer, so neither outlives the lifespan that made them.
-    if isinstance(storage, InProcessCounters):
-        return
+async def close_counters(storage: Storage) -> None:
+    # limits has no close(): shut the Redis client it made, so it does not outlive the
+    # lifespan that made it. In-process counters hold nothing to close.
     client = getattr(getattr(storage, "bridge", None), "storage", None)
     if client is not None:
         await client.aclose()
-    timer = getattr(storage, "timer", None)
-    if isinstance(timer, asyncio.Task):
-        timer.cancel()

@@ -102,12 +102,11 @@ class OptinPages(FastAPI):
         if resources is not None:
             if scope["method"] == "GET" and await serve_prerendered(scope, send, resources):
                 return
-            if scope["method"] == "POST" and (keyword := campaign_keyword(scope, resources)) is not None:
-                if self._form_post is None:
-                    self._form_post = form_post_app(self)
+            form_post = self._form_post
+            if form_post is not None and scope["method"] == "POST" and (keyword := campaign_keyword(scope, resources)):
                 scope["app"] = self
                 scope["path_params"] = {"keyword": keyword}
-                await self._form_post(scope, receive, send)
+                await form_post(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -188,6 +187,8 @@ def create_app(
     install_error_handlers(app, templates)
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)
+    # After the middleware and the error handlers, which the form's POST goes through.
+    app._form_post = form_post_app(app)
     return app
 
 

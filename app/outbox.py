@@ -247,7 +247,8 @@ class Outbox:
         """The id and state of a signup of this number to this campaign within
         `window` that was or will be delivered; None when there is none."""
         async with self._transaction() as conn:
-            return await _recent(conn, campaign, phone, window)
+            found = await conn.run_sync(_recent, [(campaign, phone)], utcnow() - window)
+        return next(((i, state) for i, state, _ in found.get((campaign, phone), ())), None)
 
     async def add(
         self,
@@ -493,10 +494,19 @@ EXPORT_FIELDS = (
 )
 
 
-async def _recent(conn: AsyncConnection, campaign: str, phone: str, window: timedelta) -> tuple[int, State] | None:
-    params = {"r_campaign": campaign, "r_phone": phone, "r_since": utcnow() - window}
-    row = (await conn.execute(_RECENT, params)).first()
-    return (row.id, State(row.state)) if row else None
+def _recent(
+    conn: Connection, numbers: list[tuple[str, str]], since: datetime
+) -> dict[tuple[str, str], list[tuple[int, State, datetime]]]:
+    """Signups of these (campaign, number) pairs since `since` that were or will be
+    delivered, newest first."""
+    found: dict[tuple[str, str], list[tuple[int, State, datetime]]] = {}
+    wanted = set(numbers)
+    params = {"r_campaigns": sorted({c for c, _ in numbers}), "r_phones": sorted({p for _, p in numbers}), "r_since": since}
+    for row in conn.execute(_RECENT, params):
+        # The query matches campaigns and numbers apart: keep the pairs asked for.
+        if (row.campaign, row.phone) in wanted:
+            found.setdefault((row.campaign, row.phone), []).append((row.id, State(row.state), row.created_at))
+    return found
 
 
 def _write_batch(conn: Connection, batch: list[_Write], lease: timedelta) -> list[Any]:
@@ -515,17 +525,10 @@ def _insert(conn: Connection, batch: list[_Add], lease: timedelta) -> list[Signu
     multi-row INSERT, one for their first events."""
     checked = [item for item in batch if item.window > timedelta(0)]
     numbers = sorted({(i.record.campaign, i.record.phone) for i in checked})
-    # Earlier signups of these numbers that were or will be delivered, newest first.
     recent: dict[tuple[str, str], list[tuple[int, State, datetime]]] = {}
     if numbers:
         _lock_numbers(conn, numbers)
-        since = utcnow() - max(item.window for item in checked)
-        rows = conn.execute(
-            _RECENT_MANY,
-            {"r_campaigns": sorted({c for c, _ in numbers}), "r_phones": sorted({p for _, p in numbers}), "r_since": since},
-        )
-        for row in rows:
-            recent.setdefault((row.campaign, row.phone), []).append((row.id, State(row.state), row.created_at))
+        recent = _recent(conn, numbers, utcnow() - max(item.window for item in checked))
 
     rows_: list[dict[str, Any]] = []
     earliers: list[tuple[int, State] | None] = []
@@ -623,27 +626,15 @@ _HOLDERS = (
     .where(signups.c.id.in_(bindparam("h_ids", expanding=True)), signups.c.state == State.PENDING.value)
     .with_for_update()
 )
-_LIVE_STATES = [State.PENDING.value, State.DELIVERED.value]
+# Signups of some numbers to some campaigns since a time that were or will be
+# delivered, newest first (a superset: the caller pairs campaigns and numbers).
 _RECENT = (
-    select(signups.c.id, signups.c.state)
-    .where(
-        signups.c.campaign == bindparam("r_campaign"),
-        signups.c.phone == bindparam("r_phone"),
-        signups.c.created_at >= bindparam("r_since", type_=UTCDateTime),
-        signups.c.state.in_(_LIVE_STATES),
-    )
-    .order_by(signups.c.id.desc())
-    .limit(1)
-)
-# The same for a batch's numbers at once (a superset: campaign and phone are matched
-# in pairs, and each window applied, by the caller).
-_RECENT_MANY = (
     select(signups.c.id, signups.c.state, signups.c.campaign, signups.c.phone, signups.c.created_at)
     .where(
         signups.c.campaign.in_(bindparam("r_campaigns", expanding=True)),
         signups.c.phone.in_(bindparam("r_phones", expanding=True)),
         signups.c.created_at >= bindparam("r_since", type_=UTCDateTime),
-        signups.c.state.in_(_LIVE_STATES),
+        signups.c.state.in_([State.PENDING.value, State.DELIVERED.value]),
     )
     .order_by(signups.c.id.desc())
 )

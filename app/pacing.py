@@ -18,10 +18,11 @@ import math
 import time
 
 from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from .counters import Counters, close_counters, open_counters
+from .counters import close_counters, open_counters
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Pacer:
         self,
         rate: str,
         *,
-        storage: Counters | None = None,
+        storage: Storage | None = None,
         redis_url: str | None = None,
         namespace: str = "optin-pages",
     ) -> None:

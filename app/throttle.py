@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
-from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-
-from .counters import Counters
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class Limits:
 
 
 class Throttle:
-    def __init__(self, storage: Counters, limits: Limits = Limits()) -> None:
+    def __init__(self, storage: Storage, limits: Limits = Limits()) -> None:
         self._limiter = MovingWindowRateLimiter(storage)
         self._per_ip = parse_rates(limits.per_ip)
         self._per_number = parse_rates(limits.per_number)

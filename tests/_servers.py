@@ -37,6 +37,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CAMPAIGNS = ROOT / "campaigns.toml"
 LOOPBACK = "127.0.0.1"
 
+# The campaigns file of the tests that run the service as a real server.
+CAMPAIGNS = """\
+[campaigns.JOIN]
+title = "Get our deals by text"
+group_ids = [7, 9]
+program_name = "Corner Bakery Deals"
+message_frequency = "Up to 4 msgs/month"
+terms_url = "https://example.com/sms-terms"
+privacy_url = "https://example.com/privacy"
+cta_message = "Corner Bakery: reply YES to get deals by text."
+confirm_message = "Corner Bakery: you're in! Reply HELP for help, STOP to cancel."
+"""
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 

@@ -115,6 +115,7 @@ async def build(database_url: str) -> AsyncIterator[Build]:
                 yield Rig(delivery, outbox, fake, pacer)
             finally:
                 await delivery.stop()
+                await outbox.close()
                 await protexting.aclose()
                 await pacer.close()
 

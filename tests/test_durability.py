@@ -26,21 +26,12 @@ from sqlalchemy import text
 
 from app.storage import create_engine
 
-from tests._servers import ROOT, Server, app_server, fake_protexting, set_down
+from tests._servers import CAMPAIGNS, ROOT, Server, app_server, fake_protexting, set_down
 
 from .conftest import Page
 
 TOKEN = "tok-durability-0123456789"
 
-CAMPAIGNS = """\
-[campaigns.JOIN]
-title = "Get our deals by text"
-group_ids = [7, 9]
-program_name = "Corner Bakery Deals"
-message_frequency = "Up to 4 msgs/month"
-terms_url = "https://example.com/sms-terms"
-privacy_url = "https://example.com/privacy"
-"""
 
 # The abuse limits and the too-fast trap would stop a test's burst from one address;
 # they are not what these tests are about.

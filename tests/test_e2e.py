@@ -16,19 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import Server, app_server, calls, fake_protexting
+from tests._servers import CAMPAIGNS, Server, app_server, calls, fake_protexting
 
-CAMPAIGNS = """\
-[campaigns.JOIN]
-title = "Get our deals by text"
-group_ids = [7, 9]
-program_name = "Corner Bakery Deals"
-message_frequency = "Up to 4 msgs/month"
-terms_url = "https://example.com/sms-terms"
-privacy_url = "https://example.com/privacy"
-cta_message = "Corner Bakery: reply YES to get deals by text."
-confirm_message = "Corner Bakery: you're in! Reply HELP for help, STOP to cancel."
-"""
 
 EXPECTED_BODY = {
     "GroupIds": [7, 9],

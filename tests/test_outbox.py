@@ -58,6 +58,7 @@ async def outbox(database_url: str) -> AsyncIterator[Outbox]:
     box = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
     await box.remember_disclosures([DISCLOSURE])
     yield box
+    await box.close()
     await engine.dispose()
 
 
