@@ -22,8 +22,8 @@ from .captcha import CaptchaFailed
 from .guard import BotTrapped
 from .phone import PhoneError
 from .security import request_origin
-from .signup import Attempt, sign_up
-from .tokens import ExpiredFormToken
+from .signup import Attempt, RepeatedSignup, sign_up
+from .tokens import ExpiredFormToken, UsedFormToken
 
 router = APIRouter(prefix="/api/v1", tags=["opt-ins"])
 
@@ -51,7 +51,7 @@ class CampaignInfo(BaseModel):
     terms_url: str
     privacy_url: str
     disclosure_html: str = Field(description="Show this, unchanged, above your submit button.")
-    token: str = Field(description="Send back with the opt-in; valid for 24 hours.")
+    token: str = Field(description="Send back with the opt-in; valid for 24 hours and one signup.")
     captcha: CaptchaInfo | None
 
 
@@ -75,6 +75,7 @@ _ERRORS = {
     403: {"model": ApiErrors, "description": "Cross-site request from an origin not allowed, or a missing or forged token."},
     404: {"model": ApiErrors, "description": "No campaign has this keyword."},
     413: {"model": ApiErrors, "description": "Body too large."},
+    409: {"model": ApiErrors, "description": "The token signed up another number already (fetch a new one)."},
     415: {"model": ApiErrors, "description": "Send application/json."},
     422: {"model": ApiErrors, "description": "The number is not usable, or ProTexting refused it."},
     429: {"model": ApiErrors, "description": "Too many signups; see Retry-After."},
@@ -147,6 +148,14 @@ async def opt_in(request: Request, body: OptInRequest, campaign: CampaignDep, re
         return errors(400, ("token", "The token is too old: fetch a new one."), headers=cors)
     except CaptchaFailed:
         return errors(422, ("captcha", "The CAPTCHA was not passed."), headers=cors)
+    except UsedFormToken:
+        message = "The token was used for a signup already: fetch a new one from GET /api/v1/campaigns/{keyword}."
+        return errors(409, ("token", message), headers=cors)
+    except RepeatedSignup as repeated:
+        # The same number with the same token again: the first's answer, nothing sent.
+        if repeated.waiting:
+            return JSONResponse({"state": "pending"}, status_code=202, headers=cors)
+        return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)
     except BotTrapped:
         return JSONResponse({"state": "pending"}, status_code=202, headers=cors)  # like success
     if submitted.rejected is not None:

@@ -1,16 +1,19 @@
 """The door: every check a submission passes, form or JSON API alike, before a
 consent record is made and ProTexting is called.
 
+    limits      too many from this address (every submission)  -> 429 + Retry-After
     origin      a browser POST from another site              -> 403
-    limits      too many from this address                    -> 429 + Retry-After
     form token  missing or forged                             -> 400 (expired: form again)
     bot traps   honeypot filled, or filled faster than a person -> answered like success
     CAPTCHA     when the campaign has one, not passed          -> the form again, 422
     number      country and number type (app.phone)           -> 422 beside the field
     limits      this number, its block, the campaign's day    -> 429 + Retry-After
+    form token  used: same number again -> answered as the first; another -> form again, 409
 
 Keeping the whole list in one place is what keeps the JSON API exactly as guarded as
-the form (a public API that skips the form's traps is a back door).
+the form (a public API that skips the form's traps is a back door). The address is
+counted before the body is even read (`app.signup.CountSubmissions`), so that requests
+refused early count too.
 """
 
 from __future__ import annotations
@@ -59,9 +62,7 @@ class Guard:
     ) -> float:
         """Run the checks that come before the number; return the form's issue time.
 
-        Raises TooManyRequests, InvalidFormToken, ExpiredFormToken, BotTrapped or
-        CaptchaFailed."""
-        await self.throttle.client(client_ip)
+        Raises InvalidFormToken, ExpiredFormToken, BotTrapped or CaptchaFailed."""
         issued = self.tokens.check(token, campaign.keyword)
         if honeypot:
             self._caught("honeypot", campaign, client_ip)

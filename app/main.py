@@ -39,6 +39,7 @@ from .tokens import FormTokens
 from .resources import Resources
 from .sandbox import FakeProTexting
 from .settings import Settings, load_settings
+from .signup import CountSubmissions
 from .storage import create_engine, migrate
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def create_app(
                 delivery.start()
             stack.push_async_callback(delivery.stop)
             guard = Guard(
-                tokens=FormTokens(active.signing_key()),
+                tokens=FormTokens(active.signing_key(), used=counters),
                 throttle=Throttle(counters, limits_for(active)),
                 captcha=captcha,
                 min_fill_seconds=active.min_fill_seconds,
@@ -186,6 +187,8 @@ def create_app(
     app.add_route("/{keyword}", signup_page, methods=["GET"], include_in_schema=False)
     install_error_handlers(app, templates)
     app.add_middleware(BodyLimit)
+    # Outside the body limit: an oversized submission counts against its address too.
+    app.add_middleware(CountSubmissions)
     app.add_middleware(SecurityHeaders)
     # After the middleware and the error handlers, which the form's POST goes through.
     app._form_post = form_post_app(app)

@@ -29,8 +29,8 @@ from .guard import HONEYPOT_FIELD, BotTrapped
 from .phone import PhoneError
 from .resources import Resources
 from .security import FIXED_HEADERS, page_csp
-from .signup import Attempt, sign_up
-from .tokens import ExpiredFormToken, InvalidFormToken
+from .signup import Attempt, RepeatedSignup, sign_up
+from .tokens import ExpiredFormToken, InvalidFormToken, UsedFormToken
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ RESERVED_PATHS = frozenset(
 TOKEN_FIELD = "form_token"
 STALE_MESSAGE = "This page was open for a long time. Please check your number and press the button again."
 CAPTCHA_MESSAGE = "Please complete the check below the number, then press the button again."
+USED_MESSAGE = "This form was sent already. To sign up the number below, please press the button again."
 
 
 router = APIRouter(include_in_schema=False)
@@ -256,6 +257,11 @@ async def signup(
         return again(400, form_errors=[STALE_MESSAGE])
     except CaptchaFailed:
         return again(422, form_errors=[CAPTCHA_MESSAGE])
+    except UsedFormToken:
+        # 409: the form was fine, but its token is spent; the fresh one confirms.
+        return again(409, form_errors=[USED_MESSAGE])
+    except RepeatedSignup as repeated:
+        return RedirectResponse(thanks + ("?pending=1" if repeated.waiting else ""), status_code=303)
     except BotTrapped:
         return RedirectResponse(thanks, status_code=303)  # exactly what a person gets
 

@@ -4,15 +4,28 @@ No cookies (third-party iframes often lose them): the token rides in a hidden fi
 (or in the JSON API's body) and says which campaign's page issued it and when. The
 issue time also lets the bot trap see a form filled faster than any person could.
 
-A token is `keyword.issued.signature`, signed with itsdangerous' `Signer` (HMAC, keyed
-by OPTIN_SECRET_KEY): compact, and cheap enough to make on every page view.
+A token is `keyword.issued.nonce.signature`, signed with itsdangerous' `Signer` (HMAC,
+keyed by OPTIN_SECRET_KEY): compact, and cheap enough to make on every page view. The
+nonce makes every token a new one, even a form shown again with its first issue time.
+
+A token is good for one accepted signup (`claim`): replaying one for many numbers would
+otherwise let a bot skip the page. The used ones are remembered in the shared counters
+(in memory, or in Redis for replicas) until they would have expired anyway.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 
 from itsdangerous import BadSignature, Signer
+from limits.aio.storage import Storage
+from limits.errors import StorageError
+
+from .counters import InProcessCounters
+
+logger = logging.getLogger(__name__)
 
 # A page left open longer than this asks the person to press the button again.
 MAX_AGE_SECONDS = 24 * 3600
@@ -26,16 +39,43 @@ class ExpiredFormToken(Exception):
     """Genuine but too old: the page was open a long time."""
 
 
+class UsedFormToken(Exception):
+    """The token already signed up another number: the form again, with a fresh token."""
+
+
 class FormTokens:
-    def __init__(self, secret: str, *, max_age: int = MAX_AGE_SECONDS) -> None:
+    def __init__(self, secret: str, *, max_age: int = MAX_AGE_SECONDS, used: Storage | None = None) -> None:
         self._signer = Signer(secret, salt="optin-pages/form-token")
         self._max_age = max_age
+        self._used = used if used is not None else InProcessCounters()
 
     def issue(self, campaign: str, *, issued_at: float | None = None) -> str:
-        """A token for `campaign`'s page. A form shown again after an error keeps the
+        """A new token for `campaign`'s page. A form shown again after an error keeps the
         first issue time, so a person correcting a typo is not slowed down again."""
         issued = issued_at if issued_at is not None else time.time()
-        return self._signer.sign(f"{campaign.lower()}.{issued:.3f}").decode("ascii")
+        return self._signer.sign(f"{campaign.lower()}.{issued:.3f}.{secrets.token_urlsafe(9)}").decode("ascii")
+
+    async def claim(self, token: str, phone: str) -> bool:
+        """Use a checked token for the accepted signup of `phone` (E.164 digits).
+
+        True for the token's first signup; False when it signed up this same number
+        already (the button pressed twice). Raises UsedFormToken when it signed up
+        another number. Atomic across requests and replicas: of any number of requests
+        with one token, exactly one gets True."""
+        # The signature names the token: the payload it signs differs in every token.
+        tag = token.rpartition(".")[2]
+        try:
+            first = await self._used.incr(f"form-token:{tag}", self._max_age) == 1
+            same = await self._used.incr(f"form-token:{tag}:{phone}", self._max_age) > 1
+        except StorageError:
+            # Redis is down: as with the limits, a person's signup matters more.
+            logger.error("used form tokens unavailable (shared counters unreachable): token not checked for reuse")
+            return True
+        if first:
+            return True
+        if same:
+            return False
+        raise UsedFormToken("form token already used for another number")
 
     def check(self, token: str | None, campaign: str) -> float:
         """The issue time (epoch seconds) of a valid token for `campaign`."""
@@ -45,8 +85,11 @@ class FormTokens:
             payload = self._signer.unsign(token).decode("ascii")
         except (BadSignature, UnicodeError):
             raise InvalidFormToken("form token does not verify") from None
-        # Keywords have no dots, so the first dot ends the keyword.
+        # Keywords have no dots, so the first dot ends the keyword; the nonce (none in a
+        # token issued before nonces) follows the issue time's decimals.
         keyword, _, stamp = payload.partition(".")
+        if stamp.count(".") == 2:
+            stamp = stamp.rpartition(".")[0]
         if keyword != campaign.lower():
             raise InvalidFormToken("form token is for another page")
         try:

@@ -176,6 +176,73 @@ def test_a_post_from_our_own_page_passes(build: Build, upstream: FakeUpstream, h
     assert len(upstream.requests) == 1
 
 
+def test_every_page_view_carries_a_new_token(build: Build) -> None:
+    client = build()
+    tokens = {token_of(client.get("/join").text) for _ in range(5)}
+    assert len(tokens) == 5
+
+
+def test_one_token_signs_up_one_number(build: Build, upstream: FakeUpstream) -> None:
+    client = build()
+    token = Visitor(client).open()
+    for n in range(30):  # a bot replaying one page's token
+        client.post("/join", data={"phone": f"(201) 555-{n:02d}77", "form_token": token})
+    assert [b["PhoneNumber"] for b in upstream.bodies] == ["12015550077"]
+
+
+def test_the_same_token_with_another_number_asks_to_confirm_with_a_fresh_token(build: Build, upstream: FakeUpstream) -> None:
+    client = build()
+    token = Visitor(client).open()
+    assert client.post("/join", data={"phone": GOOD, "form_token": token}).status_code == 303
+    other = client.post("/join", data={"phone": "(201) 555-0188", "form_token": token})
+    assert other.status_code == 409
+    page = Page(other.text)
+    assert "press the button again" in page.alert_text()
+    assert page.phone_input().attrs["value"] == "(201) 555-0188"
+    assert len(upstream.requests) == 1
+    # One more press, with the form's fresh token, signs that number up.
+    fresh = token_of(other.text)
+    assert fresh != token
+    assert client.post("/join", data={"phone": "(201) 555-0188", "form_token": fresh}).status_code == 303
+    assert [b["PhoneNumber"] for b in upstream.bodies] == ["12015550123", "12015550188"]
+
+
+@pytest.mark.parametrize(("protexting", "thanks"), [("up", "/JOIN/thanks"), ("down", "/JOIN/thanks?pending=1")])
+def test_pressing_the_button_twice_answers_as_the_first_and_sends_once(
+    build: Build, upstream: FakeUpstream, protexting: str, thanks: str
+) -> None:
+    if protexting == "down":
+        upstream.respond = lambda request: httpx.Response(503)
+    client = build(duplicate_window_seconds=0)  # not the outbox's duplicate check: the token's
+    token = Visitor(client).open()
+    first = client.post("/join", data={"phone": GOOD, "form_token": token})
+    second = client.post("/join", data={"phone": GOOD, "form_token": token})
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"] == thanks
+    assert len(upstream.requests) == 1
+
+
+def test_pressing_twice_on_a_number_protexting_refused_never_thanks(build: Build, upstream: FakeUpstream) -> None:
+    upstream.respond = lambda request: httpx.Response(422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}])
+    client = build()
+    token = Visitor(client).open()
+    first = client.post("/join", data={"phone": GOOD, "form_token": token})
+    assert first.status_code == 422 and "opted out" in first.text
+    second = client.post("/join", data={"phone": GOOD, "form_token": token})
+    assert second.status_code == 409 and "press the button again" in Page(second.text).alert_text()
+    assert len(upstream.requests) == 1
+
+
+def test_a_token_is_not_used_up_by_a_typo_or_a_limit(build: Build, upstream: FakeUpstream) -> None:
+    client = build(limit_per_number="1/hour", duplicate_window_seconds=0)
+    Visitor(client).submit("(201) 555-0199")
+    token = Visitor(client).open()
+    assert client.post("/join", data={"phone": "555", "form_token": token}).status_code == 422
+    assert client.post("/join", data={"phone": "(201) 555-0199", "form_token": token}).status_code == 429
+    assert client.post("/join", data={"phone": GOOD, "form_token": token}).status_code == 303
+    assert len(upstream.requests) == 2
+
+
 # -- bot traps -----------------------------------------------------------------------
 
 
@@ -231,6 +298,39 @@ def test_too_many_from_one_address_gets_429_with_retry_after(build: Build, upstr
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert "try again in a few minutes" in refused.text
     assert len(upstream.requests) == 3
+
+
+REFUSED_EARLY: list[tuple[str, str, dict[str, str], bytes, int]] = [
+    ("json to the form", "/join", {"content-type": "application/json"}, b'{"phone": "2015550123"}', 415),
+    ("broken form", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=%ff", 400),
+    ("too big", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=" + b"1" * 40000, 413),
+    ("cross-site", "/join", {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"}, b"phone=2015550123&form_token=x", 403),
+    ("no token", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=2015550123", 400),
+    ("forged token", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=2015550123&form_token=join.1.x.y", 400),
+    ("broken json", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": ', 400),
+    ("json without a token", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": "2015550123"}', 422),
+    ("api too big", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": "' + b"1" * 40000 + b'"}', 413),
+    ("api cross-site", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json", "origin": "https://evil.example"}, b'{"phone": "2015550123", "token": "x"}', 403),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "headers", "body", "status"), REFUSED_EARLY, ids=[r[0] for r in REFUSED_EARLY])
+def test_every_submission_counts_against_the_address_refused_or_not(
+    build: Build, upstream: FakeUpstream, name: str, path: str, headers: dict[str, str], body: bytes, status: int
+) -> None:
+    client = build(limit_per_ip="3/minute")
+    assert [client.post(path, content=body, headers=headers).status_code for _ in range(3)] == [status] * 3
+    # The fourth submission from the address, a good one, is one too many.
+    assert Visitor(client).submit().status_code == 429
+    assert client.post(path, content=body, headers=headers).status_code == 429
+    assert upstream.requests == []
+
+
+def test_a_submission_counts_once(build: Build, upstream: FakeUpstream) -> None:
+    client = build(limit_per_ip="2/minute")
+    assert client.post("/join", data={"phone": GOOD}).status_code == 400
+    assert Visitor(client).submit().status_code == 303
+    assert Visitor(client).submit("(201) 555-0124").status_code == 429
 
 
 @pytest.mark.parametrize("trusted", [True, False])
