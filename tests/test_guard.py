@@ -607,6 +607,22 @@ def test_the_api_is_as_guarded_as_the_form(build: Build, upstream: FakeUpstream)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
 
 
+def test_an_api_token_signs_up_one_number(build: Build, upstream: FakeUpstream) -> None:
+    client = build()
+    url = "/api/v1/campaigns/join/opt-ins"
+    token = api_token(client)
+    assert client.post(url, json={"phone": GOOD, "token": token}).status_code == 201
+    # The same number again (a retry): the first's answer, nothing sent again.
+    again = client.post(url, json={"phone": GOOD, "token": token})
+    assert again.status_code == 201 and again.json() == {"state": "delivered"}
+    other = client.post(url, json={"phone": "(201) 555-0188", "token": token})
+    assert other.status_code == 409
+    assert other.json()["errors"][0]["field"] == "token"
+    assert "fetch a new one" in other.json()["errors"][0]["message"]
+    assert len(upstream.requests) == 1
+    assert client.post(url, json={"phone": "(201) 555-0188", "token": api_token(client)}).status_code == 201
+
+
 def test_the_api_refuses_other_origins_unless_the_campaign_lists_them(build: Build, upstream: FakeUpstream) -> None:
     campaigns = CAMPAIGNS_TOML.replace('send_cta_message = true', 'send_cta_message = true\napi_origins = ["https://shop.example"]')
     client = build(campaigns=campaigns)
@@ -653,7 +669,7 @@ def test_bad_api_bodies_get_a_clear_4xx(build: Build, upstream: FakeUpstream, na
 def test_the_api_is_described_in_the_openapi_schema(build: Build) -> None:
     schema = build().get("/openapi.json").json()
     post = schema["paths"]["/api/v1/campaigns/{keyword}/opt-ins"]["post"]
-    assert {"201", "202", "403", "422", "429"} <= set(post["responses"])
+    assert {"201", "202", "403", "409", "422", "429"} <= set(post["responses"])
     assert "phone" in json.dumps(schema["components"]["schemas"]["OptInRequest"])
     assert not any(path.startswith("/{keyword}") for path in schema["paths"])
 
