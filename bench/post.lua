@@ -3,7 +3,8 @@
 -- Environment (set by bench/run.py):
 --   BENCH_PATH          request path, e.g. /join or /v1/contacts-opt-in/create?access_token=T
 --   BENCH_MODE          "form" (the signup form, urlencoded) or "json" (ProTexting's opt-in call)
---   BENCH_FORM_TOKEN    form_token value taken from GET /join (form mode; URL-encoded)
+--   BENCH_FORM_TOKENS   form mode: thread i reads its form tokens (one a line, URL-encoded,
+--                       each good for one signup) from the file BENCH_FORM_TOKENS .. i
 --   BENCH_NUMBER_BASE   first national number (10 digits) of this run's block
 --   BENCH_THREAD_BLOCK  numbers per wrk thread; thread i uses base + i*block ...
 --
@@ -24,7 +25,13 @@ function init(args)
   block = tonumber(os.getenv("BENCH_THREAD_BLOCK") or "100000")
   mode = os.getenv("BENCH_MODE") or "form"
   path = os.getenv("BENCH_PATH") or "/"
-  token = os.getenv("BENCH_FORM_TOKEN") or ""
+  tokens = {}
+  local stem = os.getenv("BENCH_FORM_TOKENS")
+  if stem then
+    for line in io.lines(stem .. id) do
+      tokens[#tokens + 1] = line
+    end
+  end
   first = base + id * block
   sent = 0
   statuses = {}
@@ -43,7 +50,7 @@ function request()
   if mode == "json" then
     body = string.format('{"PhoneNumber":"1%.0f","GroupIds":[1]}', n)
   else
-    body = string.format("phone=%.0f&form_token=%s&website=", n, token)
+    body = string.format("phone=%.0f&form_token=%s&website=", n, tokens[(sent - 1) % block + 1])
   end
   return wrk.format("POST", path, headers, body)
 end

@@ -562,6 +562,16 @@ def wrk(
     }
 
 
+def form_tokens(bench: Bench, keyword: str, count: int) -> list[str]:
+    """`count` form tokens for `keyword`, as its page would issue them (each is good for
+    one signup), URL-encoded: made here with the app's secret rather than by as many
+    page views, which would weigh on the figures."""
+    from app.tokens import FormTokens
+
+    tokens = FormTokens(bench.secret_key)
+    return [quote(tokens.issue(keyword), safe="") for _ in range(count)]
+
+
 def wrk_post(
     bench: Bench,
     url_base: str,
@@ -570,10 +580,11 @@ def wrk_post(
     mode: str,
     duration: float,
     concurrency: int,
-    token: str = "",
+    keyword: str = "",
     cpu_of: Mapping[str, Server] | None = None,
 ) -> tuple[dict[str, Any], int, int]:
-    """POST distinct numbers with wrk; returns (summary, first number, numbers reserved)."""
+    """POST distinct numbers with wrk, in form mode each with a token of its own;
+    returns (summary, first number, numbers reserved)."""
     threads = max(1, min(bench.args.threads, concurrency))
     # Room for a fast server: 8,000 requests/s per thread over the run, and a floor.
     block = int(max(20_000, (duration + 5) * 8_000))
@@ -581,10 +592,15 @@ def wrk_post(
     env = {
         "BENCH_PATH": path,
         "BENCH_MODE": mode,
-        "BENCH_FORM_TOKEN": quote(token, safe=""),
         "BENCH_NUMBER_BASE": str(first),
         "BENCH_THREAD_BLOCK": str(block),
     }
+    if mode == "form":
+        # One file per wrk thread: thread i reads BENCH_FORM_TOKENS .. i.
+        stem = bench.workdir("tokens") / "tokens-"
+        for thread in range(threads):
+            Path(f"{stem}{thread}").write_text("\n".join(form_tokens(bench, keyword, block)) + "\n", encoding="ascii")
+        env["BENCH_FORM_TOKENS"] = str(stem)
     result = wrk(url_base + path, duration=duration, concurrency=concurrency, threads=threads, script=BENCH / "post.lua", env=env, cpu_of=cpu_of)
     return result, first, block * threads
 
@@ -730,11 +746,11 @@ def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1
         app = stack.enter_context(
             running(bench.app(workdir, fake=fake, database_url=database_url, workers=workers, redis_url=redis_url))
         )
-        token = form_token(app, args.keyword)
+        form_token(app, args.keyword)  # the page serves a form with a token
         upstream_path = f"/v1/contacts-opt-in/create?access_token={quote(bench.token)}"
 
         log(f"signup {label}: warm-up")
-        wrk_post(bench, app.url, path, mode="form", duration=args.warmup, concurrency=args.concurrency, token=token)
+        wrk_post(bench, app.url, path, mode="form", duration=args.warmup, concurrency=args.concurrency, keyword=args.keyword)
         wrk_post(bench, fake.url, upstream_path, mode="json", duration=args.warmup, concurrency=args.concurrency)
 
         rounds = []
@@ -746,7 +762,7 @@ def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1
             )  # fmt: skip
             log(f"signup {label}: round {index + 1}/{args.signup_rounds}: app, c={args.concurrency}")
             served, first, count = wrk_post(
-                bench, app.url, path, mode="form", duration=args.duration, concurrency=args.concurrency, token=token,
+                bench, app.url, path, mode="form", duration=args.duration, concurrency=args.concurrency, keyword=args.keyword,
                 cpu_of={"app": app, "fake": fake},
             )  # fmt: skip
             app.check_alive()
@@ -756,7 +772,7 @@ def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1
         if args.c1_duration > 0:
             log(f"signup {label}: app, c=1")
             c1, _, _ = wrk_post(
-                bench, app.url, path, mode="form", duration=args.c1_duration, concurrency=1, token=token,
+                bench, app.url, path, mode="form", duration=args.c1_duration, concurrency=1, keyword=args.keyword,
                 cpu_of={"app": app},
             )  # fmt: skip
             app.check_alive()
@@ -982,19 +998,21 @@ def section_burst(bench: Bench) -> dict[str, Any]:
         fake_rate, app_rate = f"{rate}/1", f"{rate} per 1 second"
         fake = stack.enter_context(running(bench.fake(workdir, rate_limit=fake_rate)))
         app = stack.enter_context(running(bench.app(workdir, fake=fake, rate=app_rate, number_limits=True)))
-        token = form_token(app, keyword)
+        form_token(app, keyword)  # the page serves a form with a token
         rss_start = app.rss_kb()
 
         # Warm-up: page views and a few signups (their own numbers), then let the
         # fake's bucket and the app's window refill.
         warm_first = bench.numbers(args.burst_warmup)
+        warm_tokens = form_tokens(bench, keyword, args.burst_warmup)
         with http_client() as client:
             for _ in range(100):
                 client.get(f"{app.url}/{keyword}")
             for i in range(args.burst_warmup):
                 client.post(
                     f"{app.url}/{keyword}",
-                    data={"phone": str(warm_first + i), "form_token": token, "website": ""},
+                    content=f"phone={warm_first + i}&form_token={warm_tokens[i]}&website=".encode("ascii"),
+                    headers={"content-type": "application/x-www-form-urlencoded"},
                 )
         time.sleep(2.0)
         rss_warm = app.rss_kb()
@@ -1002,8 +1020,8 @@ def section_burst(bench: Bench) -> dict[str, Any]:
         first = bench.numbers(n)
         numbers = [first + i for i in range(n)]
         wanted = {f"1{number}" for number in numbers}
-        encoded_token = quote(token, safe="")
-        bodies = [f"phone={number}&form_token={encoded_token}&website=".encode("ascii") for number in numbers]
+        tokens = form_tokens(bench, keyword, n)
+        bodies = [f"phone={number}&form_token={token}&website=".encode("ascii") for number, token in zip(numbers, tokens, strict=True)]
         log(f"burst: {n} signups over {args.burst_concurrency} connections")
         answers, accept_s, polls = asyncio.run(
             burst_with_polls(
