@@ -447,8 +447,8 @@ class Bench:
             "OPTIN_SECRET_KEY": self.secret_key,
             "OPTIN_PUBLIC_URL": f"http://{LOOPBACK}:{{port}}",
             "OPTIN_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{workdir / 'optin.db'}",
-            # Abuse protection off for load from one address; a reused form token would
-            # otherwise be taken for a bot ("too fast") and silently not stored.
+            # Abuse protection off for load from one address; tokens made before the
+            # run would otherwise be taken for a bot's ("too fast") and not stored.
             "OPTIN_LIMIT_PER_IP": "",
             "OPTIN_LIMIT_PER_NUMBER": "",
             "OPTIN_LIMIT_PER_PREFIX": "",
