@@ -26,9 +26,7 @@ _NOT_SOURCE = shutil.ignore_patterns(
 
 
 def _run(argv: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [str(part) for part in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([str(part) for part in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -52,9 +50,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(
-    installed: Path, tmp_path: Path
-) -> None:
+def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(installed: Path, tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / "campaigns.toml").write_text(CAMPAIGNS, encoding="utf-8")
@@ -68,7 +64,9 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(
         # Only the installed package, not the checkout (an empty PYTHONPATH adds nothing).
         "PYTHONPATH": "",
     }
-    where = _run([installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=_child_environment(env))
+    where = _run(
+        [installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=_child_environment(env)
+    )
     assert Path(where.strip()).is_relative_to(installed.parent)
 
     server = Server(
