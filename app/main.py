@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -20,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import upstream
+from . import packaged, upstream
 from .campaigns import load_campaigns
 from .consent import Disclosure
 from .delivery import Delivery
@@ -44,9 +43,8 @@ from .storage import create_engine, migrate
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+TEMPLATES_DIR = packaged("templates")
+STATIC_DIR = packaged("static")
 
 SANDBOX_API_URL = "http://sandbox.protexting.invalid/v1"
 SANDBOX_TOKEN = "sandbox-token"

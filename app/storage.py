@@ -39,6 +39,8 @@ from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from . import packaged
+
 
 class StorageError(Exception):
     """The database cannot be opened or migrated."""
@@ -183,7 +185,7 @@ def _alembic_config(connection: Connection | None = None):  # type: ignore[no-un
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(packaged("migrations")))
     config.attributes["connection"] = connection
     return config
 
