@@ -2,16 +2,23 @@
 
 In memory for a single process; in Redis (`OPTIN_REDIS_URL`) when several replicas
 must see the same counts. Every key carries the deployment's prefix
-(`OPTIN_REDIS_PREFIX`), so deployments can share one Redis.
+(`OPTIN_REDIS_PREFIX`), so deployments can share one Redis. Redis is asked with short
+socket timeouts, behind a breaker that stops asking it for a while when it does not
+answer (`Breaker`).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from limits.aio.storage import MovingWindowSupport, RedisStorage, Storage
+from limits.errors import StorageError
+
+logger = logging.getLogger(__name__)
 
 
 class InProcessCounters(Storage, MovingWindowSupport):
@@ -112,24 +119,147 @@ class InProcessCounters(Storage, MovingWindowSupport):
         return held
 
 
-def open_counters(redis_url: str | None, *, namespace: str = "optin-pages") -> Storage:
+class CountersUnavailable(ConnectionError):
+    """The breaker is open: the shared counters were not asked."""
+
+
+class Breaker(Storage, MovingWindowSupport):
+    """The shared counters behind a circuit breaker.
+
+    A Redis that accepts connections and never answers costs every call its socket
+    timeout, and a signup makes three calls (the address's limits, the number's, the
+    pace). After `failures` calls in a row fail, every call fails at once, with
+    limits.errors.StorageError as a failed call to Redis does, so the limits let
+    signups through and delivery waits without asking Redis at all. After `cooldown`
+    seconds one call goes through as a probe (the others still fail at once): if Redis
+    answers, the breaker closes; if not, it stays open for another cool-down."""
+
+    STORAGE_SCHEME = None
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        failures: int = 3,
+        cooldown: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.storage = storage
+        self._failures_allowed = failures
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._open_until: float | None = None
+        self._probing = False
+        # Calls passed on to the storage, and calls refused while open.
+        self.calls = 0
+        self.refused = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return StorageError
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        probe = False
+        if self._open_until is not None:
+            if self._probing or self._clock() < self._open_until:
+                self.refused += 1
+                raise StorageError(CountersUnavailable("shared counters unreachable; not asking them for a while"))
+            probe = self._probing = True
+        self.calls += 1
+        try:
+            result = await method(*args)
+        except StorageError as exc:
+            self._failed(exc)
+            raise
+        finally:
+            if probe:
+                self._probing = False
+        self._succeeded()
+        return result
+
+    def _failed(self, exc: StorageError) -> None:
+        self._failures += 1
+        if self._open_until is None and self._failures < self._failures_allowed:
+            return
+        if self._open_until is None:
+            logger.error(
+                "shared counters unreachable (%s): asking them again every %.0fs; meanwhile the "
+                "abuse limits let signups through and delivery waits",
+                exc.storage_error.__class__.__name__,
+                self._cooldown,
+            )
+        self._open_until = self._clock() + self._cooldown
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        if self._open_until is not None:
+            self._open_until = None
+            logger.info("shared counters answer again: abuse limits and delivery resume")
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return await self._call(self.storage.incr, key, expiry, amount)  # type: ignore[no-any-return]
+
+    async def get(self, key: str) -> int:
+        return await self._call(self.storage.get, key)  # type: ignore[no-any-return]
+
+    async def get_expiry(self, key: str) -> float:
+        return await self._call(self.storage.get_expiry, key)  # type: ignore[no-any-return]
+
+    async def check(self) -> bool:
+        return await self._call(self.storage.check)  # type: ignore[no-any-return]
+
+    async def reset(self) -> int | None:
+        return await self._call(self.storage.reset)  # type: ignore[no-any-return]
+
+    async def clear(self, key: str) -> None:
+        await self._call(self.storage.clear, key)
+
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return await self._call(self.storage.acquire_entry, key, limit, expiry, amount)  # type: ignore[attr-defined,no-any-return]
+
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        return await self._call(self.storage.get_moving_window, key, limit, expiry)  # type: ignore[attr-defined,no-any-return]
+
+
+# A healthy Redis answers in about a millisecond: a call that takes this long has found
+# one that does not answer (OPTIN_REDIS_TIMEOUT_SECONDS).
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+def open_counters(
+    redis_url: str | None,
+    *,
+    namespace: str = "optin-pages",
+    timeout: float = REDIS_TIMEOUT_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> Storage:
+    """In-process counters, or Redis's behind a breaker (`clock` times its cool-down)."""
     if redis_url:
         # wrap_exceptions: every Redis failure arrives as limits.errors.StorageError,
         # which the pace and the limits handle without failing a signup.
-        return RedisStorage(
+        redis = RedisStorage(
             "async+" + redis_url,
             implementation="redispy",
             key_prefix=f"{namespace}:limits",
             wrap_exceptions=True,
-            socket_connect_timeout=2,
-            socket_timeout=2,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
         )
+        return Breaker(redis, clock=clock)
     return InProcessCounters()
 
 
 async def close_counters(storage: Storage) -> None:
     # limits has no close(): shut the Redis client it made, so it does not outlive the
     # lifespan that made it. In-process counters hold nothing to close.
+    if isinstance(storage, Breaker):
+        storage = storage.storage
     client = getattr(getattr(storage, "bridge", None), "storage", None)
     if client is not None:
         await client.aclose()

@@ -118,6 +118,8 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
         return answer(request, 500)
 
     app.add_exception_handler(SQLAlchemyError, storage_down)
+    # TimeoutError is an OSError: what a PostgreSQL that stops answering ends in
+    # (app.storage.create_engine).
     app.add_exception_handler(OSError, storage_down)
     app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -134,13 +134,13 @@ def create_app(
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")
 
         async with AsyncExitStack() as stack:
-            engine = create_engine(active.database_url)
+            engine = create_engine(active.database_url, timeout=active.database_timeout_seconds)
             stack.push_async_callback(engine.dispose)
             await migrate(engine)
             outbox = outbox_for(engine, active)
             stack.push_async_callback(outbox.close)
             await outbox.remember_disclosures(list(disclosures.values()))
-            counters = open_counters(active.redis_url, namespace=active.redis_prefix)
+            counters = open_counters(active.redis_url, namespace=active.redis_prefix, timeout=active.redis_timeout_seconds)
             stack.push_async_callback(close_counters, counters)
             pacer = Pacer(active.rate_limit, storage=counters)
             protexting = upstream_client(active, upstream_transport)

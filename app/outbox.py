@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .consent import ConsentRecord, Disclosure
-from .storage import UTCDateTime, disclosures, signup_events, signups, thread_engine_for, utcnow
+from .storage import UTCDateTime, disclosures, signup_events, signups, thread_engine_for, unreachable, utcnow
 from .upstream import Accepted, OptIn, Outcome, Rejected, Unavailable
 
 
@@ -355,6 +355,14 @@ class Outbox:
                 try:
                     results = await self._write(batch)
                 except Exception as exc:
+                    if unreachable(exc):
+                        # The database did not answer in time or dropped the connection:
+                        # written one by one, or in the next batch, each write would wait
+                        # as long again. They fail together; the next write tries afresh.
+                        failed, self._queue = [*batch, *self._queue], []
+                        for item in failed:
+                            _resolve(item.future, exception=exc)
+                        continue
                     if len(batch) == 1:
                         _resolve(batch[0].future, exception=exc)
                         continue

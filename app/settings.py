@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")
     redis_url: str | None = Field(default=None, validation_alias="OPTIN_REDIS_URL")
     redis_prefix: str = Field(default="optin-pages", min_length=1, validation_alias="OPTIN_REDIS_PREFIX")
+    database_timeout_seconds: float = Field(default=3.0, gt=0, le=60, validation_alias="OPTIN_DATABASE_TIMEOUT_SECONDS")
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=30, validation_alias="OPTIN_REDIS_TIMEOUT_SECONDS")
     rate_limit: str = Field(default="60/minute", validation_alias="PROTEXTING_RATE_LIMIT")
     trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = Field(
         default=(), validation_alias="OPTIN_TRUSTED_PROXIES"

@@ -36,7 +36,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from . import packaged
@@ -151,8 +154,20 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url` (sqlite+aiosqlite:// or postgresql+asyncpg://)."""
+# How long PostgreSQL may take to accept a connection, to answer a statement, and how
+# long a request waits for a free connection of the pool (OPTIN_DATABASE_TIMEOUT_SECONDS).
+DATABASE_TIMEOUT_SECONDS = 3.0
+
+
+def create_engine(url: str, *, timeout: float = DATABASE_TIMEOUT_SECONDS) -> AsyncEngine:
+    """An async engine for `url` (sqlite+aiosqlite:// or postgresql+asyncpg://).
+
+    On PostgreSQL, `timeout` bounds each wait on the server: a server that accepts
+    connections and never answers fails a signup with TimeoutError (an OSError, the
+    plain 503) after about twice `timeout` (the pool's check of an idle connection,
+    then a new connection), instead of holding it for as long as TCP lasts. SQLite
+    keeps its busy timeout: there the wait is for this machine's one writer, which
+    finishes."""
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         _prepare_sqlite(url)
@@ -161,8 +176,23 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            connect_args={"timeout": timeout, "command_timeout": timeout},
+        )
     raise StorageError(f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when `exc` says the database is not there (no answer in time, no free
+    connection, a dropped connection) rather than that it refused one write."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated
+    return isinstance(exc, (OSError, PoolTimeout))
 
 
 def thread_engine_for(engine: AsyncEngine) -> Engine | None:
@@ -220,7 +250,22 @@ async def migrate(engine: AsyncEngine) -> None:
         async with engine.connect() as connection:
             if await connection.run_sync(_at_head):
                 return
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade)
+        await _upgrade_with(engine)
     except (OSError, asyncio.TimeoutError) as exc:
         raise StorageError(f"cannot reach the database: {type(exc).__name__}: {exc}") from None
+
+
+async def _upgrade_with(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+        return
+    # A migration may rightly take longer than the engine's statement timeout (an index
+    # on a large table, or the lock while another replica migrates): run it on a
+    # connection of its own without one. The server answered a moment ago.
+    untimed = create_async_engine(engine.url, poolclass=NullPool)
+    try:
+        async with untimed.begin() as connection:
+            await connection.run_sync(_upgrade)
+    finally:
+        await untimed.dispose()

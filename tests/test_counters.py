@@ -1,13 +1,18 @@
 """The in-process counters: limits' moving windows and expiring counters, kept in
-memory, with a clock the tests move by hand."""
+memory, with a clock the tests move by hand; and Redis's behind the breaker."""
 
 from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
 
 import pytest
 from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 
-from app.counters import InProcessCounters
+from app.counters import Breaker, InProcessCounters, close_counters, open_counters
+from tests._blackhole import Relay
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +89,60 @@ async def test_keys_nobody_uses_any_more_are_forgotten() -> None:
     await limiter.hit(per_hour, "number", "12015559999")
     assert len(counters) == 1  # only the window used within the hour is left
     assert await limiter.test(per_hour, "number", "12015550000")  # a forgotten key starts afresh
+
+
+# -- Redis behind the breaker ---------------------------------------------------------
+
+
+async def test_a_redis_that_stops_answering_is_left_alone_until_a_probe_finds_it_back(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.counters")
+    clock = Clock()
+    server = urlsplit(redis_url)
+    per_hour = parse("100/hour")
+    with Relay((server.hostname or "127.0.0.1", server.port or 6379)) as relay:
+        counters = open_counters(relay.url("redis", "/0"), namespace=redis_prefix, timeout=0.3, clock=clock)
+        assert isinstance(counters, Breaker)
+        limiter = MovingWindowRateLimiter(counters)
+        try:
+            assert await limiter.hit(per_hour, "number", "12015550123")
+            relay.freeze()
+            # Each call waits out its socket timeout, until three in a row have failed.
+            for _ in range(3):
+                with pytest.raises(StorageError):
+                    await limiter.hit(per_hour, "number", "12015550123")
+            assert counters.is_open
+            asked, connections = counters.calls, relay.connections
+
+            # Open: every call fails at once; Redis is not asked, no connection is made.
+            for _ in range(100):
+                with pytest.raises(StorageError):
+                    await limiter.hit(per_hour, "number", "12015550123")
+                with pytest.raises(StorageError):
+                    await counters.get("paused")
+            assert (counters.calls, relay.connections) == (asked, connections)
+
+            # After the cool-down one probe asks; Redis still does not answer: open again.
+            clock.now += 5.1
+            with pytest.raises(StorageError):
+                await counters.get("paused")
+            assert counters.calls == asked + 1 and counters.is_open
+            with pytest.raises(StorageError):
+                await counters.get("paused")
+            assert counters.calls == asked + 1
+
+            # Redis is back: the next probe closes the breaker, and the counts are still there.
+            relay.thaw()
+            clock.now += 5.1
+            assert await counters.get("paused") == 0
+            assert not counters.is_open
+            stats = await limiter.get_window_stats(per_hour, "number", "12015550123")
+            assert stats.remaining == 99
+        finally:
+            await close_counters(counters)
+
+    # One line when it opened and one when it closed, not one per refused call.
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "app.counters"]
+    assert [level for level, _ in said] == ["ERROR", "INFO"], said
+    assert "shared counters unreachable" in said[0][1] and "answer again" in said[1][1]
