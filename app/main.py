@@ -32,6 +32,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
+from .logs import configure_logging
 from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
@@ -127,6 +128,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
+        configure_logging(active.log_level)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
         disclosure = templates.get_template("_disclosure.html")
