@@ -143,8 +143,8 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# The largest request head h11 buffers before answering 400 (its own default, said
-# out loud); httptools has no such bound (README, "Serving").
+# h11 answers 400 to a request head still incomplete past this many bytes (its own
+# default, said out loud); httptools has no such bound (README, "Serving").
 _MAX_HEAD_BYTES = 16 * 1024
 # An idle keep-alive connection is closed after this many seconds (uvicorn's default).
 _KEEP_ALIVE_SECONDS = 5
@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         "--http", choices=("auto", "httptools", "h11"), default="auto",
         help="uvicorn's HTTP parser: httptools is faster, h11 bounds the request head",
     )  # fmt: skip
-    serve.add_argument("--limit-concurrency", type=_positive, help="answer 503 beyond this many connections")
+    serve.add_argument("--limit-concurrency", type=_positive, help="answer 503 beyond this many connections and requests")
     serve.add_argument("--log-config", help="a logging configuration file for uvicorn (JSON, YAML or INI)")
     serve.set_defaults(run=_serve)
 

@@ -1,7 +1,8 @@
 """The ASGI application: `create_app()` builds it, its lifespan owns every resource.
 
-`uvicorn app.main:app` serves the module-level `app`; importing this module reads no
-settings and does no I/O: that happens when the server starts the lifespan.
+`optin serve` (uvicorn with its proxy headers off) serves the module-level `app`;
+importing this module reads no settings and does no I/O: that happens when the server
+starts the lifespan.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     limit_per_campaign: str = Field(default="20000/day", validation_alias="OPTIN_LIMIT_PER_CAMPAIGN")
     max_body_bytes: int = Field(default=16384, ge=1024, le=1048576, validation_alias="OPTIN_MAX_BODY_BYTES")
 
-    # Serving (see README, "Running it in production"): read by `optin serve`.
+    # Serving (see README, "Serving"): read by `optin serve`.
     host: str = Field(default="127.0.0.1", min_length=1, validation_alias="OPTIN_HOST")
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="OPTIN_PORT")
     workers: int = Field(default=1, ge=1, le=64, validation_alias="OPTIN_WORKERS")
