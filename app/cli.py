@@ -1,5 +1,7 @@
 """`optin`: the operator's command line. Settings come from the environment, as for the app.
 
+    optin serve [--host H] [--port P] [--workers N]
+                                        serve the pages (uvicorn, proxy headers off)
     optin migrate                       bring the database schema up to date
     optin worker [--once]               deliver pending signups (a process of its own)
     optin status                        signups by campaign and delivery state
@@ -105,6 +107,12 @@ def _day(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -135,12 +143,53 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# h11 answers 400 to a request head still incomplete past this many bytes (its own
+# default, said out loud); httptools has no such bound (README, "Serving").
+_MAX_HEAD_BYTES = 16 * 1024
+# An idle keep-alive connection is closed after this many seconds (uvicorn's default).
+_KEEP_ALIVE_SECONDS = 5
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
+    # 127.0.0.1 and hand the app a client address of the client's choosing. The app
+    # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).
+    uvicorn.run(
+        "app.main:app",
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        workers=args.workers or settings.workers,
+        http=args.http,
+        proxy_headers=False,
+        log_level=settings.log_level.lower(),
+        log_config=args.log_config or uvicorn.config.LOGGING_CONFIG,
+        h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
+        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+        limit_concurrency=args.limit_concurrency,
+    )
+    return 0
+
+
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optin", description="Operate an optin-pages deployment.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the pages and the API")
+    serve.add_argument("--host", help="address to listen on (default: OPTIN_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: OPTIN_PORT, 8000)")
+    serve.add_argument("--workers", type=_positive, help="web processes (default: OPTIN_WORKERS, 1)")
+    serve.add_argument(
+        "--http", choices=("auto", "httptools", "h11"), default="auto",
+        help="uvicorn's HTTP parser: httptools is faster, h11 bounds the request head",
+    )  # fmt: skip
+    serve.add_argument("--limit-concurrency", type=_positive, help="answer 503 beyond this many connections and requests")
+    serve.add_argument("--log-config", help="a logging configuration file for uvicorn (JSON, YAML or INI)")
+    serve.set_defaults(run=_serve)
 
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_migrate)
 
@@ -168,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args.run is _serve:
+            return _serve(settings, args)
         run: Command = args.run
         return asyncio.run(run(settings, args))
     except (SettingsError, CampaignsError, StorageError) as exc:

@@ -71,31 +71,64 @@ def page_url(public_url: str, campaign: Campaign, source: Mapping[str, str]) -> 
     return f"{url}?{urlencode(source)}" if source else url
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: Iterable[Network]) -> str | None:
+def client_ip(
+    peer: str | None, forwarded_for: Iterable[str] | str | None, trusted: Iterable[Network]
+) -> str | None:
     """The address of the person, honouring X-Forwarded-For only from trusted proxies.
 
-    Walks the chain from the nearest hop outwards and stops at the first address that
-    is not a trusted proxy: a client can put anything at the far end of the header.
+    `forwarded_for` is every X-Forwarded-For line of the request, in order: a proxy
+    may append a line of its own rather than extend the client's. The hops are read
+    from the nearest outwards, and the first that is not a trusted proxy is the
+    client: a client can put anything at the far end of the header. A hop that is not
+    an address breaks the chain; then the last trusted hop reached is all we know.
     """
     networks = tuple(trusted)
-
-    def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in networks)
-
-    if peer is None or not networks or not is_trusted(peer) or not forwarded_for:
+    nearest = _address(peer) if peer is not None else None
+    if nearest is None:
+        # No peer, or not an IP address (a Unix socket, a test client's name).
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    if not networks or not forwarded_for or not _within(nearest, networks):
+        return str(nearest)
+    lines = (forwarded_for,) if isinstance(forwarded_for, str) else forwarded_for
+    hops = [hop for line in lines for hop in line.split(",")]
     for hop in reversed(hops):
-        if not is_trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return hops[0] if hops else peer
+        if not hop.strip():
+            continue
+        address = _address(hop)
+        if address is None:
+            return str(nearest)
+        if not _within(address, networks):
+            return str(address)
+        nearest = address
+    return str(nearest)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
+    `[2001:db8::1]` or `[2001:db8::1]:443`; an IPv4 address mapped into IPv6 (what a
+    dual-stack socket reports) is the IPv4 address, so it counts as one client."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return None
+        text = host
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+        text = host
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[Network, ...]) -> bool:
+    return any(address in network for network in networks)
 
 
 def user_agent(value: str | None) -> str | None:

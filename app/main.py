@@ -1,7 +1,8 @@
 """The ASGI application: `create_app()` builds it, its lifespan owns every resource.
 
-`uvicorn app.main:app` serves the module-level `app`; importing this module reads no
-settings and does no I/O: that happens when the server starts the lifespan.
+`optin serve` (uvicorn with its proxy headers off) serves the module-level `app`;
+importing this module reads no settings and does no I/O: that happens when the server
+starts the lifespan.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
+from .logs import configure_logging
 from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
@@ -126,6 +128,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
+        configure_logging(active.log_level)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
         disclosure = templates.get_template("_disclosure.html")

@@ -21,6 +21,8 @@ from sqlalchemy.exc import ArgumentError
 
 logger = logging.getLogger(__name__)
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class SettingsError(Exception):
     """A setting is missing or has a value the service cannot run with."""
@@ -80,6 +82,12 @@ class Settings(BaseSettings):
     limit_per_prefix: str = Field(default="10/hour;50/day", validation_alias="OPTIN_LIMIT_PER_PREFIX")
     limit_per_campaign: str = Field(default="20000/day", validation_alias="OPTIN_LIMIT_PER_CAMPAIGN")
     max_body_bytes: int = Field(default=16384, ge=1024, le=1048576, validation_alias="OPTIN_MAX_BODY_BYTES")
+
+    # Serving (see README, "Serving"): read by `optin serve`.
+    host: str = Field(default="127.0.0.1", min_length=1, validation_alias="OPTIN_HOST")
+    port: int = Field(default=8000, ge=0, le=65535, validation_alias="OPTIN_PORT")
+    workers: int = Field(default=1, ge=1, le=64, validation_alias="OPTIN_WORKERS")
+    log_level: str = Field(default="INFO", validation_alias="OPTIN_LOG_LEVEL")
 
     @field_validator("protexting_access_token", "secret_key", mode="before")
     @classmethod
@@ -150,6 +158,16 @@ class Settings(BaseSettings):
     def _proxies(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            level = value.strip().upper()
+            if level not in _LOG_LEVELS:
+                raise ValueError(f"{value!r} is not one of {', '.join(_LOG_LEVELS)}")
+            return level
         return value
 
     @field_validator("secret_key")

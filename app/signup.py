@@ -7,6 +7,7 @@ written once, so neither entrance can skip a check the other makes.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,8 @@ from .storage import utcnow
 from .throttle import TooManyRequests
 from .tokens import MAX_AGE_SECONDS, UsedFormToken
 from .upstream import OptIn
+
+logger = logging.getLogger(__name__)
 
 _API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
 
@@ -49,11 +52,28 @@ class RepeatedSignup(Exception):
 
 
 def visitor_ip(request: Request, resources: Resources) -> str | None:
-    return client_ip(
-        request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
-        resources.settings.trusted_proxies,
-    )
+    peer = request.client.host if request.client else None
+    forwarded_for = request.headers.getlist("x-forwarded-for")
+    trusted = resources.settings.trusted_proxies
+    if forwarded_for and not trusted:
+        _warn_untrusted_forwarded_for(peer)
+    return client_ip(peer, forwarded_for, trusted)
+
+
+_WARNED: list[bool] = []
+
+
+def _warn_untrusted_forwarded_for(peer: str | None) -> None:
+    # Once per process: behind a proxy every signup carries the header, and one line
+    # is enough for the operator to act on.
+    if not _WARNED:
+        _WARNED.append(True)
+        logger.warning(
+            "X-Forwarded-For received from %s but OPTIN_TRUSTED_PROXIES is unset: signups record "
+            "and limit the connection's address. If the service is behind a reverse proxy, "
+            "set OPTIN_TRUSTED_PROXIES to the proxy's address or network",
+            peer,
+        )
 
 
 def optin_for(campaign: Campaign, phone: str) -> OptIn:

@@ -50,6 +50,11 @@ cta_message = "Corner Bakery: reply YES to get deals by text."
 confirm_message = "Corner Bakery: you're in! Reply HELP for help, STOP to cancel."
 """
 
+# How the README and `make run` start the service; and plain uvicorn, which some
+# operators will use all the same.
+SERVE = (sys.executable, "-m", "app.cli", "serve")
+PLAIN_UVICORN = (sys.executable, "-m", "uvicorn", "app.main:app")
+
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
@@ -57,7 +62,7 @@ STOP_TIMEOUT = 5.0
 _SCRUBBED_PREFIXES = ("PROTEXTING_", "OPTIN_")
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
-# uvicorn's --log-config: everything, httpx and httpcore included, at DEBUG to stderr,
+# `optin serve --log-config`: everything, httpx and httpcore included, at DEBUG to stderr,
 # so a test can check what the service would ever log.
 _VERBOSE_LOGGING = {
     "version": 1,
@@ -292,13 +297,16 @@ def app_server(
     verbose_logging: bool = False,
     name: str = "app",
     port: int | None = None,
+    command: Sequence[str] = SERVE,
 ) -> Server:
-    """The service under uvicorn, not yet started; sandbox mode when `token` is None.
+    """The service under `optin serve`, not yet started; sandbox mode when `token` is None.
 
     `fake` points PROTEXTING_API_URL at a running fake ProTexting; `api_url` at anything
     else. OPTIN_PUBLIC_URL defaults to the server's own URL. `verbose_logging` sends
     every logger, httpx's and httpcore's included, to stderr at DEBUG. Two app servers
-    with the same `workdir` and different names run in the same directory.
+    with the same `workdir` and different names run in the same directory. `log_level`
+    is OPTIN_LOG_LEVEL; `command` is how the service is started (`SERVE` or
+    `PLAIN_UVICORN`), before `--host` and `--port`.
     """
     variables: dict[str, str] = {
         "OPTIN_CAMPAIGNS": str(campaigns),
@@ -312,11 +320,9 @@ def app_server(
         variables["PROTEXTING_API_URL"] = fake.url + "/v1"
     elif api_url is not None:
         variables["PROTEXTING_API_URL"] = api_url
+    variables["OPTIN_LOG_LEVEL"] = log_level
     variables.update(env or {})
-    argv = [
-        sys.executable, "-m", "uvicorn", "app.main:app",
-        "--host", LOOPBACK, "--port", "{port}", "--log-level", log_level,
-    ]  # fmt: skip
+    argv = [*command, "--host", LOOPBACK, "--port", "{port}"]
     if verbose_logging:
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / f"{name}.logging.json"

@@ -90,6 +90,9 @@ def test_without_secret_key_signing_uses_one_random_key_per_process() -> None:
         ("OPTIN_PUBLIC_URL", "https://texts.example.com/#top", "fragment"),
         ("OPTIN_SECRET_KEY", "short", "at least 16 characters"),
         ("PROTEXTING_ACCESS_TOKEN", "tok SECRET", "whitespace"),
+        ("OPTIN_LOG_LEVEL", "verbose", "not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ("OPTIN_WORKERS", "0", "greater than or equal to 1"),
+        ("OPTIN_PORT", "http", "valid integer"),
     ],
 )
 def test_a_bad_value_raises_an_error_naming_the_env_var(
