@@ -32,7 +32,7 @@ from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
-from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page
+from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page, without_trailing_slash
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
@@ -184,6 +184,8 @@ def create_app(
     app.include_router(api_router)
     app.include_router(router)
     app.add_route("/{keyword}", signup_page, methods=["GET"], include_in_schema=False)
+    app.router.redirect_slashes = False
+    app.router.default = without_trailing_slash(app.router)
     install_error_handlers(app, templates)
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)

@@ -70,6 +70,8 @@ def build(clean_env: Path, upstream: FakeUpstream) -> Iterator[Build]:
                 "campaigns_path": path,
                 "secret_key": "test-signing-key-0123456789",
                 "database_url": f"sqlite+aiosqlite:///{clean_env}/optin.db",
+                # The TestClient's own origin, as OPTIN_PUBLIC_URL is a deployment's.
+                "public_url": OWN,
                 "min_fill_seconds": 0,
                 "run_worker": False,
             }
@@ -160,20 +162,45 @@ def test_a_cross_site_post_is_refused_with_a_clear_page(build: Build, upstream: 
     assert upstream.requests == []
 
 
+PUBLIC = "https://signup.example.org"  # OPTIN_PUBLIC_URL, behind a proxy
+
+
 @pytest.mark.parametrize(
     "headers",
     [
-        {"Sec-Fetch-Site": "same-origin", "Origin": OWN},  # also inside a third-party iframe
-        {"Origin": OWN},
-        {"Origin": "https://signup.example.org"},  # OPTIN_PUBLIC_URL, behind a proxy
-        {"Referer": OWN + "/join?src=poster"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC},  # also inside a third-party iframe
+        {"Origin": PUBLIC},
+        {"Origin": PUBLIC.upper()},
+        {"Referer": PUBLIC + "/join?src=poster"},
+        {"Sec-Fetch-Site": "same-origin"},  # the browser's word, when it states no origin
         {},  # not a browser: the token still had to be fetched from the page
     ],
 )
 def test_a_post_from_our_own_page_passes(build: Build, upstream: FakeUpstream, headers: dict[str, str]) -> None:
-    client = build(public_url="https://signup.example.org")
+    client = build(public_url=PUBLIC)
     assert Visitor(client).submit(headers=headers).status_code == 303
     assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # DNS rebinding: evil.example resolves to this server, so the browser sends the
+        # attacker's name as Host and calls its own page same-origin.
+        {"Host": "evil.example", "Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"},
+        {"Host": "evil.example", "Origin": "http://evil.example"},
+        {"Host": "evil.example", "Referer": "http://evil.example/join"},
+        # The address the proxy talks to is not the public origin either.
+        {"Origin": OWN},
+    ],
+)
+def test_only_the_public_url_is_our_origin_whatever_the_host_header_says(
+    build: Build, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    client = build(public_url=PUBLIC)
+    answer = Visitor(client).submit(headers=headers)
+    assert answer.status_code == 403 and "our own page" in answer.text
+    assert upstream.requests == []
 
 
 # -- bot traps -----------------------------------------------------------------------
