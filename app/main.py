@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import upstream
 from .campaigns import load_campaigns
@@ -91,6 +91,15 @@ def limits_for(settings: Settings) -> Limits:
     )
 
 
+def _without_body(send: Send) -> Send:
+    async def send_headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only
+
+
 class OptinPages(FastAPI):
     """FastAPI, with a campaign's page and its form answered before routing: they are
     what a QR code on a stadium screen sends thousands of phones to in a minute."""
@@ -98,6 +107,11 @@ class OptinPages(FastAPI):
     _form_post: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's
+            # routes answer only the methods they list. A copy of the scope, so the
+            # server still knows it was HEAD.
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         resources = getattr(self.state, "resources", None) if scope["type"] == "http" else None
         if resources is not None:
             if scope["method"] == "GET" and await serve_prerendered(scope, send, resources):

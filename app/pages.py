@@ -185,7 +185,7 @@ async def serve_prerendered(scope: Scope, send: Send, resources: Resources) -> b
 
 async def signup_page(request: Request) -> Response:
     """GET /{keyword} when `serve_prerendered` did not answer: the 404 of an unknown
-    keyword, and HEAD."""
+    keyword."""
     resources: Resources = request.app.state.resources
     keyword = request.path_params["keyword"]
     page = resources.pages.get(keyword.lower())
