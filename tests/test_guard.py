@@ -511,6 +511,18 @@ def test_the_api_explains_bad_numbers(build: Build, upstream: FakeUpstream, body
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("field", ["phone", "token", "website", "captcha"])
+def test_the_api_refuses_a_nul_byte_as_the_form_does(build: Build, upstream: FakeUpstream, field: str) -> None:
+    client = build()
+    body = {"phone": GOOD, "token": api_token(client)}
+    # At the end of a number the number parser would skip it and sign the number up.
+    body[field] = body.get(field, "") + "\x00"
+    answer = client.post("/api/v1/campaigns/join/opt-ins", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"field": field, "message": "must not contain a NUL byte"}]
+    assert upstream.requests == []
+
+
 def test_the_api_shows_protextings_refusal(build: Build, upstream: FakeUpstream) -> None:
     upstream.respond = lambda request: httpx.Response(422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}])
     client = build()
