@@ -107,11 +107,6 @@ class OptinPages(FastAPI):
     _form_post: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD":
-            # HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's
-            # routes answer only the methods they list. A copy of the scope, so the
-            # server still knows it was HEAD.
-            scope, send = {**scope, "method": "GET"}, _without_body(send)
         resources = getattr(self.state, "resources", None) if scope["type"] == "http" else None
         if resources is not None:
             if scope["method"] == "GET" and await serve_prerendered(scope, send, resources):
@@ -122,6 +117,13 @@ class OptinPages(FastAPI):
                 scope["path_params"] = {"keyword": keyword}
                 await form_post(scope, receive, send)
                 return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's
+            # routes answer only the methods they list. A copy of the scope, so the
+            # server still knows it was HEAD; checked after the page's GET, which it
+            # must not slow down.
+            await self({**scope, "method": "GET"}, receive, _without_body(send))
+            return
         await super().__call__(scope, receive, send)
 
 
