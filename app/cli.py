@@ -16,12 +16,20 @@ import argparse
 import asyncio
 import csv
 import json
+import os
+import re
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, date, datetime, time
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
 from .outbox import EXPORT_FIELDS, Outbox
@@ -29,10 +37,31 @@ from .settings import Settings, SettingsError, load_settings
 from .storage import StorageError, create_engine, migrate
 
 
+class CommandError(Exception):
+    """An expected failure of a command: `main` prints it on one line and exits 2."""
+
+
+def _sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database (also a `file:` URI's); None for any other database."""
+    url = make_url(database_url)
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        database = urlsplit(database).path
+    return Path(database).expanduser().resolve()
+
+
 @asynccontextmanager
-async def _outbox(settings: Settings) -> AsyncIterator[Outbox]:
+async def _outbox(settings: Settings, *, existing: bool = False) -> AsyncIterator[Outbox]:
+    """The outbox on the configured database. `existing`: a command that only reads or
+    revises signups refuses a SQLite file that is not there, rather than create an
+    empty one and report nothing (a typo in OPTIN_DATABASE_URL is not "no signups")."""
     from .main import outbox_for
 
+    database = _sqlite_file(settings.database_url)
+    if existing and database is not None and not database.exists():
+        raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL); `optin migrate` creates one")
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
@@ -77,7 +106,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _status(settings: Settings, args: argparse.Namespace) -> int:
-    async with _outbox(settings) as outbox:
+    async with _outbox(settings, existing=True) as outbox:
         counts = await outbox.counts()
     if not counts:
         print("no signups yet")
@@ -90,7 +119,7 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _retry_failed(settings: Settings, args: argparse.Namespace) -> int:
-    async with _outbox(settings) as outbox:
+    async with _outbox(settings, existing=True) as outbox:
         count = await outbox.retry_failed(campaign=args.campaign)
     print(f"{count} failed signup(s) queued again")
     return 0
@@ -104,7 +133,12 @@ def _day(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD) or ISO timestamp") from None
     if len(text) == 10:
         moment = datetime.combine(date.fromisoformat(text), time(), UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)  # as the database is asked; 9999-12-31T23:59-05:00 is past year 9999
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
+    return moment
 
 
 def _positive(text: str) -> int:
@@ -117,28 +151,71 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    out: IO[str] = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+# OWASP's advice on CSV injection: a spreadsheet runs a cell that starts with one of
+# these as a formula (a user agent "=HYPERLINK(...)" sent by anyone), and a leading
+# single quote makes it text. JSONL is data for programs: it stays as stored.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+async def _write_export(settings: Settings, args: argparse.Namespace, out: IO[str]) -> int:
     count = 0
-    try:
-        async with _outbox(settings) as outbox:
-            writer = None
-            if args.format == "csv":
-                # The header even for an empty range, so a spreadsheet still opens it.
-                writer = csv.DictWriter(out, fieldnames=[*EXPORT_FIELDS, "history"])
-                writer.writeheader()
-            async for record in outbox.export(since=args.since, until=args.until, campaign=args.campaign):
-                record = {key: _plain(value) for key, value in record.items()}
-                if writer is None:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                else:
-                    writer.writerow(
-                        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()}
-                    )
-                count += 1
-    finally:
-        if args.output:
-            out.close()
+    async with _outbox(settings, existing=True) as outbox:
+        writer = None
+        if args.format == "csv":
+            # The header even for an empty range, so a spreadsheet still opens it.
+            writer = csv.DictWriter(out, fieldnames=[*EXPORT_FIELDS, "history"])
+            writer.writeheader()
+        async for record in outbox.export(since=args.since, until=args.until, campaign=args.campaign):
+            record = {key: _plain(value) for key, value in record.items()}
+            if writer is None:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                writer.writerow({key: _csv_cell(value) for key, value in record.items()})
+            count += 1
+    return count
+
+
+def _check_output(settings: Settings, output: Path) -> None:
+    database = _sqlite_file(settings.database_url)
+    if database is not None:
+        own = {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}
+        if output.resolve() in own or (output.exists() and database.exists() and output.samefile(database)):
+            raise CommandError(f"--output {output} is the database itself; choose another file")
+    if output.is_dir():
+        raise CommandError(f"cannot write {output}: it is a directory")
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.output:
+        count = await _write_export(settings, args, sys.stdout)
+    else:
+        output = Path(args.output)
+        _check_output(settings, output)
+        # Written beside the file and renamed over it once complete: a failure on the
+        # way leaves the old file as it was and no partial one behind.
+        try:
+            partial = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below)
+                "w", dir=output.resolve().parent, prefix=f".{output.name}.", suffix=".partial",
+                delete=False, newline="", encoding="utf-8",
+            )  # fmt: skip
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+        try:
+            with partial:
+                count = await _write_export(settings, args, partial)
+            os.replace(partial.name, output)
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+        finally:
+            Path(partial.name).unlink(missing_ok=True)
     print(f"exported {count} consent record(s)", file=sys.stderr)
     return 0
 
@@ -175,8 +252,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line, like every other failure of `optin`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optin", description="Operate an optin-pages deployment.")
+    parser = _Parser(prog="optin", description="Operate an optin-pages deployment.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the pages and the API")
@@ -213,24 +297,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refusal(exc: DBAPIError, database_url: str) -> str:
+    """One line for a database that answered but refused (no such database or role, a
+    read-only file), naming the database without its password."""
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    reason = re.sub(r"^<class '[\w.]+'>: ", "", reason)  # asyncpg's errors, as SQLAlchemy wraps them
+    database = _sqlite_file(database_url)
+    shown = str(database) if database is not None else make_url(database_url).render_as_string(hide_password=True)
+    return f"the database refused: {reason} ({shown})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = load_settings()
         if args.run is _serve:
             return _serve(settings, args)
         run: Command = args.run
         return asyncio.run(run(settings, args))
-    except (SettingsError, CampaignsError, StorageError) as exc:
+    except (SettingsError, CampaignsError, StorageError, CommandError) as exc:
         print(f"optin: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        assert settings is not None
+        print(f"optin: {_refusal(exc, settings.database_url)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # `optin export | head`: the reader left; that is not an error. Point stdout
         # at devnull so the interpreter's final flush does not complain either.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The machine refused (a SQLite directory that cannot be made, a full disk).
+        print(f"optin: {exc.filename}: {exc.strerror}" if exc.filename else f"optin: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

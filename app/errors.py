@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .campaigns import CampaignNotFound
 from .forms import MalformedForm
@@ -69,7 +70,16 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if isinstance(exc.__cause__, ClientDisconnect):
+            return await client_gone(request, exc.__cause__)  # FastAPI's 400 around the JSON body
         return answer(request, exc.status_code, headers=dict(exc.headers or {}))
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed the connection before the body was all sent (a phone
+        # losing signal, a bot): nothing was read, so nothing was stored. Not our
+        # error, and there is nobody left to answer; the server drops this response.
+        logger.info("client hung up during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return answer(request, 404, "No campaign has this keyword." if request.url.path.startswith("/api/") else None)
@@ -123,6 +133,7 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
     app.add_exception_handler(OSError, storage_down)
     app.add_exception_handler(Exception, server_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(CampaignNotFound, not_found)
     app.add_exception_handler(MalformedForm, form_rejected)
     app.add_exception_handler(CrossSiteRequest, cross_site)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import packaged, upstream
 from .campaigns import load_campaigns
@@ -33,7 +33,7 @@ from .counters import close_counters, open_counters
 from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
-from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page
+from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page, without_trailing_slash
 from .security import BodyLimit, SecurityHeaders
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
@@ -92,6 +92,15 @@ def limits_for(settings: Settings) -> Limits:
     )
 
 
+def _without_body(send: Send) -> Send:
+    async def send_headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only
+
+
 class OptinPages(FastAPI):
     """FastAPI, with a campaign's page and its form answered before routing: they are
     what a QR code on a stadium screen sends thousands of phones to in a minute."""
@@ -109,6 +118,13 @@ class OptinPages(FastAPI):
                 scope["path_params"] = {"keyword": keyword}
                 await form_post(scope, receive, send)
                 return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's
+            # routes answer only the methods they list. A copy of the scope, so the
+            # server still knows it was HEAD; checked after the page's GET, which it
+            # must not slow down.
+            await self({**scope, "method": "GET"}, receive, _without_body(send))
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -186,6 +202,8 @@ def create_app(
     app.include_router(api_router)
     app.include_router(router)
     app.add_route("/{keyword}", signup_page, methods=["GET"], include_in_schema=False)
+    app.router.redirect_slashes = False
+    app.router.default = without_trailing_slash(app.router)
     install_error_handlers(app, templates)
     app.add_middleware(BodyLimit)
     # Outside the body limit: an oversized submission counts against its address too.

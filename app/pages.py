@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .campaigns import Campaign, CampaignNotFound
@@ -185,7 +186,7 @@ async def serve_prerendered(scope: Scope, send: Send, resources: Resources) -> b
 
 async def signup_page(request: Request) -> Response:
     """GET /{keyword} when `serve_prerendered` did not answer: the 404 of an unknown
-    keyword, and HEAD."""
+    keyword."""
     resources: Resources = request.app.state.resources
     keyword = request.path_params["keyword"]
     page = resources.pages.get(keyword.lower())
@@ -202,6 +203,32 @@ def campaign_keyword(scope: Scope, resources: Resources) -> str | None:
         return None
     keyword = path[1:]
     return keyword if keyword.lower() in resources.pages else None
+
+
+def without_trailing_slash(router: Router) -> ASGIApp:
+    """The router's answer to a path no route matches: a redirect to the same path
+    without its trailing slash when that one exists (`/join/` to `/join`), else 404.
+
+    It stands in for Starlette's `redirect_slashes`, which builds the Location from the
+    request's Host header: anyone can send `Host: evil.example`, and a shared cache
+    would keep the redirect for everyone. Ours starts from OPTIN_PUBLIC_URL."""
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        trimmed = "/" + path.strip("/")
+        if scope["type"] == "http" and path.endswith("/") and trimmed != "/":
+            target = {**scope, "path": trimmed}
+            if any(route.matches(target)[0] is not Match.NONE for route in router.routes):
+                resources: Resources | None = getattr(scope["app"].state, "resources", None)
+                location = (resources.settings.public_url if resources is not None else "") + trimmed
+                if scope["query_string"]:
+                    location += "?" + scope["query_string"].decode("latin-1")
+                response = RedirectResponse(location, status_code=307, headers={"cache-control": "no-store"})
+                await response(scope, receive, send)
+                return
+        await router.not_found(scope, receive, send)
+
+    return default
 
 
 def form_post_app(app: Starlette) -> ASGIApp:

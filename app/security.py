@@ -1,9 +1,10 @@
 """Cross-site safety: where a POST comes from, and the headers every response carries.
 
-The origin check follows the OWASP CSRF cheat sheet without cookies: Fetch Metadata
-(`Sec-Fetch-Site`) when the browser sends it, else `Origin`, else `Referer`. A form
-inside a third-party iframe is still our own page posting to our own origin, so it
-passes; a page elsewhere that forges the POST does not.
+The origin check follows the OWASP CSRF cheat sheet without cookies: the `Origin`
+(else `Referer`) the browser states, compared with OPTIN_PUBLIC_URL's origin, and
+Fetch Metadata (`Sec-Fetch-Site`) when it states none. A form inside a third-party
+iframe is still our own page posting to our own origin, so it passes; a page
+elsewhere that forges the POST does not.
 """
 
 from __future__ import annotations
@@ -38,15 +39,19 @@ def request_origin(request: Request) -> str | None:
 
 def check_same_origin(request: Request, *, own: Iterable[str], also: Collection[str] = ()) -> None:
     """Raise `CrossSiteRequest` unless the request comes from one of our origins (or
-    from `also`, a campaign's allow-list, where "*" allows any)."""
-    allowed = {origin.lower() for origin in own} | {origin_of(str(request.base_url))}
-    site = request.headers.get("sec-fetch-site")
-    if site in ("same-origin", "none"):
-        return
+    from `also`, a campaign's allow-list, where "*" allows any).
+
+    Our origins are the configured ones (OPTIN_PUBLIC_URL), never one derived from the
+    request's Host header: a DNS-rebinding page (evil.example resolved to this server)
+    sends `Host: evil.example` with `Origin: http://evil.example` and, its browser
+    being honest, `Sec-Fetch-Site: same-origin`. So a stated origin is always compared,
+    and `Sec-Fetch-Site` alone decides only when the browser states none."""
     origin = request_origin(request)
-    if site is None and origin is None:
-        return  # no browser signals: the form token and the limits still apply
-    if origin is not None and (origin in allowed or origin in also or "*" in also):
+    if origin is None:
+        if request.headers.get("sec-fetch-site") in (None, "same-origin", "none"):
+            return  # no browser signals, or the browser's word: the token and limits still apply
+        raise CrossSiteRequest("cross-site request from an unknown origin")
+    if origin in also or "*" in also or origin in {origin_of(url) for url in own}:
         return
     raise CrossSiteRequest(f"cross-site request from {origin or 'an unknown origin'}")
 

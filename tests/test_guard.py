@@ -70,6 +70,8 @@ def build(clean_env: Path, upstream: FakeUpstream) -> Iterator[Build]:
                 "campaigns_path": path,
                 "secret_key": "test-signing-key-0123456789",
                 "database_url": f"sqlite+aiosqlite:///{clean_env}/optin.db",
+                # The TestClient's own origin, as OPTIN_PUBLIC_URL is a deployment's.
+                "public_url": OWN,
                 "min_fill_seconds": 0,
                 "run_worker": False,
             }
@@ -160,18 +162,22 @@ def test_a_cross_site_post_is_refused_with_a_clear_page(build: Build, upstream: 
     assert upstream.requests == []
 
 
+PUBLIC = "https://signup.example.org"  # OPTIN_PUBLIC_URL, behind a proxy
+
+
 @pytest.mark.parametrize(
     "headers",
     [
-        {"Sec-Fetch-Site": "same-origin", "Origin": OWN},  # also inside a third-party iframe
-        {"Origin": OWN},
-        {"Origin": "https://signup.example.org"},  # OPTIN_PUBLIC_URL, behind a proxy
-        {"Referer": OWN + "/join?src=poster"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": PUBLIC},  # also inside a third-party iframe
+        {"Origin": PUBLIC},
+        {"Origin": PUBLIC.upper()},
+        {"Referer": PUBLIC + "/join?src=poster"},
+        {"Sec-Fetch-Site": "same-origin"},  # the browser's word, when it states no origin
         {},  # not a browser: the token still had to be fetched from the page
     ],
 )
 def test_a_post_from_our_own_page_passes(build: Build, upstream: FakeUpstream, headers: dict[str, str]) -> None:
-    client = build(public_url="https://signup.example.org")
+    client = build(public_url=PUBLIC)
     assert Visitor(client).submit(headers=headers).status_code == 303
     assert len(upstream.requests) == 1
 
@@ -241,6 +247,27 @@ def test_a_token_is_not_used_up_by_a_typo_or_a_limit(build: Build, upstream: Fak
     assert client.post("/join", data={"phone": "(201) 555-0199", "form_token": token}).status_code == 429
     assert client.post("/join", data={"phone": GOOD, "form_token": token}).status_code == 303
     assert len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # DNS rebinding: evil.example resolves to this server, so the browser sends the
+        # attacker's name as Host and calls its own page same-origin.
+        {"Host": "evil.example", "Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"},
+        {"Host": "evil.example", "Origin": "http://evil.example"},
+        {"Host": "evil.example", "Referer": "http://evil.example/join"},
+        # The address the proxy talks to is not the public origin either.
+        {"Origin": OWN},
+    ],
+)
+def test_only_the_public_url_is_our_origin_whatever_the_host_header_says(
+    build: Build, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    client = build(public_url=PUBLIC)
+    answer = Visitor(client).submit(headers=headers)
+    assert answer.status_code == 403 and "our own page" in answer.text
+    assert upstream.requests == []
 
 
 # -- bot traps -----------------------------------------------------------------------
@@ -581,6 +608,18 @@ def test_the_api_explains_bad_numbers(build: Build, upstream: FakeUpstream, body
     assert answer.status_code == status
     assert field in [e["field"] for e in answer.json()["errors"]]
     assert all(e["message"] for e in answer.json()["errors"])
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("field", ["phone", "token", "website", "captcha"])
+def test_the_api_refuses_a_nul_byte_as_the_form_does(build: Build, upstream: FakeUpstream, field: str) -> None:
+    client = build()
+    body = {"phone": GOOD, "token": api_token(client)}
+    # At the end of a number the number parser would skip it and sign the number up.
+    body[field] = body.get(field, "") + "\x00"
+    answer = client.post("/api/v1/campaigns/join/opt-ins", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"field": field, "message": "must not contain a NUL byte"}]
     assert upstream.requests == []
 
 

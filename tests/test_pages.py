@@ -5,11 +5,13 @@ sandbox mode."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from starlette.routing import BaseRoute, Mount
 from starlette.testclient import TestClient
 
 from .conftest import submit, FakeUpstream, MakeClient, Page, answers, closed_port, raises
@@ -131,6 +133,27 @@ def test_an_unknown_address_is_a_friendly_404_page(make_client: MakeClient, path
     assert page.find("h1").text == "Page not found"
     assert [link.attrs["href"] for link in page.find_all("link", rel="stylesheet")] == ["/static/style.css"]
     assert SANDBOX_BANNER not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [("/join/", "/join"), ("/JOIN//", "/JOIN"), ("/join/thanks/?pending=1", "/join/thanks?pending=1"), ("/healthz/", "/healthz")],
+)
+def test_a_trailing_slash_redirects_to_the_public_url_whatever_the_host_header_says(
+    make_client: MakeClient, path: str, location: str
+) -> None:
+    client = make_client(public_url="https://signup.example.org")
+    answer = client.get(path, headers={"Host": "evil.example"})
+    assert answer.status_code == 307
+    assert answer.headers["location"] == "https://signup.example.org" + location
+    assert answer.headers["cache-control"] == "no-store"
+    assert client.get(answer.headers["location"].removeprefix("https://signup.example.org")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "/nothing/here/", "///"])
+def test_a_trailing_slash_on_an_unknown_path_is_a_404_not_a_redirect(make_client: MakeClient, path: str) -> None:
+    answer = make_client().get(path, headers={"Host": "evil.example"})
+    assert answer.status_code == 404 and "location" not in answer.headers
 
 
 def test_posting_to_an_unknown_keyword_is_a_404_and_calls_nobody(make_client: MakeClient, upstream: FakeUpstream) -> None:
@@ -441,6 +464,29 @@ def test_head_of_the_signup_page_answers_like_get(make_client: MakeClient) -> No
     head = client.head("/join")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-security-policy"] == client.get("/join").headers["content-security-policy"]
+
+
+def _get_paths(routes: list[BaseRoute]) -> Iterator[str]:
+    """A path for each GET route (and the static files)."""
+    for route in routes:
+        if isinstance(route, Mount):
+            yield route.path + "/style.css"
+        elif (included := getattr(route, "original_router", None)) is not None:  # FastAPI's include_router
+            yield from _get_paths(included.routes)
+        elif "GET" in (getattr(route, "methods", None) or ()):
+            yield getattr(route, "path").replace("{keyword}", "join")
+
+
+def test_head_answers_like_get_on_every_get_route(make_client: MakeClient) -> None:
+    client = make_client(token=None)  # sandbox: the front page lists the campaigns
+    paths = list(_get_paths(client.app.routes))
+    assert {"/healthz", "/", "/join", "/join/thanks", "/api/v1/campaigns/join", "/openapi.json"} <= set(paths)
+    for path in paths:
+        get, head = client.get(path), client.head(path)
+        assert (path, head.status_code) == (path, 200)
+        assert head.content == b""
+        # The same headers, Content-Length included: what GET would send.
+        assert dict(head.headers) == dict(get.headers), path
 
 
 def test_an_unexpected_failure_while_signing_up_is_a_calm_500_page(
