@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class SettingsError(Exception):
     """A setting is missing or has a value the service cannot run with."""
 
@@ -176,6 +179,19 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @property
+    def own_origins(self) -> tuple[str, ...]:
+        """The origins our own pages are served from: OPTIN_PUBLIC_URL's, and when that
+        is a loopback address, the other names of loopback on the same port (the demo is
+        opened as localhost as often as 127.0.0.1; only a page served by this machine on
+        that port can state such an origin, so a rebinding page still cannot)."""
+        parts = urlsplit(self.public_url)
+        own = f"{parts.scheme}://{parts.netloc}".lower()
+        if parts.hostname not in _LOOPBACK_NAMES:
+            return (own,)
+        port = f":{parts.port}" if parts.port else ""
+        return (own, *(f"{parts.scheme}://{name}{port}" for name in ("127.0.0.1", "localhost", "[::1]")))
 
     @property
     def sandbox(self) -> bool:

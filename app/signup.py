@@ -99,7 +99,7 @@ async def sign_up(
     `CountSubmissions`.
     """
     settings = resources.settings
-    check_same_origin(request, own=(settings.public_url,), also=campaign.api_origins if cross_origin else ())
+    check_same_origin(request, own=settings.own_origins, also=campaign.api_origins if cross_origin else ())
     ip = visitor_ip(request, resources)
     await resources.guard.admit(
         campaign, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip

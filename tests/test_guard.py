@@ -748,3 +748,26 @@ def test_with_the_database_down_the_person_is_told_plainly_and_asked_to_retry(
         assert "not saved" in answer.json()["errors"][0]["message"]
     assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin", "passes"),
+    [
+        # The demo is opened as localhost as often as 127.0.0.1: both are this machine.
+        ("http://127.0.0.1:8000", "http://localhost:8000", True),
+        ("http://127.0.0.1:8000", "http://[::1]:8000", True),
+        ("http://localhost:8000", "http://127.0.0.1:8000", True),
+        # Another port of this machine is another service.
+        ("http://127.0.0.1:8000", "http://localhost:9000", False),
+        # A public deployment has one origin only.
+        ("https://signup.example.org", "http://localhost", False),
+        ("https://signup.example.org", "http://127.0.0.1", False),
+    ],
+)
+def test_a_loopback_public_url_answers_to_each_name_of_loopback(
+    build: Build, upstream: FakeUpstream, public_url: str, origin: str, passes: bool
+) -> None:
+    client = build(public_url=public_url)
+    answer = Visitor(client).submit(headers={"Origin": origin, "Sec-Fetch-Site": "same-origin"})
+    assert answer.status_code == (303 if passes else 403)
+    assert len(upstream.requests) == (1 if passes else 0)
