@@ -62,7 +62,7 @@ async def _outbox(settings: Settings, *, existing: bool = False) -> AsyncIterato
     database = _sqlite_file(settings.database_url)
     if existing and database is not None and not database.exists():
         raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL); `optin migrate` creates one")
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     try:
         await migrate(engine)
         yield outbox_for(engine, settings)
@@ -71,7 +71,7 @@ async def _outbox(settings: Settings, *, existing: bool = False) -> AsyncIterato
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     try:
         await migrate(engine)
     finally:
@@ -81,13 +81,20 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from .counters import close_counters, open_counters
+    from .logs import configure_logging
     from .main import delivery_for, upstream_client
     from .pacing import Pacer
 
+    # What it delivers, and what it cannot, is told in app.* lines, as by the service.
+    configure_logging(settings.log_level)
     async with AsyncExitStack() as stack:
         outbox = await stack.enter_async_context(_outbox(settings))
-        pacer = Pacer(settings.rate_limit, redis_url=settings.redis_url, namespace=settings.redis_prefix)
-        stack.push_async_callback(pacer.close)
+        counters = open_counters(
+            settings.redis_url, namespace=settings.redis_prefix, timeout=settings.redis_timeout_seconds
+        )
+        stack.push_async_callback(close_counters, counters)
+        pacer = Pacer(settings.rate_limit, storage=counters)
         protexting = upstream_client(settings, None)
         stack.push_async_callback(protexting.aclose)
         delivery = delivery_for(settings, outbox=outbox, protexting=protexting, pacer=pacer)
