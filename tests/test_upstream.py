@@ -201,13 +201,29 @@ async def test_429_is_unavailable_and_carries_the_rate_limit() -> None:
         ({}, RateLimit()),
         ({"X-Rate-Limit-Limit": "1000", "X-Rate-Limit-Remaining": "999", "X-Rate-Limit-Reset": "0.06"}, RateLimit(1000, 999, 0.06)),
         ({"X-Rate-Limit-Limit": "sixty", "X-Rate-Limit-Remaining": "-1", "X-Rate-Limit-Reset": ""}, RateLimit()),
+        ({"X-Rate-Limit-Limit": "inf", "X-Rate-Limit-Remaining": "nan", "X-Rate-Limit-Reset": "-inf"}, RateLimit()),
+        ({"X-Rate-Limit-Limit": "1e12", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"}, RateLimit(10**12, 0, 30.0)),
     ],
 )
 def test_rate_limit_headers_are_read_defensively(headers: dict[str, str], expected: RateLimit) -> None:
     assert RateLimit.from_headers(httpx.Headers(headers)) == expected
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 400, 404, 301])
+@pytest.mark.parametrize("reset", ["1e12", "inf", "3601"])
+def test_a_reset_longer_than_an_hour_is_capped_at_an_hour_and_logged(
+    reset: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = RateLimit.from_headers(httpx.Headers({"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": reset}))
+
+    if reset == "inf":
+        assert limits.reset is None  # not a number of seconds: no pause asked for
+    else:
+        assert limits.reset == upstream.MAX_RESET_SECONDS == 3600
+        [record] = [r for r in caplog.records if r.name == "app.upstream"]
+        assert record.levelname == "WARNING" and "capped at 3600s" in record.getMessage()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 400, 404])
 async def test_other_statuses_are_unavailable(status: int) -> None:
     outcome, _ = await opt_in(answers(status, {"name": "Error", "message": "nope", "code": 0, "status": status}))
 
@@ -216,6 +232,68 @@ async def test_other_statuses_are_unavailable(status: int) -> None:
     assert outcome.reason == f"HTTP {status}"
     assert not outcome.unauthorized
     assert not outcome.rate_limited
+    assert not outcome.misconfigured
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        pytest.param(answers(200, text=""), id="200-empty"),
+        pytest.param(answers(200, contact("12015550123", [7, 9])), id="200-contact"),
+        pytest.param(answers(204, text=""), id="204"),
+        pytest.param(answers(202, {"message": "Accepted"}), id="202"),
+        pytest.param(answers(301, text="", headers={"Location": "https://elsewhere.example/"}), id="301"),
+        pytest.param(answers(302, text=""), id="302"),
+    ],
+)
+async def test_a_success_other_than_201_is_a_set_up_error_not_a_delivery(respond: Respond) -> None:
+    # ProTexting answers an opt-in 201, 422 or an error: a 200 (say, from a web server
+    # at a wrong PROTEXTING_API_URL) says nothing about the signup.
+    outcome, _ = await opt_in(respond)
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.misconfigured is True
+    assert "PROTEXTING_API_URL" in outcome.reason
+    assert not outcome.unauthorized and not outcome.rate_limited
+
+
+@pytest.mark.parametrize(
+    ("respond", "reason"),
+    [
+        pytest.param(answers(201, text="<html><body>Welcome to nginx!</body></html>"), "body not the documented JSON", id="html"),
+        pytest.param(answers(201, text=""), "body not the documented JSON", id="empty"),
+        pytest.param(answers(201, [1, 2]), "body not the documented JSON", id="json-list"),
+        pytest.param(answers(201, {"ok": True}), "body not the documented JSON", id="json-other-object"),
+    ],
+)
+async def test_a_201_whose_body_cannot_be_checked_is_accepted_unverified(respond: Respond, reason: str) -> None:
+    # The 201 was sent for this call: ProTexting may be texting the number, so it must
+    # not be sent again; but nobody may be told it surely was.
+    outcome, _ = await opt_in(respond)
+
+    assert outcome == Accepted(status=201, verified=False, reason=reason)
+
+
+@pytest.mark.parametrize("code", [[1], {"n": 1}, "1", 1.5, True, None])
+async def test_422_object_with_a_code_of_any_json_type_is_a_form_message(code: object) -> None:
+    body = {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": code, "status": 422}
+
+    outcome, _ = await opt_in(answers(422, body))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.form_messages == ["Phone number is opted out."]
+
+
+@pytest.mark.parametrize("status", [201, 422])
+async def test_a_json_array_nested_100000_deep_is_an_outcome(status: int) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+
+    outcome, _ = await opt_in(answers(status, text=deep))
+
+    assert outcome in (
+        Accepted(status=201, verified=False, reason="body not the documented JSON"),
+        Unavailable(reason="422 with an undocumented body", status=422),
+    )
 
 
 async def test_500_with_an_html_body_is_unavailable() -> None:
