@@ -237,6 +237,9 @@ def _transport_error(exc: Exception) -> tuple[type[httpx.TransportError], str]:
     if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError):
         kind = httpx.ConnectError if isinstance(cause, aiohttp.ClientConnectorError) else httpx.ReadError
         return kind, type(cause).__name__
+    # An answer aiohttp could not parse (a bad status line, headers or framing).
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError, type(exc).__name__
     if isinstance(exc, httpx.TransportError):
         return type(exc), type(exc).__name__
     return httpx.TransportError, type(exc).__name__

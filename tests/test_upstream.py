@@ -4,6 +4,7 @@ including no answer at all, into Accepted, Rejected or Unavailable, never an exc
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import Awaitable, Callable
 
@@ -331,7 +332,10 @@ async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
 
 
 async def _opt_in_over_loopback(
-    on_request: Callable[[asyncio.StreamWriter], Awaitable[None]], timeout: httpx.Timeout = upstream.DEFAULT_TIMEOUT
+    on_request: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    timeout: httpx.Timeout = upstream.DEFAULT_TIMEOUT,
+    *,
+    deadline: float = upstream.DEFAULT_DEADLINE,
 ) -> upstream.Outcome:
     """One opt-in call through the default client to a real server on loopback that
     answers each request with `on_request`."""
@@ -352,7 +356,7 @@ async def _opt_in_over_loopback(
     port = server.sockets[0].getsockname()[1]
     try:
         async with upstream.http_client(token=TOKEN, timeout=timeout) as client:
-            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1").opt_in(SIGNUP)
+            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline).opt_in(SIGNUP)
     finally:
         server.close()
         for task in handlers:
@@ -390,6 +394,94 @@ async def test_a_real_201_over_loopback_is_accepted() -> None:
 
     assert isinstance(outcome, Accepted)
     assert outcome.rate_limit.remaining == 7
+
+
+def _answer(raw: bytes) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
+        await writer.drain()
+
+    return write
+
+
+async def test_a_201_with_a_body_that_is_not_gzip_is_accepted_unverified_on_loopback() -> None:
+    raw = b"HTTP/1.1 201 Created\r\nContent-Encoding: gzip\r\nContent-Length: 15\r\n\r\nnot gzip at all"
+
+    outcome = await _opt_in_over_loopback(_answer(raw))
+
+    assert outcome == Accepted(status=201, verified=False, reason="body could not be decoded")
+
+
+async def test_a_gzip_bomb_is_read_no_further_than_1_mb_decoded() -> None:
+    # A documented refusal, then 64 MB of spaces: 64 KB on the wire. Reading stops at
+    # 1 MB decoded, so it is not taken as a refusal (nor held in memory).
+    refusal = json.dumps([{"field": "PhoneNumber", "message": "Not a mobile number."}]).encode()
+    bomb = gzip.compress(refusal + b" " * (64 * 1024 * 1024))
+    head = f"HTTP/1.1 422 Unprocessable\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+
+    outcome = await _opt_in_over_loopback(_answer(head.encode() + bomb))
+
+    assert outcome == Unavailable(reason="422 with an undocumented body", status=422)
+
+
+async def test_a_300_mb_answer_is_not_read_past_1_mb() -> None:
+    size = 300 * 1024 * 1024
+    sent = 0
+
+    async def huge(writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        writer.write(f"HTTP/1.1 201 Created\r\nContent-Length: {size}\r\n\r\n".encode())
+        chunk = b"x" * 65536
+        while sent < size:  # as fast as the client reads it
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+
+    outcome = await _opt_in_over_loopback(huge)
+
+    assert outcome == Accepted(status=201, verified=False, reason="body over 1 MB")
+    # By the answer, the server got rid of 1 MB and what the sockets buffer, no more.
+    assert sent < 64 * 1024 * 1024
+
+
+async def test_a_provider_that_drips_a_byte_at_a_time_ends_at_the_deadline() -> None:
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\n")
+        while True:  # a byte every 50 ms never trips a per-read timeout of 5 s
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    started = asyncio.get_running_loop().time()
+    outcome = await _opt_in_over_loopback(drip, deadline=0.3)
+
+    assert outcome == Unavailable(reason="HTTP 503", status=503)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_a_201_whose_body_drips_past_the_deadline_is_accepted_unverified() -> None:
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 1000\r\n\r\n{")
+        while True:
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    outcome = await _opt_in_over_loopback(drip, deadline=0.3)
+
+    # ProTexting said 201 for this call: it must not be sent again.
+    assert outcome == Accepted(status=201, verified=False, reason="body not read by the deadline")
+
+
+async def test_a_provider_that_never_answers_ends_at_the_deadline_whatever_the_step_timeouts() -> None:
+    async def hang(writer: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # held open until the test's server shuts down
+
+    started = asyncio.get_running_loop().time()
+    outcome = await _opt_in_over_loopback(hang, httpx.Timeout(60.0), deadline=0.3)
+
+    assert outcome == Unavailable(reason="timed out")
+    assert asyncio.get_running_loop().time() - started < 2
 
 
 async def test_the_default_client_has_explicit_timeouts_and_does_not_follow_redirects() -> None:
