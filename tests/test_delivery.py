@@ -9,8 +9,10 @@ client code runs.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app import upstream
@@ -393,7 +397,7 @@ class RawProTexting:
     calls: list[str] = field(default_factory=list)
     open: dict[str, int] = field(default_factory=dict)
     most_open: int = 0
-    port: int = 0
+    url: str = ""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         phone = "?"
@@ -420,9 +424,9 @@ class RawProTexting:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
         server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
         try:
-            yield f"http://127.0.0.1:{self.port}/v1"
+            yield self.url
         finally:
             server.close()
             await server.wait_closed()
@@ -462,3 +466,98 @@ async def test_two_workers_never_have_two_calls_open_for_one_signup(
     assert provider.most_open == 1
     calls = Counter(provider.calls)
     assert calls == {phone: policy.max_attempts if final == "failed" else 1 for phone in phones}
+
+
+# -- whatever comes back -------------------------------------------------------------
+
+_NUMBERS = st.sampled_from(
+    [b"inf", b"-inf", b"nan", b"1e12", b"1e309", b"-1", b"0", b"1", b"60", b"0.5", b"x", b"", b"9" * 400, b"\xff\xfe"]
+) | st.integers(-10, 10**13).map(lambda n: str(n).encode())
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["message", "code", "field", "Id", "Number", "status"]) | st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+_BODIES = st.one_of(
+    _JSON.map(lambda value: json.dumps(value).encode()),
+    st.sampled_from(
+        [
+            json.dumps({"Id": 1, "Number": GOOD, "OptedOut": 0, "GroupIds": [1]}).encode(),
+            json.dumps({"message": "Confirmation message successfully sent"}).encode(),
+            json.dumps([{"field": "PhoneNumber", "message": "Not a mobile number."}]).encode(),
+            json.dumps({"name": "Unprocessable entity", "message": "Opted out.", "code": [1], "status": 422}).encode(),
+            b"[" * 100_000 + b"]" * 100_000,
+            b"<html><body>Welcome</body></html>",
+            b"",
+            b"x" * (upstream.MAX_ANSWER_BYTES + 1),
+        ]
+    ),
+    st.binary(max_size=100),
+)
+
+
+@st.composite
+def raw_answers(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """An HTTP answer as bytes on the wire, and whether the server then holds the
+    connection open: a status line, headers, a body, its encoding and framing."""
+    # Mostly answers ProTexting could give; now and then any status, or no HTTP at all.
+    status = draw(st.sampled_from([200, 201, 201, 201, 204, 301, 401, 422, 422, 429, 500, 503, None]))
+    if status is None:
+        status = draw(st.integers(100, 999))
+    line = b"HTTP/1.1 %d Whatever\r\n" % status
+    if draw(st.integers(0, 9)) == 0:
+        line = draw(st.sampled_from([b"HTTP/1.0 201 Created\r\n", b"HTTP/1.1 201\r\n", b"HTTP/1.1 abc\r\n", b"garbage\r\n", b""]))
+    headers = [b"%s: %s" % item for item in draw(st.dictionaries(st.sampled_from(RATE_HEADERS), _NUMBERS)).items()]
+    body = draw(_BODIES)
+    encoding = draw(st.sampled_from([None, b"gzip", b"deflate", b"br", b"bogus"]))
+    if encoding is not None:
+        headers.append(b"Content-Encoding: " + encoding)
+        if draw(st.booleans()):  # or leave it undecodable
+            body = gzip.compress(body) if encoding == b"gzip" else zlib.compress(body)
+    framing = draw(st.sampled_from(["length", "short", "long", "hold", "double", "chunked", "bad-chunked", "close"]))
+    if framing in ("length", "short", "long", "hold", "double"):
+        length = {"short": max(0, len(body) - 5), "long": len(body) + 10, "hold": len(body) + 10}.get(framing, len(body))
+        headers.append(b"Content-Length: %d" % length)
+        if framing == "double":
+            headers.append(b"Content-Length: %d" % (length + 1))
+    elif framing == "chunked":
+        headers.append(b"Transfer-Encoding: chunked")
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096]) for i in range(0, len(body), 4096))
+        body += b"0\r\n\r\n"
+    elif framing == "bad-chunked":
+        headers.append(b"Transfer-Encoding: chunked")
+        body = b"zz\r\n" + body
+    return line + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body, framing == "hold"
+
+
+RATE_HEADERS = [b"X-Rate-Limit-Limit", b"X-Rate-Limit-Remaining", b"X-Rate-Limit-Reset"]
+
+
+@pytest.fixture
+async def raw_protexting() -> AsyncIterator[RawProTexting]:
+    provider = RawProTexting()
+    async with provider.running():
+        yield provider
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(answer=raw_answers())
+async def test_every_answer_is_an_outcome_that_is_recorded(
+    build: Build, raw_protexting: RawProTexting, answer: tuple[bytes, bool]
+) -> None:
+    raw_protexting.answer, raw_protexting.hold = answer
+    async with build(base_url=raw_protexting.url, network=True, upstream_deadline=0.3, window=timedelta(0)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        await rig.delivery.settled()
+
+        # The outcome was recorded (no exception left the row leased), the person got
+        # an answer, and any pause is an hour at most.
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["leased_by"] is None
+        assert row["state"] in ("pending", "delivered", "rejected", "failed")
+        assert submitted.state.value == row["state"]
+        assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
+        if row["state"] == "pending":
+            assert submitted.waiting
