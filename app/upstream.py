@@ -291,21 +291,18 @@ def _json(body: bytes) -> object:
         return _NOT_JSON
 
 
-async def _read(response: httpx.Response, *, end: float) -> tuple[bytes, str | None]:
-    """The decoded body of `response`, read by the loop time `end`; and, when it could
-    not be read whole, why (the body is then empty)."""
+async def _read(response: httpx.Response) -> tuple[bytes, str | None]:
+    """The decoded body of `response`; and, when it could not be read whole, why (the
+    body is then empty)."""
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout_at(end):
-            # Decoded bytes are counted, so a small gzip bomb stops here too.
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    return b"", "body over 1 MB"
-                chunks.append(chunk)
-    except TimeoutError:
-        return b"", "body not read by the deadline"
+        # Decoded bytes are counted, so a small gzip bomb stops here too.
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                return b"", "body over 1 MB"
+            chunks.append(chunk)
     except httpx.DecodingError:
         return b"", "body could not be decoded"
     except httpx.HTTPError as exc:
@@ -334,20 +331,25 @@ class ProTexting:
         await self._client.aclose()
 
     async def opt_in(self, request: OptIn) -> Outcome:
-        end = asyncio.get_running_loop().time() + self.deadline
+        response: httpx.Response | None = None
         try:
-            async with asyncio.timeout_at(end):
+            # One deadline for the whole call: connecting, sending, the answer's head
+            # and its body.
+            async with asyncio.timeout(self.deadline):
                 call = self._client.build_request("POST", self._opt_in_url, json=request.body())
                 response = await self._client.send(call, stream=True)
+                body, unread = await _read(response)
         except (TimeoutError, httpx.TimeoutException):
-            return Unavailable(reason="timed out")
+            if response is None:
+                return Unavailable(reason="timed out")
+            # The status came in time: a 201 is still a 201.
+            body, unread = b"", "body not read by the deadline"
         except httpx.TransportError as exc:
             # The class name, never str(exc): some transports put the URL in it.
             return Unavailable(reason=f"could not connect ({type(exc).__name__})")
-        try:
-            body, unread = await _read(response, end=end)
         finally:
-            await _close(response)
+            if response is not None:
+                await _close(response)
         return _outcome(response.status_code, RateLimit.from_headers(response.headers), body, unread)
 
 
