@@ -3,8 +3,10 @@
 `Delivery.submit()` is what a signup request calls: it stores the consent record
 (committed before anything else happens), then tries ProTexting at once with a short
 deadline so a refusal can still be shown beside the field. Whatever is not settled by
-the deadline stays pending and the person is thanked; the attempt itself is never
-cancelled, so a slow 201 is recorded rather than sent twice.
+the deadline stays pending and the person is thanked; the attempt itself is not
+cancelled, so a slow 201 is recorded rather than sent twice. It ends by the call's own
+deadline (`ProTexting.deadline`), which the lease outlives: no other worker can take
+the signup while a call for it is still open.
 
 `Delivery.run()` is the worker: it claims due pending signups under a lease, waits for
 the pace, calls ProTexting and records the outcome. It runs inside the app (lifespan)
@@ -25,15 +27,19 @@ from .consent import ConsentRecord
 from .outbox import Outbox, Signup, State, Transition, transition
 from .pacing import Pacer
 from .storage import utcnow
-from .upstream import OptIn, Outcome, ProTexting, Rejected, Unavailable
+from .upstream import Accepted, OptIn, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
 
 # How long the worker sleeps when the queue is empty before looking again (another
 # replica may have queued work); a local signup wakes it sooner.
 POLL_SECONDS = 1.0
-# After a 401/403 nothing can be delivered until someone fixes the token.
+# After a 401/403 nothing can be delivered until someone fixes the token; after a 200
+# or a redirect, until someone fixes PROTEXTING_API_URL.
 UNAUTHORIZED_PAUSE_SECONDS = 60.0
+# A lease must outlive the call made under it by this much: time to record the outcome
+# (and share a pause) before the signup may come due for someone else.
+LEASE_MARGIN_SECONDS = 2.0
 # How long shutdown waits for calls in flight before giving up on them.
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -47,11 +53,13 @@ class Submitted:
     rejected: Rejected | None = None
     # For a duplicate: where the earlier signup of the same number stands.
     earlier: State | None = None
+    # False for a 201 whose body could not be read: delivered, but not for sure.
+    verified: bool = True
 
     @property
     def waiting(self) -> bool:
-        """True while no text has been sent yet (the thanks page says "shortly")."""
-        return State.PENDING in (self.state, self.earlier)
+        """True while no text is known to be sent (the thanks page says "shortly")."""
+        return State.PENDING in (self.state, self.earlier) or not self.verified
 
 
 class Delivery:
@@ -66,6 +74,11 @@ class Delivery:
         concurrency: int = 4,
         name: str | None = None,
     ) -> None:
+        if outbox.lease.total_seconds() < protexting.deadline + LEASE_MARGIN_SECONDS:
+            raise ValueError(
+                f"a lease of {outbox.lease.total_seconds():g}s does not outlive a call to ProTexting: it must be at "
+                f"least the call's deadline ({protexting.deadline:g}s) + {LEASE_MARGIN_SECONDS:g}s"
+            )
         self.outbox = outbox
         self.protexting = protexting
         self.pacer = pacer
@@ -107,7 +120,8 @@ class Delivery:
             return Submitted(signup, State.PENDING)
         outcome = answered.result()
         step = transition(signup, outcome, now=utcnow(), policy=self.outbox.policy)
-        return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None)
+        verified = not isinstance(outcome, Accepted) or outcome.verified
+        return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None, verified=verified)
 
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
@@ -166,9 +180,10 @@ class Delivery:
         if not claimed:
             return False
         signup = claimed[0]
-        # Hold the slot wait well inside the lease, so no other worker can claim the
-        # row while this one is still waiting to send it.
-        got_slot = await self.pacer.acquire(self._stop, timeout=self.outbox.lease.total_seconds() / 2)
+        # The slot wait, the call and recording its outcome all fit in the lease, so
+        # no other worker can claim the row while this one may still be sending it.
+        wait = self.outbox.lease.total_seconds() - self.protexting.deadline - LEASE_MARGIN_SECONDS
+        got_slot = await self.pacer.acquire(self._stop, timeout=wait)
         if not got_slot:
             await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
             return False
@@ -198,9 +213,24 @@ class Delivery:
     async def _respect(self, outcome: Outcome, signup: Signup) -> None:
         """Slow every replica down when ProTexting says so."""
         limits = outcome.rate_limit
+        if isinstance(outcome, Accepted) and not outcome.verified:
+            logger.warning(
+                "signup %s: ProTexting answered 201 but its answer could not be checked (%s): "
+                "recorded as delivered, and not sent again",
+                signup.id,
+                outcome.reason,
+            )
         if isinstance(outcome, Unavailable) and outcome.unauthorized:
             logger.error(
                 "ProTexting refused the access token (HTTP %s): delivery paused; check PROTEXTING_ACCESS_TOKEN",
+                outcome.status,
+            )
+            await self.pacer.pause(UNAUTHORIZED_PAUSE_SECONDS)
+        elif isinstance(outcome, Unavailable) and outcome.misconfigured:
+            # A wrong URL would otherwise swallow every signup as "delivered".
+            logger.error(
+                "the opt-in call was answered HTTP %s, which ProTexting never sends: delivery paused; "
+                "check PROTEXTING_API_URL",
                 outcome.status,
             )
             await self.pacer.pause(UNAUTHORIZED_PAUSE_SECONDS)

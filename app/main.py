@@ -56,10 +56,10 @@ def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | No
     if settings.sandbox:
         # Sandbox: the fake answers in-process, so no text is ever sent.
         http = upstream.http_client(token=SANDBOX_TOKEN, transport=httpx.ASGITransport(FakeProTexting().app()))
-        return upstream.ProTexting(http, base_url=SANDBOX_API_URL)
+        return upstream.ProTexting(http, base_url=SANDBOX_API_URL, deadline=settings.upstream_deadline_seconds)
     assert settings.protexting_access_token is not None
     http = upstream.http_client(token=settings.protexting_access_token.get_secret_value(), transport=transport)
-    return upstream.ProTexting(http, base_url=settings.protexting_api_url)
+    return upstream.ProTexting(http, base_url=settings.protexting_api_url, deadline=settings.upstream_deadline_seconds)
 
 
 def outbox_for(engine: AsyncEngine, settings: Settings) -> Outbox:

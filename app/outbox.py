@@ -2,10 +2,10 @@
 
 States of a signup:
 
-    pending ──> delivered    ProTexting answered 201
+    pending ──> delivered    ProTexting answered 201 (its body unread or not: never re-sent)
         │  ──> rejected     ProTexting answered 422; its messages are kept
         │  ──> failed       gave up after the configured attempts or age
-        └─ (retry later)    timeout, refused connection, 5xx, 429, 401/403, pacing
+        └─ (retry later)    timeout, refused connection, 5xx, 429, 401/403, 200/3xx, pacing
     duplicate               the same number for the same campaign within the window:
                             the consent is kept, ProTexting is not called again
 
@@ -150,9 +150,9 @@ def transition(
         case Rejected():
             messages = [{"field": e.field, "message": e.message} for e in outcome.errors]
             return Transition(State.REJECTED, signup.attempts + 1, messages=messages)
-        case Unavailable() if outcome.unauthorized or outcome.rate_limited:
-            # Not this signup's fault: the account or the pace. Wait without using up
-            # an attempt; the caller pauses all delivery as well.
+        case Unavailable() if outcome.unauthorized or outcome.rate_limited or outcome.misconfigured:
+            # Not this signup's fault: the account, the set-up or the pace. Wait without
+            # using up an attempt; the caller pauses all delivery as well.
             wait = outcome.rate_limit.reset if outcome.rate_limited and outcome.rate_limit.reset else policy.base
             return Transition(State.PENDING, signup.attempts, retry_in=wait, error=outcome.reason)
         case Unavailable():
@@ -667,6 +667,8 @@ async def _event(conn: AsyncConnection, signup_id: int, state: State, detail: st
 
 def _detail(outcome: Outcome, step: Transition) -> str:
     match outcome:
+        case Accepted() if not outcome.verified:
+            return f"ProTexting accepted (HTTP {outcome.status}), unverified: {outcome.reason}; not sent again"
         case Accepted():
             return f"ProTexting accepted (HTTP {outcome.status})"
         case Rejected():

@@ -23,6 +23,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from .counters import close_counters, open_counters
+from .upstream import MAX_RESET_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class Pacer:
             return UNREACHABLE_RETRY_SECONDS
 
     async def pause(self, seconds: float) -> None:
-        """Hold off every caller for `seconds` (the first pause of an overlap wins)."""
+        """Hold off every caller for `seconds`, between 1 and MAX_RESET_SECONDS (the
+        first pause of an overlap wins)."""
+        # `not <=` also catches nan; math.ceil(inf) would raise.
+        if not seconds <= MAX_RESET_SECONDS:
+            seconds = MAX_RESET_SECONDS
         try:
             await self.storage.incr(self._pause_key, max(1, math.ceil(seconds)))
         except StorageError:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     delivery_max_age_seconds: float = Field(default=86400, gt=0, validation_alias="OPTIN_DELIVERY_MAX_AGE_SECONDS")
     retry_base_seconds: float = Field(default=5, gt=0, validation_alias="OPTIN_RETRY_BASE_SECONDS")
     retry_max_seconds: float = Field(default=1800, gt=0, validation_alias="OPTIN_RETRY_MAX_SECONDS")
+    upstream_deadline_seconds: float = Field(default=10, gt=0, le=60, validation_alias="OPTIN_UPSTREAM_DEADLINE_SECONDS")
     lease_seconds: float = Field(default=120, ge=1, validation_alias="OPTIN_LEASE_SECONDS")
     run_worker: bool = Field(default=True, validation_alias="OPTIN_RUN_WORKER")
     worker_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="OPTIN_WORKER_CONCURRENCY")
@@ -154,6 +155,20 @@ class Settings(BaseSettings):
                 parse_many(value)
             except ValueError:
                 raise ValueError(f"{value!r} is not a rate such as '30/minute;300/hour' (empty: no limit)") from None
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlives_a_call(cls, value: float, info: ValidationInfo) -> float:
+        from .delivery import LEASE_MARGIN_SECONDS
+
+        deadline = info.data.get("upstream_deadline_seconds")
+        # A shorter lease lets a second worker send a signup whose call is still open.
+        if deadline is not None and value < deadline + LEASE_MARGIN_SECONDS:
+            raise ValueError(
+                f"must be at least OPTIN_UPSTREAM_DEADLINE_SECONDS ({deadline:g}) + {LEASE_MARGIN_SECONDS:g}, "
+                f"got {value:g}: a signup must stay leased while a call to ProTexting for it may be open"
+            )
         return value
 
     @field_validator("trusted_proxies", mode="before")

@@ -1,13 +1,18 @@
 """ProTexting: the one paid third party this service calls.
 
 `ProTexting.opt_in()` makes the opt-in call and answers with one of three outcomes,
-never an exception:
+never an exception, whatever comes back (or does not):
 
     Outcome
-     +-- Accepted      201: ProTexting will text the number
+     +-- Accepted      201: ProTexting will text the number (`verified` False when its
+                       body is not one of the documented ones: it may text all the same)
      +-- Rejected      422: ProTexting refused; its messages, per field
      +-- Unavailable   anything else: timeout, refused connection, 401/403, 429, 5xx,
-                       a body that is not the documented JSON
+                       a 422 that is not the documented JSON; and 200, other 2xx, 3xx,
+                       which ProTexting never sends (`misconfigured`: the URL is wrong)
+
+Each call has a total deadline (connect, send, headers, body), and at most
+`MAX_ANSWER_BYTES` of an answer is read, decoded.
 
 The access token travels in the query string (the provider's only documented way).
 It is added by `_AccessTokenTransport` *below* httpx's client, so the request object
@@ -22,8 +27,11 @@ httpx's own pure-Python connection pool (README, Performance).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -36,6 +44,16 @@ OPT_IN_PATH = "/contacts-opt-in/create"
 
 # Explicit timeouts: a signup page must answer promptly even when ProTexting hangs.
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+# Those are per step (a byte every few seconds never trips them); this bounds the
+# whole call, so the lease on a signup outlives the call made for it
+# (OPTIN_UPSTREAM_DEADLINE_SECONDS).
+DEFAULT_DEADLINE = 10.0
+# ProTexting's answers are a few hundred bytes; a bigger one is not one of them, and
+# reading it whole would hold it in memory (a 300 MB body took the process to 678 MB).
+MAX_ANSWER_BYTES = 1024 * 1024
+# The longest pause an X-Rate-Limit-Reset may ask for: a signup page waiting a day on a
+# header's say-so is worse than one 429 an hour.
+MAX_RESET_SECONDS = 3600.0
 
 # Object-shaped 422s carry a provider code but no field. These codes are about the
 # number itself (opted out, generally opted out, blocked), so they belong beside the
@@ -80,13 +98,19 @@ class RateLimit:
                 value = float(headers[name])
             except (KeyError, ValueError):
                 return None
-            return value if value >= 0 else None
+            # inf, nan and negatives count nothing (int(inf) would raise).
+            return value if math.isfinite(value) and value >= 0 else None
 
-        limit, remaining = number("X-Rate-Limit-Limit"), number("X-Rate-Limit-Remaining")
+        limit, remaining, reset = number("X-Rate-Limit-Limit"), number("X-Rate-Limit-Remaining"), number("X-Rate-Limit-Reset")
+        if reset is not None and reset > MAX_RESET_SECONDS:
+            logger.warning(
+                "ProTexting's X-Rate-Limit-Reset asks for %.0fs: capped at %.0fs", reset, MAX_RESET_SECONDS
+            )
+            reset = MAX_RESET_SECONDS
         return cls(
             limit=None if limit is None else int(limit),
             remaining=None if remaining is None else int(remaining),
-            reset=number("X-Rate-Limit-Reset"),
+            reset=reset,
         )
 
 
@@ -98,8 +122,14 @@ class FieldError:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """ProTexting answered 201. `verified` is False when its body is not one of the two
+    documented ones (`reason` says why): the text may be on its way all the same, so
+    the signup must not be sent again, but nobody should be told it surely was."""
+
     status: int
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    verified: bool = True
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +162,12 @@ class Unavailable:
     def rate_limited(self) -> bool:
         return self.status == 429
 
+    @property
+    def misconfigured(self) -> bool:
+        """A success or a redirect other than 201: not ProTexting's opt-in call answering
+        (PROTEXTING_API_URL points elsewhere), so no signup can be delivered."""
+        return self.status is not None and 200 <= self.status < 400
+
 
 Outcome = Accepted | Rejected | Unavailable
 
@@ -152,18 +188,45 @@ class _AccessTokenTransport(httpx.AsyncBaseTransport):
             extensions=request.extensions,
         )
         try:
-            return await self._inner.handle_async_request(signed)
+            response = await self._inner.handle_async_request(signed)
         except Exception as exc:
             # The exception, its chain and its `request` may all hold the signed URL:
             # send up a fresh one, with the class name and the unsigned request.
             kind, name = _transport_error(exc)
             raise kind(name, request=request) from None
+        # The body is read later, through the layer below: its errors too.
+        response.stream = _ScrubbedStream(response.stream, request)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     def __repr__(self) -> str:
         return "<_AccessTokenTransport>"
+
+
+class _ScrubbedStream(httpx.AsyncByteStream):
+    """An answer's body, whose errors go up as `_AccessTokenTransport`'s do."""
+
+    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, request: httpx.Request) -> None:
+        assert isinstance(inner, httpx.AsyncByteStream)
+        self._inner = inner
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            kind, name = _transport_error(exc)
+            raise kind(name, request=self._request) from None
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        except Exception as exc:
+            kind, name = _transport_error(exc)
+            raise kind(name, request=self._request) from None
 
 
 def _transport_error(exc: Exception) -> tuple[type[httpx.TransportError], str]:
@@ -174,6 +237,9 @@ def _transport_error(exc: Exception) -> tuple[type[httpx.TransportError], str]:
     if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError):
         kind = httpx.ConnectError if isinstance(cause, aiohttp.ClientConnectorError) else httpx.ReadError
         return kind, type(cause).__name__
+    # An answer aiohttp could not parse (a bad status line, headers or framing).
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError, type(exc).__name__
     if isinstance(exc, httpx.TransportError):
         return type(exc), type(exc).__name__
     return httpx.TransportError, type(exc).__name__
@@ -204,40 +270,104 @@ def _parse_422(body: object) -> tuple[FieldError, ...] | None:
         return tuple(errors) or None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         code = body.get("code")
-        name = PHONE_FIELD if code in _PHONE_ERROR_CODES else None
+        # Only an int can be a provider code (a list or an object would not even hash).
+        name = PHONE_FIELD if type(code) is int and code in _PHONE_ERROR_CODES else None
         return (FieldError(field=name, message=body["message"]),)
     return None
+
+
+def _documented_201(body: object) -> bool:
+    """One of the two 201 bodies ProTexting's page shows: the contact, or a message."""
+    return isinstance(body, dict) and (isinstance(body.get("message"), str) or "Number" in body or "Id" in body)
+
+
+_NOT_JSON = object()
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not text, or nested too deep to parse
+        return _NOT_JSON
+
+
+async def _read(response: httpx.Response) -> tuple[bytes, str | None]:
+    """The decoded body of `response`; and, when it could not be read whole, why (the
+    body is then empty)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # Decoded bytes are counted, so a small gzip bomb stops here too.
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                return b"", "body over 1 MB"
+            chunks.append(chunk)
+    except httpx.DecodingError:
+        return b"", "body could not be decoded"
+    except httpx.HTTPError as exc:
+        return b"", f"body cut off ({type(exc).__name__})"
+    return b"".join(chunks), None
+
+
+async def _close(response: httpx.Response) -> None:
+    # Closing a body left unread drops the connection rather than reusing it.
+    try:
+        await response.aclose()
+    except httpx.HTTPError:
+        pass
 
 
 class ProTexting:
     """The ProTexting API, around one injected `httpx.AsyncClient` (see `http_client`)."""
 
-    def __init__(self, client: httpx.AsyncClient, *, base_url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, base_url: str, deadline: float = DEFAULT_DEADLINE) -> None:
         self._client = client
         self._opt_in_url = base_url.rstrip("/") + OPT_IN_PATH
+        # Seconds one call may take in all, from connecting to the last byte read.
+        self.deadline = deadline
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def opt_in(self, request: OptIn) -> Outcome:
+        response: httpx.Response | None = None
         try:
-            response = await self._client.post(self._opt_in_url, json=request.body())
-        except httpx.TimeoutException:
-            return Unavailable(reason="timed out")
+            # One deadline for the whole call: connecting, sending, the answer's head
+            # and its body.
+            async with asyncio.timeout(self.deadline):
+                call = self._client.build_request("POST", self._opt_in_url, json=request.body())
+                response = await self._client.send(call, stream=True)
+                body, unread = await _read(response)
+        except (TimeoutError, httpx.TimeoutException):
+            if response is None:
+                return Unavailable(reason="timed out")
+            # The status came in time: a 201 is still a 201.
+            body, unread = b"", "body not read by the deadline"
         except httpx.TransportError as exc:
             # The class name, never str(exc): some transports put the URL in it.
             return Unavailable(reason=f"could not connect ({type(exc).__name__})")
+        finally:
+            if response is not None:
+                await _close(response)
+        return _outcome(response.status_code, RateLimit.from_headers(response.headers), body, unread)
 
-        rate_limit = RateLimit.from_headers(response.headers)
-        status = response.status_code
-        if status in (200, 201):
-            return Accepted(status=status, rate_limit=rate_limit)
-        if status == 422:
-            try:
-                errors = _parse_422(response.json())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                errors = None
-            if errors is not None:
-                return Rejected(errors=errors, rate_limit=rate_limit)
-            return Unavailable(reason="422 with an undocumented body", status=status, rate_limit=rate_limit)
-        return Unavailable(reason=f"HTTP {status}", status=status, rate_limit=rate_limit)
+
+def _outcome(status: int, rate_limit: RateLimit, body: bytes, unread: str | None) -> Outcome:
+    """What an answer means, once it has been read as far as it will be."""
+    if status == 201:
+        # A 201 was sent for this call: whatever its body, ProTexting may be texting.
+        if unread is not None:
+            return Accepted(status=status, rate_limit=rate_limit, verified=False, reason=unread)
+        if not _documented_201(_json(body)):
+            return Accepted(status=status, rate_limit=rate_limit, verified=False, reason="body not the documented JSON")
+        return Accepted(status=status, rate_limit=rate_limit)
+    if status == 422:
+        errors = _parse_422(_json(body)) if unread is None else None
+        if errors is not None:
+            return Rejected(errors=errors, rate_limit=rate_limit)
+        return Unavailable(reason="422 with an undocumented body", status=status, rate_limit=rate_limit)
+    if 200 <= status < 400:
+        reason = f"HTTP {status}, which ProTexting never answers (check PROTEXTING_API_URL)"
+        return Unavailable(reason=reason, status=status, rate_limit=rate_limit)
+    return Unavailable(reason=f"HTTP {status}", status=status, rate_limit=rate_limit)

@@ -9,25 +9,33 @@ client code runs.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import logging
+import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app import upstream
 from app.consent import ConsentRecord, Disclosure
-from app.delivery import Delivery
+from app.delivery import LEASE_MARGIN_SECONDS, Delivery
 from app.outbox import Outbox, RetryPolicy, State
 from app.pacing import Pacer
 from app.sandbox import FakeProTexting
 from app.storage import create_engine, migrate
 from app.upstream import OptIn
+
+from .conftest import FakeUpstream, answers
 
 pytestmark = pytest.mark.anyio
 
@@ -96,12 +104,19 @@ async def build(database_url: str) -> AsyncIterator[Build]:
             window: timedelta = timedelta(minutes=10),
             policy: RetryPolicy = RetryPolicy(max_attempts=3, base=0.01, cap=0.05),
             concurrency: int = 2,
+            transport: httpx.AsyncBaseTransport | None = None,
+            base_url: str = "http://protexting.test/v1",
+            upstream_deadline: float = upstream.DEFAULT_DEADLINE,
+            lease: float = 30,
+            network: bool = False,
         ) -> AsyncIterator[Rig]:
             fake = fake or FakeProTexting(token="t")
-            client = upstream.http_client(token="t", transport=httpx.ASGITransport(fake.app()))
-            protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+            if not network:  # with `network`: the real one, to `base_url`
+                transport = transport or httpx.ASGITransport(fake.app())
+            client = upstream.http_client(token="t", transport=transport)
+            protexting = upstream.ProTexting(client, base_url=base_url, deadline=upstream_deadline)
             pacer = Pacer(rate)
-            outbox = Outbox(engine, policy=policy, lease=timedelta(seconds=30))
+            outbox = Outbox(engine, policy=policy, lease=timedelta(seconds=lease))
             await outbox.remember_disclosures([DISCLOSURE])
             delivery = Delivery(
                 outbox=outbox,
@@ -304,3 +319,245 @@ async def _until(read: Callable[[], Any], expected: dict[str, int], *, timeout: 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"states {got}, wanted {expected}")
         await asyncio.sleep(0.05)
+
+
+# -- answers ProTexting never gives ------------------------------------------------
+
+
+async def test_a_200_pauses_delivery_keeps_the_signup_and_names_the_url(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a wrong PROTEXTING_API_URL gets: some web server's 200, empty.
+    fake = FakeUpstream(answers(200, text=""))
+    async with build(transport=httpx.MockTransport(fake)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING and submitted.waiting  # "You'll get a text shortly"
+        await rig.delivery.settled()
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["state"] == "pending" and row["attempts"] == 0
+        assert "PROTEXTING_API_URL" in row["last_error"]
+        # Delivery holds off, as for a bad token, so nothing is swallowed meanwhile.
+        assert await rig.pacer.paused_for() > 30
+        assert not await rig.pacer.try_acquire()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any("PROTEXTING_API_URL" in message for message in errors)
+
+
+async def test_a_201_with_an_html_body_is_delivered_unverified_and_not_sent_again(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeUpstream(answers(201, text="<html><body>Created</body></html>"))
+    async with build(transport=httpx.MockTransport(fake)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        # The text may be on its way, so it is delivered; but nobody knows it is.
+        assert submitted.state == State.DELIVERED and submitted.waiting
+        await rig.delivery.settled()
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["state"] == "delivered"
+        history = await rig.outbox.history(submitted.signup.id)
+        assert history[-1][0] == "delivered" and "unverified" in (history[-1][1] or "")
+        warnings = [r for r in caplog.records if r.name == "app.delivery" and r.levelno == logging.WARNING]
+        assert any("201" in r.getMessage() and "not sent again" in r.getMessage() for r in warnings)
+        rig.delivery.start()
+        await rig.delivery.stop()
+        assert len(fake.requests) == 1
+
+
+async def test_a_429_with_a_reset_of_1e12_pauses_an_hour_at_most(build: Build, caplog: pytest.LogCaptureFixture) -> None:
+    headers = {"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1e12"}
+    fake = FakeUpstream(answers(429, {"message": "Rate limit exceeded."}, headers=headers))
+    async with build(transport=httpx.MockTransport(fake)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING
+        await rig.delivery.settled()
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["state"] == "pending" and row["leased_by"] is None  # recorded, not stuck
+        assert 3500 < await rig.pacer.paused_for() <= 3600
+        assert any("capped at 3600s" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+# -- one call in flight per signup -------------------------------------------------
+
+
+async def test_a_lease_shorter_than_a_call_is_refused(build: Build) -> None:
+    with pytest.raises(ValueError, match="lease of 6s does not outlive a call"):
+        async with build(upstream_deadline=10, lease=6):
+            pass
+
+
+@dataclass
+class RawProTexting:
+    """A socket server standing in for ProTexting: it reads each request and answers with
+    the bytes in `answer`, then hangs up (or, with `hold`, keeps the connection open
+    until the client leaves). It counts the calls open per number, as the provider
+    would see them."""
+
+    answer: bytes = b""
+    hold: bool = False
+    calls: list[str] = field(default_factory=list)
+    open: dict[str, int] = field(default_factory=dict)
+    most_open: int = 0
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        phone = "?"
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+            )
+            phone = json.loads(await reader.readexactly(length))["PhoneNumber"]
+            self.calls.append(phone)
+            self.open[phone] = self.open.get(phone, 0) + 1
+            self.most_open = max(self.most_open, self.open[phone])
+            writer.write(self.answer)
+            await writer.drain()
+            if self.hold:
+                await reader.read()  # until the client hangs up
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if phone in self.open:
+                self.open[phone] -= 1
+            writer.close()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        try:
+            yield self.url
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("answer", "final"),
+    [
+        # No answer at all: each attempt ends at the deadline and is retried, never
+        # while the one before is still open.
+        pytest.param(b"", "failed", id="hangs"),
+        # A 201 whose body drips in: ProTexting has taken it; one call, never repeated.
+        pytest.param(b"HTTP/1.1 201 Created\r\nContent-Length: 100000\r\n\r\n{", "delivered", id="drips"),
+    ],
+)
+async def test_two_workers_never_have_two_calls_open_for_one_signup(
+    build: Build, database_url: str, answer: bytes, final: str
+) -> None:
+    provider = RawProTexting(answer=answer, hold=True)
+    phones = [f"12015552{n:03d}" for n in range(10)]
+    policy = RetryPolicy(max_attempts=2, base=0.01, cap=0.05)
+    # The shortest lease allowed for a 0.3 s deadline.
+    options = dict(upstream_deadline=0.3, lease=0.3 + LEASE_MARGIN_SECONDS, policy=policy, network=True)
+    async with provider.running() as url, build(base_url=url, **options) as one, build(base_url=url, **options) as two:
+        for phone in phones:
+            await one.outbox.add(consent(phone), optin(phone))
+
+        async def states() -> dict[str, int]:
+            assert provider.most_open <= 1, f"{provider.most_open} calls open at once for one number"
+            return await one.states()
+
+        one.delivery.start()
+        two.delivery.start()
+        await _until(states, {final: 10}, timeout=30)
+        await one.delivery.stop()
+        await two.delivery.stop()
+    assert provider.most_open == 1
+    calls = Counter(provider.calls)
+    assert calls == {phone: policy.max_attempts if final == "failed" else 1 for phone in phones}
+
+
+# -- whatever comes back -------------------------------------------------------------
+
+_NUMBERS = st.sampled_from(
+    [b"inf", b"-inf", b"nan", b"1e12", b"1e309", b"-1", b"0", b"1", b"60", b"0.5", b"x", b"", b"9" * 400, b"\xff\xfe"]
+) | st.integers(-10, 10**13).map(lambda n: str(n).encode())
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["message", "code", "field", "Id", "Number", "status"]) | st.text(max_size=4), inner, max_size=3),
+    max_leaves=10,
+)
+_BODIES = st.one_of(
+    _JSON.map(lambda value: json.dumps(value).encode()),
+    st.sampled_from(
+        [
+            json.dumps({"Id": 1, "Number": GOOD, "OptedOut": 0, "GroupIds": [1]}).encode(),
+            json.dumps({"message": "Confirmation message successfully sent"}).encode(),
+            json.dumps([{"field": "PhoneNumber", "message": "Not a mobile number."}]).encode(),
+            json.dumps({"name": "Unprocessable entity", "message": "Opted out.", "code": [1], "status": 422}).encode(),
+            b"[" * 100_000 + b"]" * 100_000,
+            b"<html><body>Welcome</body></html>",
+            b"",
+            b"x" * (upstream.MAX_ANSWER_BYTES + 1),
+        ]
+    ),
+    st.binary(max_size=100),
+)
+
+
+@st.composite
+def raw_answers(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """An HTTP answer as bytes on the wire, and whether the server then holds the
+    connection open: a status line, headers, a body, its encoding and framing."""
+    # Mostly answers ProTexting could give; now and then any status, or no HTTP at all.
+    status = draw(st.sampled_from([200, 201, 201, 201, 204, 301, 401, 422, 422, 429, 500, 503, None]))
+    if status is None:
+        status = draw(st.integers(100, 999))
+    line = b"HTTP/1.1 %d Whatever\r\n" % status
+    if draw(st.integers(0, 9)) == 0:
+        line = draw(st.sampled_from([b"HTTP/1.0 201 Created\r\n", b"HTTP/1.1 201\r\n", b"HTTP/1.1 abc\r\n", b"garbage\r\n", b""]))
+    headers = [b"%s: %s" % item for item in draw(st.dictionaries(st.sampled_from(RATE_HEADERS), _NUMBERS)).items()]
+    body = draw(_BODIES)
+    encoding = draw(st.sampled_from([None, b"gzip", b"deflate", b"br", b"bogus"]))
+    if encoding is not None:
+        headers.append(b"Content-Encoding: " + encoding)
+        if draw(st.booleans()):  # or leave it undecodable
+            body = gzip.compress(body) if encoding == b"gzip" else zlib.compress(body)
+    framing = draw(st.sampled_from(["length", "short", "long", "hold", "double", "chunked", "bad-chunked", "close"]))
+    if framing in ("length", "short", "long", "hold", "double"):
+        length = {"short": max(0, len(body) - 5), "long": len(body) + 10, "hold": len(body) + 10}.get(framing, len(body))
+        headers.append(b"Content-Length: %d" % length)
+        if framing == "double":
+            headers.append(b"Content-Length: %d" % (length + 1))
+    elif framing == "chunked":
+        headers.append(b"Transfer-Encoding: chunked")
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096]) for i in range(0, len(body), 4096))
+        body += b"0\r\n\r\n"
+    elif framing == "bad-chunked":
+        headers.append(b"Transfer-Encoding: chunked")
+        body = b"zz\r\n" + body
+    return line + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body, framing == "hold"
+
+
+RATE_HEADERS = [b"X-Rate-Limit-Limit", b"X-Rate-Limit-Remaining", b"X-Rate-Limit-Reset"]
+
+
+@pytest.fixture
+async def raw_protexting() -> AsyncIterator[RawProTexting]:
+    provider = RawProTexting()
+    async with provider.running():
+        yield provider
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(answer=raw_answers())
+async def test_every_answer_is_an_outcome_that_is_recorded(
+    build: Build, raw_protexting: RawProTexting, answer: tuple[bytes, bool]
+) -> None:
+    raw_protexting.answer, raw_protexting.hold = answer
+    async with build(base_url=raw_protexting.url, network=True, upstream_deadline=0.3, window=timedelta(0)) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        await rig.delivery.settled()
+
+        # The outcome was recorded (no exception left the row leased), the person got
+        # an answer, and any pause is an hour at most.
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["leased_by"] is None
+        assert row["state"] in ("pending", "delivered", "rejected", "failed")
+        assert submitted.state.value == row["state"]
+        assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
+        if row["state"] == "pending":
+            assert submitted.waiting

@@ -167,8 +167,10 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
             "OPTIN_INLINE_DEADLINE_SECONDS": "0.5",
             "OPTIN_RETRY_BASE_SECONDS": "0.2",
             "OPTIN_RETRY_MAX_SECONDS": "1",
-            # Held rows of the killed process come due again quickly.
-            "OPTIN_LEASE_SECONDS": "2",
+            # Held rows of the killed process come due again quickly (the shortest
+            # lease a 1 s call allows).
+            "OPTIN_UPSTREAM_DEADLINE_SECONDS": "1",
+            "OPTIN_LEASE_SECONDS": "3",
             # The fake stays down for a while: nothing may be given up meanwhile.
             "OPTIN_DELIVERY_MAX_ATTEMPTS": "1000",
             **NO_LIMITS,

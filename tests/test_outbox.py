@@ -103,6 +103,18 @@ def test_account_and_pace_problems_do_not_use_up_attempts(status: int) -> None:
         assert step.retry_in == 30.0  # X-Rate-Limit-Reset: seconds until the allowance is back
 
 
+@pytest.mark.parametrize("status", [200, 204, 301])
+def test_a_set_up_error_waits_without_using_up_attempts(status: int) -> None:
+    outcome = Unavailable(f"HTTP {status}, which ProTexting never answers (check PROTEXTING_API_URL)", status=status)
+    step = transition(_signup(attempts=POLICY.max_attempts - 1), outcome, now=NOW, policy=POLICY)
+    assert (step.state, step.attempts) == (State.PENDING, POLICY.max_attempts - 1)  # never given up for it
+
+
+def test_a_201_that_could_not_be_checked_is_delivered_all_the_same() -> None:
+    step = transition(_signup(), Accepted(201, verified=False, reason="body over 1 MB"), now=NOW, policy=POLICY)
+    assert (step.state, step.attempts) == (State.DELIVERED, 1)
+
+
 def test_backoff_is_full_jitter_capped() -> None:
     rng = random.Random(7)
     waits = [POLICY.backoff(10, rng) for _ in range(500)]

@@ -50,6 +50,12 @@ async def test_a_pause_holds_every_caller_off(memory_pacer: Pacer) -> None:
     assert not await memory_pacer.acquire(timeout=0.2)
 
 
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 1e12])
+async def test_a_pause_lasts_an_hour_at_most(memory_pacer: Pacer, seconds: float) -> None:
+    await memory_pacer.pause(seconds)
+    assert 3500 < await memory_pacer.paused_for() <= 3600
+
+
 def test_the_rate_setting_is_parsed_by_limits() -> None:
     assert Pacer("60/minute").interval == 1.0
     assert Pacer("5 per 5 seconds").interval == 1.0

@@ -287,3 +287,32 @@ async def test_a_failure_below_httpx_never_carries_the_token_up(
     assert isinstance(outcome, Unavailable)
     assert_no_token("the outcome", repr(outcome))
     assert_no_token("the log", debug_logs.text)
+
+
+class _BodyFails(httpx.AsyncBaseTransport):
+    """A network layer that answers 201, then fails reading the body with the URL it was
+    given in its message."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> Any:
+                yield b'{"Id": '
+                raise RuntimeError(f"connection to {url} lost")
+
+        return httpx.Response(201, stream=Body(), request=request)
+
+
+@pytest.mark.anyio
+async def test_a_failure_reading_the_body_never_carries_the_token_up(debug_logs: pytest.LogCaptureFixture) -> None:
+    async with upstream.http_client(token=TOKEN, transport=_BodyFails()) as client:
+        async with client.stream("POST", API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "1", "GroupIds": [1]}) as answer:
+            with pytest.raises(httpx.TransportError) as raised:
+                await answer.aread()
+        outcome = await ProTexting(client, base_url=API_URL).opt_in(OptIn(phone="12015550123", group_ids=(1,)))
+
+    assert_no_token("the traceback a handler would log", "".join(traceback.format_exception(raised.value)))
+    assert outcome == Accepted(status=201, verified=False, reason="body cut off (TransportError)")
+    assert_no_token("the outcome", repr(outcome))
+    assert_no_token("the log", debug_logs.text)

@@ -107,6 +107,35 @@ def test_a_bad_value_raises_an_error_naming_the_env_var(
     assert expected in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "accepted"),
+    [
+        ({"OPTIN_LEASE_SECONDS": "6"}, False),  # the default deadline is 10 s
+        ({"OPTIN_LEASE_SECONDS": "12"}, True),
+        ({"OPTIN_LEASE_SECONDS": "6", "OPTIN_UPSTREAM_DEADLINE_SECONDS": "4"}, True),
+        ({"OPTIN_UPSTREAM_DEADLINE_SECONDS": "119"}, False),  # above 60 anyway
+        ({"OPTIN_LEASE_SECONDS": "3", "OPTIN_UPSTREAM_DEADLINE_SECONDS": "2"}, False),
+    ],
+)
+def test_a_lease_that_a_call_could_outlive_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], accepted: bool
+) -> None:
+    # A worker may take a signup whose lease ran out: if a call for it could still be
+    # open then, the person would be texted twice.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    if accepted:
+        settings = load_settings(_env_file=None)
+        assert settings.lease_seconds >= settings.upstream_deadline_seconds + 2
+        return
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert "OPTIN_LEASE_SECONDS" in str(caught.value) or "OPTIN_UPSTREAM_DEADLINE_SECONDS" in str(caught.value)
+    if "OPTIN_LEASE_SECONDS" in env:
+        assert "OPTIN_LEASE_SECONDS: must be at least OPTIN_UPSTREAM_DEADLINE_SECONDS" in str(caught.value)
+
+
 def test_error_messages_never_contain_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROTEXTING_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("PROTEXTING_API_URL", "not a url")

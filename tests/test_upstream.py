@@ -4,6 +4,7 @@ including no answer at all, into Accepted, Rejected or Unavailable, never an exc
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import Awaitable, Callable
 
@@ -201,13 +202,29 @@ async def test_429_is_unavailable_and_carries_the_rate_limit() -> None:
         ({}, RateLimit()),
         ({"X-Rate-Limit-Limit": "1000", "X-Rate-Limit-Remaining": "999", "X-Rate-Limit-Reset": "0.06"}, RateLimit(1000, 999, 0.06)),
         ({"X-Rate-Limit-Limit": "sixty", "X-Rate-Limit-Remaining": "-1", "X-Rate-Limit-Reset": ""}, RateLimit()),
+        ({"X-Rate-Limit-Limit": "inf", "X-Rate-Limit-Remaining": "nan", "X-Rate-Limit-Reset": "-inf"}, RateLimit()),
+        ({"X-Rate-Limit-Limit": "1e12", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"}, RateLimit(10**12, 0, 30.0)),
     ],
 )
 def test_rate_limit_headers_are_read_defensively(headers: dict[str, str], expected: RateLimit) -> None:
     assert RateLimit.from_headers(httpx.Headers(headers)) == expected
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 400, 404, 301])
+@pytest.mark.parametrize("reset", ["1e12", "inf", "3601"])
+def test_a_reset_longer_than_an_hour_is_capped_at_an_hour_and_logged(
+    reset: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = RateLimit.from_headers(httpx.Headers({"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": reset}))
+
+    if reset == "inf":
+        assert limits.reset is None  # not a number of seconds: no pause asked for
+    else:
+        assert limits.reset == upstream.MAX_RESET_SECONDS == 3600
+        [record] = [r for r in caplog.records if r.name == "app.upstream"]
+        assert record.levelname == "WARNING" and "capped at 3600s" in record.getMessage()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 400, 404])
 async def test_other_statuses_are_unavailable(status: int) -> None:
     outcome, _ = await opt_in(answers(status, {"name": "Error", "message": "nope", "code": 0, "status": status}))
 
@@ -216,6 +233,68 @@ async def test_other_statuses_are_unavailable(status: int) -> None:
     assert outcome.reason == f"HTTP {status}"
     assert not outcome.unauthorized
     assert not outcome.rate_limited
+    assert not outcome.misconfigured
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [
+        pytest.param(answers(200, text=""), id="200-empty"),
+        pytest.param(answers(200, contact("12015550123", [7, 9])), id="200-contact"),
+        pytest.param(answers(204, text=""), id="204"),
+        pytest.param(answers(202, {"message": "Accepted"}), id="202"),
+        pytest.param(answers(301, text="", headers={"Location": "https://elsewhere.example/"}), id="301"),
+        pytest.param(answers(302, text=""), id="302"),
+    ],
+)
+async def test_a_success_other_than_201_is_a_set_up_error_not_a_delivery(respond: Respond) -> None:
+    # ProTexting answers an opt-in 201, 422 or an error: a 200 (say, from a web server
+    # at a wrong PROTEXTING_API_URL) says nothing about the signup.
+    outcome, _ = await opt_in(respond)
+
+    assert isinstance(outcome, Unavailable)
+    assert outcome.misconfigured is True
+    assert "PROTEXTING_API_URL" in outcome.reason
+    assert not outcome.unauthorized and not outcome.rate_limited
+
+
+@pytest.mark.parametrize(
+    ("respond", "reason"),
+    [
+        pytest.param(answers(201, text="<html><body>Welcome to nginx!</body></html>"), "body not the documented JSON", id="html"),
+        pytest.param(answers(201, text=""), "body not the documented JSON", id="empty"),
+        pytest.param(answers(201, [1, 2]), "body not the documented JSON", id="json-list"),
+        pytest.param(answers(201, {"ok": True}), "body not the documented JSON", id="json-other-object"),
+    ],
+)
+async def test_a_201_whose_body_cannot_be_checked_is_accepted_unverified(respond: Respond, reason: str) -> None:
+    # The 201 was sent for this call: ProTexting may be texting the number, so it must
+    # not be sent again; but nobody may be told it surely was.
+    outcome, _ = await opt_in(respond)
+
+    assert outcome == Accepted(status=201, verified=False, reason=reason)
+
+
+@pytest.mark.parametrize("code", [[1], {"n": 1}, "1", 1.5, True, None])
+async def test_422_object_with_a_code_of_any_json_type_is_a_form_message(code: object) -> None:
+    body = {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": code, "status": 422}
+
+    outcome, _ = await opt_in(answers(422, body))
+
+    assert isinstance(outcome, Rejected)
+    assert outcome.form_messages == ["Phone number is opted out."]
+
+
+@pytest.mark.parametrize("status", [201, 422])
+async def test_a_json_array_nested_100000_deep_is_an_outcome(status: int) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+
+    outcome, _ = await opt_in(answers(status, text=deep))
+
+    assert outcome in (
+        Accepted(status=201, verified=False, reason="body not the documented JSON"),
+        Unavailable(reason="422 with an undocumented body", status=422),
+    )
 
 
 async def test_500_with_an_html_body_is_unavailable() -> None:
@@ -253,7 +332,10 @@ async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
 
 
 async def _opt_in_over_loopback(
-    on_request: Callable[[asyncio.StreamWriter], Awaitable[None]], timeout: httpx.Timeout = upstream.DEFAULT_TIMEOUT
+    on_request: Callable[[asyncio.StreamWriter], Awaitable[None]],
+    timeout: httpx.Timeout = upstream.DEFAULT_TIMEOUT,
+    *,
+    deadline: float = upstream.DEFAULT_DEADLINE,
 ) -> upstream.Outcome:
     """One opt-in call through the default client to a real server on loopback that
     answers each request with `on_request`."""
@@ -274,7 +356,7 @@ async def _opt_in_over_loopback(
     port = server.sockets[0].getsockname()[1]
     try:
         async with upstream.http_client(token=TOKEN, timeout=timeout) as client:
-            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1").opt_in(SIGNUP)
+            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline).opt_in(SIGNUP)
     finally:
         server.close()
         for task in handlers:
@@ -312,6 +394,94 @@ async def test_a_real_201_over_loopback_is_accepted() -> None:
 
     assert isinstance(outcome, Accepted)
     assert outcome.rate_limit.remaining == 7
+
+
+def _answer(raw: bytes) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+    async def write(writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
+        await writer.drain()
+
+    return write
+
+
+async def test_a_201_with_a_body_that_is_not_gzip_is_accepted_unverified_on_loopback() -> None:
+    raw = b"HTTP/1.1 201 Created\r\nContent-Encoding: gzip\r\nContent-Length: 15\r\n\r\nnot gzip at all"
+
+    outcome = await _opt_in_over_loopback(_answer(raw))
+
+    assert outcome == Accepted(status=201, verified=False, reason="body could not be decoded")
+
+
+async def test_a_gzip_bomb_is_read_no_further_than_1_mb_decoded() -> None:
+    # A documented refusal, then 64 MB of spaces: 64 KB on the wire. Reading stops at
+    # 1 MB decoded, so it is not taken as a refusal (nor held in memory).
+    refusal = json.dumps([{"field": "PhoneNumber", "message": "Not a mobile number."}]).encode()
+    bomb = gzip.compress(refusal + b" " * (64 * 1024 * 1024))
+    head = f"HTTP/1.1 422 Unprocessable\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+
+    outcome = await _opt_in_over_loopback(_answer(head.encode() + bomb))
+
+    assert outcome == Unavailable(reason="422 with an undocumented body", status=422)
+
+
+async def test_a_300_mb_answer_is_not_read_past_1_mb() -> None:
+    size = 300 * 1024 * 1024
+    sent = 0
+
+    async def huge(writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        writer.write(f"HTTP/1.1 201 Created\r\nContent-Length: {size}\r\n\r\n".encode())
+        chunk = b"x" * 65536
+        while sent < size:  # as fast as the client reads it
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+
+    outcome = await _opt_in_over_loopback(huge)
+
+    assert outcome == Accepted(status=201, verified=False, reason="body over 1 MB")
+    # By the answer, the server got rid of 1 MB and what the sockets buffer, no more.
+    assert sent < 64 * 1024 * 1024
+
+
+async def test_a_provider_that_drips_a_byte_at_a_time_ends_at_the_deadline() -> None:
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\n")
+        while True:  # a byte every 50 ms never trips a per-read timeout of 5 s
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    started = asyncio.get_running_loop().time()
+    outcome = await _opt_in_over_loopback(drip, deadline=0.3)
+
+    assert outcome == Unavailable(reason="HTTP 503", status=503)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_a_201_whose_body_drips_past_the_deadline_is_accepted_unverified() -> None:
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 1000\r\n\r\n{")
+        while True:
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    outcome = await _opt_in_over_loopback(drip, deadline=0.3)
+
+    # ProTexting said 201 for this call: it must not be sent again.
+    assert outcome == Accepted(status=201, verified=False, reason="body not read by the deadline")
+
+
+async def test_a_provider_that_never_answers_ends_at_the_deadline_whatever_the_step_timeouts() -> None:
+    async def hang(writer: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # held open until the test's server shuts down
+
+    started = asyncio.get_running_loop().time()
+    outcome = await _opt_in_over_loopback(hang, httpx.Timeout(60.0), deadline=0.3)
+
+    assert outcome == Unavailable(reason="timed out")
+    assert asyncio.get_running_loop().time() - started < 2
 
 
 async def test_the_default_client_has_explicit_timeouts_and_does_not_follow_redirects() -> None:
