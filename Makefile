@@ -32,6 +32,12 @@ $(CHROMIUM):
 run: install
 	$(BIN)/optin serve --host $(HOST) --port $(PORT)
 
+# ruff (lint and format) over the code and its tests, mypy (strict) over the service.
+lint: install
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy
+
 test: install browser
 	OPTIN_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -10,7 +10,7 @@ and the origin check, here with a per-campaign CORS allow-list (`api_origins`).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,8 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from .campaigns import Campaign
-from .deps import CampaignDep, ResourcesDep
 from .captcha import CaptchaFailed
+from .deps import CampaignDep, ResourcesDep
 from .guard import BotTrapped
 from .phone import PhoneError
 from .security import request_origin
@@ -73,7 +73,9 @@ class OptInRequest(BaseModel):
     phone: Text = Field(max_length=64, description="As the person typed it; national or international format.")
     token: Text = Field(max_length=512, description="From GET /api/v1/campaigns/{keyword}.")
     website: Text | None = Field(default=None, max_length=1024, description="Leave out (a trap for bots).")
-    captcha: Text | None = Field(default=None, max_length=4096, description="The CAPTCHA widget's answer, when the campaign has one.")
+    captcha: Text | None = Field(
+        default=None, max_length=4096, description="The CAPTCHA widget's answer, when the campaign has one."
+    )
 
 
 class OptInResult(BaseModel):
@@ -82,9 +84,12 @@ class OptInResult(BaseModel):
     )
 
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiErrors, "description": "Malformed JSON, or a token too old (fetch a new one)."},
-    403: {"model": ApiErrors, "description": "Cross-site request from an origin not allowed, or a missing or forged token."},
+    403: {
+        "model": ApiErrors,
+        "description": "Cross-site request from an origin not allowed, or a missing or forged token.",
+    },
     404: {"model": ApiErrors, "description": "No campaign has this keyword."},
     413: {"model": ApiErrors, "description": "Body too large."},
     409: {"model": ApiErrors, "description": "The token signed up another number already (fetch a new one)."},
@@ -120,7 +125,7 @@ async def campaign_info(request: Request, campaign: CampaignDep, resources: Reso
         privacy_url=campaign.privacy_url,
         disclosure_html=resources.disclosures[campaign.keyword.lower()].text,
         token=resources.guard.tokens.issue(campaign.keyword),
-        captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)  # type: ignore[arg-type]
+        captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)
         if campaign.captcha
         else None,
     )
@@ -171,7 +176,7 @@ async def opt_in(request: Request, body: OptInRequest, campaign: CampaignDep, re
     except BotTrapped:
         return JSONResponse({"state": "pending"}, status_code=202, headers=cors)  # like success
     if submitted.rejected is not None:
-        problems = [("phone", m) for m in submitted.rejected.phone_messages]
+        problems: list[tuple[str | None, str]] = [("phone", m) for m in submitted.rejected.phone_messages]
         problems += [(None, m) for m in submitted.rejected.form_messages]
         return errors(422, *problems, headers=cors)
     if submitted.waiting:

@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -93,6 +93,8 @@ class Captcha(BaseModel):
     @property
     def kind(self) -> Provider:
         return PROVIDERS[self.provider]
+
+
 GroupId = Annotated[int, Field(strict=True, gt=0)]
 
 
@@ -164,8 +166,8 @@ class Campaign(BaseModel):
         return f"/{self.keyword}"
 
 
-def _describe(error: Mapping[str, object]) -> str:
-    loc = [str(part) for part in error["loc"]]  # type: ignore[union-attr]
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
@@ -185,7 +187,9 @@ def parse_campaigns(text: str, *, source: str, reserved: Collection[str] = ()) -
 
     unknown = set(document) - {"campaigns"}
     if unknown:
-        raise CampaignsError(f"{source}: unknown top-level key(s) {sorted(unknown)}; put campaigns under [campaigns.KEYWORD]")
+        raise CampaignsError(
+            f"{source}: unknown top-level key(s) {sorted(unknown)}; put campaigns under [campaigns.KEYWORD]"
+        )
     tables = document.get("campaigns")
     if not isinstance(tables, dict) or not tables:
         raise CampaignsError(f"{source}: no campaigns; add at least one [campaigns.KEYWORD] table")
@@ -197,11 +201,15 @@ def parse_campaigns(text: str, *, source: str, reserved: Collection[str] = ()) -
         if not isinstance(table, dict):
             raise CampaignsError(f"{where}: must be a table ([campaigns.{keyword}])")
         if not _KEYWORD.match(keyword):
-            raise CampaignsError(f"{where}: keyword must be 1-64 letters, digits, '-' or '_', starting with a letter or digit")
+            raise CampaignsError(
+                f"{where}: keyword must be 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+            )
         if keyword.lower() in reserved_lower:
             raise CampaignsError(f"{where}: keyword collides with the service's own path /{keyword.lower()}")
         if keyword.lower() in campaigns:
-            raise CampaignsError(f"{where}: keyword repeats {campaigns[keyword.lower()].keyword!r} (keywords ignore case)")
+            raise CampaignsError(
+                f"{where}: keyword repeats {campaigns[keyword.lower()].keyword!r} (keywords ignore case)"
+            )
         if "keyword" in table:
             raise CampaignsError(f"{where}: key 'keyword': unknown key (the table name is the keyword)")
         try:

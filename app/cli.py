@@ -1,13 +1,13 @@
 """`optin`: the operator's command line. Settings come from the environment, as for the app.
 
-    optin serve [--host H] [--port P] [--workers N]
-                                        serve the pages (uvicorn, proxy headers off)
-    optin migrate                       bring the database schema up to date
-    optin worker [--once]               deliver pending signups (a process of its own)
-    optin status                        signups by campaign and delivery state
-    optin retry-failed [--campaign K]   queue failed signups again
-    optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
-                                        consent records, for proof of consent
+optin serve [--host H] [--port P] [--workers N]
+                                    serve the pages (uvicorn, proxy headers off)
+optin migrate                       bring the database schema up to date
+optin worker [--once]               deliver pending signups (a process of its own)
+optin status                        signups by campaign and delivery state
+optin retry-failed [--campaign K]   queue failed signups again
+optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
+                                    consent records, for proof of consent
 """
 
 from __future__ import annotations
@@ -278,7 +278,9 @@ def _parser() -> argparse.ArgumentParser:
         "--http", choices=("auto", "httptools", "h11"), default="auto",
         help="uvicorn's HTTP parser: httptools is faster, h11 bounds the request head",
     )  # fmt: skip
-    serve.add_argument("--limit-concurrency", type=_positive, help="answer 503 beyond this many connections and requests")
+    serve.add_argument(
+        "--limit-concurrency", type=_positive, help="answer 503 beyond this many connections and requests"
+    )
     serve.add_argument("--log-config", help="a logging configuration file for uvicorn (JSON, YAML or INI)")
     serve.set_defaults(run=_serve)
 
@@ -320,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.run is _serve:
-            return _serve(settings, args)
+            # uvicorn runs its own event loop: not inside asyncio.run.
+            served: int = _serve(settings, args)
+            return served
         run: Command = args.run
         return asyncio.run(run(settings, args))
     except (SettingsError, CampaignsError, StorageError, CommandError) as exc:

@@ -71,9 +71,7 @@ def page_url(public_url: str, campaign: Campaign, source: Mapping[str, str]) -> 
     return f"{url}?{urlencode(source)}" if source else url
 
 
-def client_ip(
-    peer: str | None, forwarded_for: Iterable[str] | str | None, trusted: Iterable[Network]
-) -> str | None:
+def client_ip(peer: str | None, forwarded_for: Iterable[str] | str | None, trusted: Iterable[Network]) -> str | None:
     """The address of the person, honouring X-Forwarded-For only from trusted proxies.
 
     `forwarded_for` is every X-Forwarded-For line of the request, in order: a proxy

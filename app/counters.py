@@ -13,10 +13,12 @@ import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from limits.aio.storage import MovingWindowSupport, RedisStorage, Storage
 from limits.errors import StorageError
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ class InProcessCounters(Storage, MovingWindowSupport):
 
     async def get_expiry(self, key: str) -> float:
         now = self._now()
-        value, expires = self._counters.get(key, (0, now))
+        _, expires = self._counters.get(key, (0, now))
         return expires if expires > now else now
 
     async def clear(self, key: str) -> None:
@@ -145,7 +147,10 @@ class Breaker(Storage, MovingWindowSupport):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        if not isinstance(storage, MovingWindowSupport):
+            raise TypeError("the breaker wraps a storage with moving windows (the pace and the limits use them)")
         self.storage = storage
+        self._windows: MovingWindowSupport = storage
         self._failures_allowed = failures
         self._cooldown = cooldown
         self._clock = clock
@@ -164,7 +169,7 @@ class Breaker(Storage, MovingWindowSupport):
     def base_exceptions(self) -> type[Exception]:
         return StorageError
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _call(self, method: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         probe = False
         if self._open_until is not None:
             if self._probing or self._clock() < self._open_until:
@@ -203,28 +208,28 @@ class Breaker(Storage, MovingWindowSupport):
             logger.info("shared counters answer again: abuse limits and delivery resume")
 
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return await self._call(self.storage.incr, key, expiry, amount)  # type: ignore[no-any-return]
+        return await self._call(self.storage.incr, key, expiry, amount)
 
     async def get(self, key: str) -> int:
-        return await self._call(self.storage.get, key)  # type: ignore[no-any-return]
+        return await self._call(self.storage.get, key)
 
     async def get_expiry(self, key: str) -> float:
-        return await self._call(self.storage.get_expiry, key)  # type: ignore[no-any-return]
+        return await self._call(self.storage.get_expiry, key)
 
     async def check(self) -> bool:
-        return await self._call(self.storage.check)  # type: ignore[no-any-return]
+        return await self._call(self.storage.check)
 
     async def reset(self) -> int | None:
-        return await self._call(self.storage.reset)  # type: ignore[no-any-return]
+        return await self._call(self.storage.reset)
 
     async def clear(self, key: str) -> None:
         await self._call(self.storage.clear, key)
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        return await self._call(self.storage.acquire_entry, key, limit, expiry, amount)  # type: ignore[attr-defined,no-any-return]
+        return await self._call(self._windows.acquire_entry, key, limit, expiry, amount)
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        return await self._call(self.storage.get_moving_window, key, limit, expiry)  # type: ignore[attr-defined,no-any-return]
+        return await self._call(self._windows.get_moving_window, key, limit, expiry)
 
 
 # A healthy Redis answers in about a millisecond: a call that takes this long has found

@@ -16,12 +16,14 @@ or on its own (`optin worker`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from .consent import ConsentRecord
 from .outbox import Outbox, Signup, State, Transition, transition
@@ -115,7 +117,8 @@ class Delivery:
         # the row leased, and delivered again after the lease, as it would a moment
         # earlier). asyncio.wait leaves the attempt running past the deadline
         # (wait_for would cancel it, and a cancelled call may still have sent a text).
-        await asyncio.wait({answered, attempt}, timeout=self.inline_deadline, return_when=asyncio.FIRST_COMPLETED)
+        waits: set[asyncio.Future[Any]] = {answered, attempt}
+        await asyncio.wait(waits, timeout=self.inline_deadline, return_when=asyncio.FIRST_COMPLETED)
         if not answered.done():
             return Submitted(signup, State.PENDING)
         outcome = answered.result()
@@ -199,7 +202,9 @@ class Delivery:
 
     # -- one attempt ------------------------------------------------------------
 
-    async def _deliver(self, signup: Signup, answered: asyncio.Future[Outcome] | None = None) -> tuple[Transition, Outcome]:
+    async def _deliver(
+        self, signup: Signup, answered: asyncio.Future[Outcome] | None = None
+    ) -> tuple[Transition, Outcome]:
         outcome = await self.protexting.opt_in(signup.optin)
         # A pause ProTexting asks for holds before anyone (the next signup included)
         # can ask for a slot.
@@ -246,7 +251,5 @@ class Delivery:
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

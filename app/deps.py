@@ -12,11 +12,13 @@ from .resources import Resources
 
 
 async def _resources(request: Request) -> Resources:
-    return request.app.state.resources
+    resources: Resources = request.app.state.resources
+    return resources
 
 
 async def _templates(request: Request) -> Jinja2Templates:
-    return request.app.state.templates
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
 
 
 async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:

@@ -52,20 +52,34 @@ _PAGES: dict[int, tuple[str, str]] = {
 
 
 def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
-    def answer(request: Request, status: int, detail: str | None = None, *, field: str | None = None,
-               headers: dict[str, str] | None = None) -> Response:
+    def answer(
+        request: Request,
+        status: int,
+        detail: str | None = None,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         heading, message = _PAGES.get(status, _PAGES[400])
         if request.url.path.startswith("/api/"):
             body = {"errors": [{"field": field, "message": detail or message}]}
             return JSONResponse(body, status_code=status, headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        campaign = request.app.state.resources.campaign(keyword) if keyword and hasattr(request.app.state, "resources") else None
+        campaign = (
+            request.app.state.resources.campaign(keyword)
+            if keyword and hasattr(request.app.state, "resources")
+            else None
+        )
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
             headers |= campaign_headers(campaign)
         return templates.TemplateResponse(
-            request, "message.html", {"heading": heading, "detail": detail or message}, status_code=status, headers=headers
+            request,
+            "message.html",
+            {"heading": heading, "detail": detail or message},
+            status_code=status,
+            headers=headers,
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -86,18 +100,28 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
 
     async def form_rejected(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MalformedForm)
-        return answer(request, exc.status_code, f"We couldn't read that form ({exc.message}). Please reload the page and try again.")
+        return answer(
+            request,
+            exc.status_code,
+            f"We couldn't read that form ({exc.message}). Please reload the page and try again.",
+        )
 
     async def cross_site(request: Request, exc: Exception) -> Response:
         logger.info("refused %s %s: %s", request.method, request.url.path, exc)
         if request.url.path.startswith("/api/"):
-            return answer(request, 403, "Cross-origin request from an origin this campaign's api_origins does not list.")
+            return answer(
+                request, 403, "Cross-origin request from an origin this campaign's api_origins does not list."
+            )
         return answer(request, 403)
 
     async def bad_token(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
-            return answer(request, 403, "Missing or invalid token: fetch one from GET /api/v1/campaigns/{keyword}.", field="token")
-        return answer(request, 400, "This form has expired or was not sent from our page. Please reload the page and try again.")
+            return answer(
+                request, 403, "Missing or invalid token: fetch one from GET /api/v1/campaigns/{keyword}.", field="token"
+            )
+        return answer(
+            request, 400, "This form has expired or was not sent from our page. Please reload the page and try again."
+        )
 
     async def too_many(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TooManyRequests)
@@ -108,9 +132,13 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
         assert isinstance(exc, RequestValidationError)
         problems = list(exc.errors())
         if any(p.get("type") == "json_invalid" for p in problems):
-            return JSONResponse({"errors": [{"field": None, "message": "The body is not valid JSON."}]}, status_code=400)
+            return JSONResponse(
+                {"errors": [{"field": None, "message": "The body is not valid JSON."}]}, status_code=400
+            )
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return JSONResponse({"errors": [{"field": None, "message": "Send the body as application/json."}]}, status_code=415)
+            return JSONResponse(
+                {"errors": [{"field": None, "message": "Send the body as application/json."}]}, status_code=415
+            )
         errors = []
         for problem in problems:
             loc = [str(part) for part in problem.get("loc", ()) if part != "body"]

@@ -21,27 +21,36 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import packaged, upstream
-from .campaigns import load_campaigns
-from .consent import Disclosure
-from .delivery import Delivery
-from .outbox import Outbox, RetryPolicy
-from .pacing import Pacer
-from .phone import load_metadata
 from .api import router as api_router
+from .campaigns import load_campaigns
 from .captcha import CaptchaVerifier
+from .consent import Disclosure
 from .counters import close_counters, open_counters
+from .delivery import Delivery
 from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
-from .pages import RESERVED_PATHS, campaign_keyword, form_post_app, prerender, router, serve_prerendered, signup_page, without_trailing_slash
-from .security import BodyLimit, SecurityHeaders
-from .throttle import Limits, Throttle
-from .tokens import FormTokens
+from .outbox import Outbox, RetryPolicy
+from .pacing import Pacer
+from .pages import (
+    RESERVED_PATHS,
+    campaign_keyword,
+    form_post_app,
+    prerender,
+    router,
+    serve_prerendered,
+    signup_page,
+    without_trailing_slash,
+)
+from .phone import load_metadata
 from .resources import Resources
 from .sandbox import FakeProTexting
+from .security import BodyLimit, SecurityHeaders
 from .settings import Settings, load_settings
 from .signup import CountSubmissions
 from .storage import create_engine, migrate
+from .throttle import Limits, Throttle
+from .tokens import FormTokens
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +168,9 @@ def create_app(
             outbox = outbox_for(engine, active)
             stack.push_async_callback(outbox.close)
             await outbox.remember_disclosures(list(disclosures.values()))
-            counters = open_counters(active.redis_url, namespace=active.redis_prefix, timeout=active.redis_timeout_seconds)
+            counters = open_counters(
+                active.redis_url, namespace=active.redis_prefix, timeout=active.redis_timeout_seconds
+            )
             stack.push_async_callback(close_counters, counters)
             pacer = Pacer(active.rate_limit, storage=counters)
             protexting = upstream_client(active, upstream_transport)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from concurrent.futures import ThreadPoolExecutor
 import random
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,7 +210,7 @@ class Outbox:
         # Its own thread: the default executor also runs other libraries' work (the
         # `limits` memory storage's expiry, DNS lookups), which must not queue a commit.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer") if self._thread_engine else None
-        self._queue: list[_Add] = []
+        self._queue: list[_Write] = []
         self._writing = False
 
     async def close(self) -> None:
@@ -232,13 +232,14 @@ class Outbox:
         # The dialect's own INSERT, imported here: PostgreSQL's pulls in asyncpg (a few
         # MB that a SQLite deployment need not hold).
         if self.engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects import sqlite as dialect
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
-            from sqlalchemy.dialects import postgresql as dialect  # type: ignore[no-redef]
+            # The other dialect's INSERT under the same name: both have on_conflict_do_nothing.
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
         now = utcnow()
         async with self._transaction() as conn:
             for disclosure in texts:
-                statement = dialect.insert(disclosures).values(
+                statement = dialect_insert(disclosures).values(
                     sha256=disclosure.sha256, text=disclosure.text, first_shown_at=now
                 )
                 await conn.execute(statement.on_conflict_do_nothing(index_elements=["sha256"]))
@@ -265,9 +266,10 @@ class Outbox:
         and that signup was or will be delivered, the record is stored as a
         duplicate instead, and will not be sent. The check and the insert hold a lock
         on the number, so a double click or two replicas cannot both send."""
-        return await self._queued(
+        signup: Signup = await self._queued(
             _Add(record, optin, leased_by, duplicate_window, asyncio.get_running_loop().create_future())
         )
+        return signup
 
     async def claim(self, worker: str, *, limit: int = 1) -> list[Signup]:
         """Lease up to `limit` due pending signups for `worker`."""
@@ -331,7 +333,8 @@ class Outbox:
     ) -> bool:
         """Write `values` to a row `worker` holds; False when the lease had passed on."""
         future = asyncio.get_running_loop().create_future()
-        return await self._queued(_Update(signup_id, worker, values, state, detail, now, future))
+        held: bool = await self._queued(_Update(signup_id, worker, values, state, detail, now, future))
+        return held
 
     # -- group commit ----------------------------------------------------------
 
@@ -345,7 +348,8 @@ class Outbox:
         self._queue.append(item)
         if not self._writing:
             self._writing = True
-            asyncio.ensure_future(self._write_queue())
+            # Held until it ends: the loop keeps only a weak reference to a task.
+            self._writer_task = asyncio.ensure_future(self._write_queue())
         return await item.future
 
     async def _write_queue(self) -> None:
@@ -462,7 +466,9 @@ class Outbox:
                 ids = [row["id"] for row in rows]
                 events = (
                     await conn.execute(
-                        select(signup_events.c.signup_id, signup_events.c.at, signup_events.c.state, signup_events.c.detail)
+                        select(
+                            signup_events.c.signup_id, signup_events.c.at, signup_events.c.state, signup_events.c.detail
+                        )
                         .where(signup_events.c.signup_id.in_(ids))
                         .order_by(signup_events.c.id)
                     )
@@ -509,7 +515,11 @@ def _recent(
     delivered, newest first."""
     found: dict[tuple[str, str], list[tuple[int, State, datetime]]] = {}
     wanted = set(numbers)
-    params = {"r_campaigns": sorted({c for c, _ in numbers}), "r_phones": sorted({p for _, p in numbers}), "r_since": since}
+    params = {
+        "r_campaigns": sorted({c for c, _ in numbers}),
+        "r_phones": sorted({p for _, p in numbers}),
+        "r_since": since,
+    }
     for row in conn.execute(_RECENT, params):
         # The query matches campaigns and numbers apart: keep the pairs asked for.
         if (row.campaign, row.phone) in wanted:

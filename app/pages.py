@@ -22,9 +22,9 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .campaigns import Campaign, CampaignNotFound
-from .deps import CampaignDep, ResourcesDep, TemplatesDep
 from .captcha import CaptchaFailed
 from .consent import source_params
+from .deps import CampaignDep, ResourcesDep, TemplatesDep
 from .forms import read_form
 from .guard import HONEYPOT_FIELD, BotTrapped
 from .phone import PhoneError
@@ -37,7 +37,20 @@ logger = logging.getLogger(__name__)
 
 # First path segments the service keeps for itself; no campaign keyword may take one.
 RESERVED_PATHS = frozenset(
-    {"static", "api", "healthz", "favicon.ico", "robots.txt", "admin", "metrics", "qr", "embed", "stop", "opt-out", "_fake"}
+    {
+        "static",
+        "api",
+        "healthz",
+        "favicon.ico",
+        "robots.txt",
+        "admin",
+        "metrics",
+        "qr",
+        "embed",
+        "stop",
+        "opt-out",
+        "_fake",
+    }
 )
 
 TOKEN_FIELD = "form_token"
@@ -254,9 +267,7 @@ def form_post_app(app: Starlette) -> ASGIApp:
 
 
 @router.post("/{keyword}")
-async def signup(
-    request: Request, campaign: CampaignDep, resources: ResourcesDep, templates: TemplatesDep
-) -> Response:
+async def signup(request: Request, campaign: CampaignDep, resources: ResourcesDep, templates: TemplatesDep) -> Response:
     captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
     form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
     typed = form.get("phone", "")
@@ -268,11 +279,20 @@ async def signup(
         captcha=form.get(captcha_field) if captcha_field else None,
     )
 
-    def again(status_code: int, **messages: object) -> HTMLResponse:
+    def again(
+        status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
+    ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
         issued = _issued_at(resources, token, campaign)
         return render_form(
-            request, templates, campaign, issued_at=issued, phone=typed, status_code=status_code, **messages
+            request,
+            templates,
+            campaign,
+            issued_at=issued,
+            phone=typed,
+            status_code=status_code,
+            phone_error=phone_error,
+            form_errors=form_errors,
         )
 
     thanks = f"{campaign.path}/thanks"

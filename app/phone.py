@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException
 import pycountry
+from phonenumbers import NumberParseException
 
 # Number types by their phonenumbers names, lower-cased: what a campaign may allow.
 NUMBER_TYPES: dict[str, int] = {
@@ -93,12 +93,10 @@ def normalise(
         raise PhoneError("That doesn't look like a phone number. Check it and try again.") from None
 
     if not phonenumbers.is_valid_number(number):
-        region = phonenumbers.region_code_for_country_code(number.country_code)
+        region = phonenumbers.region_code_for_country_code(number.country_code or 0)
         if region == phonenumbers.UNKNOWN_REGION:
             raise PhoneError("That doesn't look like a phone number. Check it and try again.")
-        raise PhoneError(
-            f"That isn't a valid {country_name(region)} phone number. Check the digits and try again."
-        )
+        raise PhoneError(f"That isn't a valid {country_name(region)} phone number. Check the digits and try again.")
 
     # The kind of line first: a toll-free +1 800 number is filed under the US by
     # phonenumbers, and "toll-free" is the useful thing to tell a Canadian.
@@ -110,8 +108,8 @@ def normalise(
             "Please use a mobile number."
         )
 
-    region = phonenumbers.region_code_for_number(number)
-    if region not in countries:
+    found = phonenumbers.region_code_for_number(number)
+    if found not in countries:
         raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")

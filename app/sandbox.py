@@ -43,7 +43,10 @@ SCRIPTED: dict[str, tuple[int, Any]] = {
         422,
         {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422},
     ),
-    "12015550104": (503, {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}),
+    "12015550104": (
+        503,
+        {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503},
+    ),
 }
 
 
@@ -149,7 +152,7 @@ class FakeProTexting:
         if phone in SCRIPTED:
             status, payload = SCRIPTED[phone]
             return JSONResponse(payload, status, headers)
-        contact = {
+        contact: dict[str, object] = {
             "Id": len(self.calls),
             "Number": phone,
             "OptedOut": 0,
@@ -192,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--down", action="store_true", help="answer 503 until switched up")
     args = parser.parse_args(argv)
     fake = FakeProTexting(
-        token=args.token, latency=args.latency_ms / 1000, rate_limit=args.rate_limit, down=args.down,
+        token=args.token,
+        latency=args.latency_ms / 1000,
+        rate_limit=args.rate_limit,
+        down=args.down,
         freeze_calls=True,
     )
     uvicorn.run(fake.app(), host=args.host, port=args.port, log_level="warning")

@@ -59,8 +59,7 @@ def check_same_origin(request: Request, *, own: Iterable[str], also: Collection[
 # CSP for everything that is not a campaign page: nothing but our own styles, and no
 # framing at all.
 DEFAULT_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 FIXED_HEADERS = {

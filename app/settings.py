@@ -48,12 +48,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    protexting_access_token: SecretStr | None = Field(
-        default=None, validation_alias="PROTEXTING_ACCESS_TOKEN"
-    )
-    protexting_api_url: str = Field(
-        default="https://api2.protexting.com/v1", validation_alias="PROTEXTING_API_URL"
-    )
+    protexting_access_token: SecretStr | None = Field(default=None, validation_alias="PROTEXTING_ACCESS_TOKEN")
+    protexting_api_url: str = Field(default="https://api2.protexting.com/v1", validation_alias="PROTEXTING_API_URL")
     campaigns_path: Path = Field(default=Path("campaigns.toml"), validation_alias="OPTIN_CAMPAIGNS")
     public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OPTIN_PUBLIC_URL")
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
@@ -74,7 +70,9 @@ class Settings(BaseSettings):
     delivery_max_age_seconds: float = Field(default=86400, gt=0, validation_alias="OPTIN_DELIVERY_MAX_AGE_SECONDS")
     retry_base_seconds: float = Field(default=5, gt=0, validation_alias="OPTIN_RETRY_BASE_SECONDS")
     retry_max_seconds: float = Field(default=1800, gt=0, validation_alias="OPTIN_RETRY_MAX_SECONDS")
-    upstream_deadline_seconds: float = Field(default=10, gt=0, le=60, validation_alias="OPTIN_UPSTREAM_DEADLINE_SECONDS")
+    upstream_deadline_seconds: float = Field(
+        default=10, gt=0, le=60, validation_alias="OPTIN_UPSTREAM_DEADLINE_SECONDS"
+    )
     lease_seconds: float = Field(default=120, ge=1, validation_alias="OPTIN_LEASE_SECONDS")
     run_worker: bool = Field(default=True, validation_alias="OPTIN_RUN_WORKER")
     worker_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="OPTIN_WORKER_CONCURRENCY")
@@ -236,6 +234,7 @@ def _ephemeral_key() -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; raise `SettingsError` naming the bad variable."""
     try:
+        # By field name (populate_by_name); the pydantic plugin types only the aliases.
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []

@@ -13,10 +13,9 @@ Tables:
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -41,6 +40,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 from . import packaged
 
@@ -211,7 +213,8 @@ def thread_engine_for(engine: AsyncEngine) -> Engine | None:
     return sync
 
 
-def _alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    # Imported here: Alembic is loaded only when the schema is behind (README, Performance).
     from alembic.config import Config
 
     config = Config()
@@ -251,7 +254,7 @@ async def migrate(engine: AsyncEngine) -> None:
             if await connection.run_sync(_at_head):
                 return
         await _upgrade_with(engine)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise StorageError(f"cannot reach the database: {type(exc).__name__}: {exc}") from None
 
 

@@ -28,6 +28,7 @@ httpx's own pure-Python connection pool (README, Performance).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -101,11 +102,13 @@ class RateLimit:
             # inf, nan and negatives count nothing (int(inf) would raise).
             return value if math.isfinite(value) and value >= 0 else None
 
-        limit, remaining, reset = number("X-Rate-Limit-Limit"), number("X-Rate-Limit-Remaining"), number("X-Rate-Limit-Reset")
+        limit, remaining, reset = (
+            number("X-Rate-Limit-Limit"),
+            number("X-Rate-Limit-Remaining"),
+            number("X-Rate-Limit-Reset"),
+        )
         if reset is not None and reset > MAX_RESET_SECONDS:
-            logger.warning(
-                "ProTexting's X-Rate-Limit-Reset asks for %.0fs: capped at %.0fs", reset, MAX_RESET_SECONDS
-            )
+            logger.warning("ProTexting's X-Rate-Limit-Reset asks for %.0fs: capped at %.0fs", reset, MAX_RESET_SECONDS)
             reset = MAX_RESET_SECONDS
         return cls(
             limit=None if limit is None else int(limit),
@@ -312,10 +315,8 @@ async def _read(response: httpx.Response) -> tuple[bytes, str | None]:
 
 async def _close(response: httpx.Response) -> None:
     # Closing a body left unread drops the connection rather than reusing it.
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         await response.aclose()
-    except httpx.HTTPError:
-        pass
 
 
 class ProTexting:

@@ -194,7 +194,7 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def cpu_used(before: Mapping[str, float], servers: Mapping[str, "Server"], requests: int) -> dict[str, Any]:
+def cpu_used(before: Mapping[str, float], servers: Mapping[str, Server], requests: int) -> dict[str, Any]:
     """CPU each server used since `before`: seconds, and milliseconds per completed
     request, a figure far less noisy than throughput on a shared machine."""
     used = {}
@@ -229,7 +229,7 @@ class Registry:
         for admin, name in reversed(self.databases):
             try:
                 drop_database(admin, name)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log(f"could not drop database {name}: {exc}")
         self.databases.clear()
 
@@ -340,7 +340,9 @@ class Server:
 
     def check_alive(self) -> None:
         if not self.running():
-            raise BenchError(f"{self.name} exited (code {self.process.returncode if self.process else None}); stderr:\n{self.stderr_tail()}")
+            raise BenchError(
+                f"{self.name} exited (code {self.process.returncode if self.process else None}); stderr:\n{self.stderr_tail()}"
+            )
 
 
 @contextlib.contextmanager
@@ -385,7 +387,7 @@ def postgres_available(admin_dsn: str) -> str | None:
     """None when PostgreSQL answers, else why not."""
     try:
         _pg_execute(admin_dsn, "SELECT 1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -422,7 +424,17 @@ class Bench:
         return ["--loop", self.args.loop, "--http", self.args.http, "--no-access-log", "--log-level", "info"]
 
     def fake(self, workdir: Path, *, latency_ms: float = 0.0, rate_limit: str | None = None) -> Server:
-        argv = [self.args.server_python, "-m", "app.sandbox", "--port", "{port}", "--token", self.token, "--latency-ms", str(latency_ms)]
+        argv = [
+            self.args.server_python,
+            "-m",
+            "app.sandbox",
+            "--port",
+            "{port}",
+            "--token",
+            self.token,
+            "--latency-ms",
+            str(latency_ms),
+        ]
         if rate_limit:
             argv += ["--rate-limit", rate_limit]
         return Server("fake", argv, workdir=workdir, env={}, ready_path="/_fake/calls")
@@ -465,7 +477,17 @@ class Bench:
             # Workers share the pace and the limits through Redis, under this run's prefix.
             env["OPTIN_REDIS_URL"] = redis_url
             env["OPTIN_REDIS_PREFIX"] = f"optin-bench-{secrets.token_hex(4)}"
-        argv = [self.args.server_python, "-m", "uvicorn", "app.main:app", "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options()]
+        argv = [
+            self.args.server_python,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            LOOPBACK,
+            "--port",
+            "{port}",
+            *self.uvicorn_options(),
+        ]
         if workers > 1:
             argv += ["--workers", str(workers)]
         server = Server(name, argv, workdir=workdir, env=env, ready_path="/healthz")
@@ -484,7 +506,9 @@ class Bench:
             self.args.server_python, "-m", "uvicorn", "baseline:app", "--app-dir", str(BENCH),
             "--host", LOOPBACK, "--port", "{port}", *self.uvicorn_options(),
         ]  # fmt: skip
-        return Server("baseline", argv, workdir=workdir, env={"BENCH_BASELINE_CAPTURE": str(capture)}, ready_path="/healthz")
+        return Server(
+            "baseline", argv, workdir=workdir, env={"BENCH_BASELINE_CAPTURE": str(capture)}, ready_path="/healthz"
+        )
 
 
 def form_token(app: Server, keyword: str) -> str:
@@ -532,12 +556,10 @@ def wrk(
     cpu_of = cpu_of or {}
     before = {name: cpu_seconds(server.pid) for name, server in cpu_of.items()}
     try:
-        done = subprocess.run(
-            argv, env=environment, capture_output=True, text=True, timeout=duration + 60, check=False
-        )
+        done = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=duration + 60, check=False)
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
-    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCHJSON ")), None)
+    line = next((out for out in done.stdout.splitlines() if out.startswith("BENCHJSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({done.returncode}): {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
     raw = json.loads(line.removeprefix("BENCHJSON "))
@@ -601,7 +623,15 @@ def wrk_post(
         for thread in range(threads):
             Path(f"{stem}{thread}").write_text("\n".join(form_tokens(bench, keyword, block)) + "\n", encoding="ascii")
         env["BENCH_FORM_TOKENS"] = str(stem)
-    result = wrk(url_base + path, duration=duration, concurrency=concurrency, threads=threads, script=BENCH / "post.lua", env=env, cpu_of=cpu_of)
+    result = wrk(
+        url_base + path,
+        duration=duration,
+        concurrency=concurrency,
+        threads=threads,
+        script=BENCH / "post.lua",
+        env=env,
+        cpu_of=cpu_of,
+    )
     return result, first, block * threads
 
 
@@ -676,8 +706,10 @@ def section_pageview(bench: Bench) -> dict[str, Any]:
         "ratio_median": rnd(median([r["ratio"] for r in rounds]), 3),
         # The same comparison by CPU time per request (baseline / app): less noisy than
         # throughput when other work shares the machine.
-        "cpu_ratio": _ratio(median([r["baseline"]["cpu"]["server"]["ms_per_request"] for r in rounds]),
-                            median([r["app"]["cpu"]["server"]["ms_per_request"] for r in rounds])),
+        "cpu_ratio": _ratio(
+            median([r["baseline"]["cpu"]["server"]["ms_per_request"] for r in rounds]),
+            median([r["app"]["cpu"]["server"]["ms_per_request"] for r in rounds]),
+        ),
         "ratios": [r["ratio"] for r in rounds],
     }
     return summary
@@ -703,7 +735,9 @@ def section_signup(bench: Bench) -> dict[str, Any]:
         else:
             skipped["postgresql"] = f"not reachable at {args.pg_admin}: {problem}"
             log(f"PostgreSQL skipped: {skipped['postgresql']}")
-    configs: list[tuple[str, float, int]] = [(db, latency, 1) for db in databases for latency in args.upstream_latencies]
+    configs: list[tuple[str, float, int]] = [
+        (db, latency, 1) for db in databases for latency in args.upstream_latencies
+    ]
     # A 2-core deployment runs a worker per core: PostgreSQL and Redis let them share
     # the records, the pace and the limits (README, Running several replicas).
     if args.workers > 1 and "postgresql" in databases:
@@ -750,7 +784,9 @@ def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1
         upstream_path = f"/v1/contacts-opt-in/create?access_token={quote(bench.token)}"
 
         log(f"signup {label}: warm-up")
-        wrk_post(bench, app.url, path, mode="form", duration=args.warmup, concurrency=args.concurrency, keyword=args.keyword)
+        wrk_post(
+            bench, app.url, path, mode="form", duration=args.warmup, concurrency=args.concurrency, keyword=args.keyword
+        )
         wrk_post(bench, fake.url, upstream_path, mode="json", duration=args.warmup, concurrency=args.concurrency)
 
         rounds = []
@@ -822,8 +858,12 @@ def _signup_config(bench: Bench, db: str, latency_ms: float, *, workers: int = 1
         },
         "added_vs_configured_ms": {"p50": rnd(app_p50 - latency_ms, 3), "p99": rnd(app_p99 - latency_ms, 3)},
         "added_vs_measured_ms": {"p50": rnd(app_p50 - up_p50, 3), "p99": rnd(app_p99 - up_p99, 3)},
-        "c1_ms": None if c1 is None else {
-            "p50": c1["latency_ms"]["p50"], "p99": c1["latency_ms"]["p99"], "rps": c1["rps"],
+        "c1_ms": None
+        if c1 is None
+        else {
+            "p50": c1["latency_ms"]["p50"],
+            "p99": c1["latency_ms"]["p99"],
+            "rps": c1["rps"],
             "cpu_ms_per_request": c1["cpu"]["app"]["ms_per_request"],
             "added_p50": rnd(c1["latency_ms"]["p50"] - latency_ms, 3),
             "added_p99": rnd(c1["latency_ms"]["p99"] - latency_ms, 3),
@@ -891,7 +931,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 
 
 async def burst_load(
-    host: str, port: int, path: str, bodies: Sequence[bytes], *, concurrency: int, request_timeout: float, deadline: float
+    host: str,
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    *,
+    concurrency: int,
+    request_timeout: float,
+    deadline: float,
 ) -> tuple[list[Answer], float]:
     """POST every body once over `concurrency` keep-alive connections, as fast as the
     server answers; per-request latency and status. Bounded: each request by
@@ -923,7 +970,7 @@ async def burst_load(
                     if headers.get("connection", "").lower() == "close":
                         writer.close()
                         reader = writer = None
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError) as exc:
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, ConnectionError) as exc:
                     answers.append(Answer(index, 0, time.perf_counter() - t0, error=type(exc).__name__))
                     if writer is not None:
                         writer.close()
@@ -1021,7 +1068,10 @@ def section_burst(bench: Bench) -> dict[str, Any]:
         numbers = [first + i for i in range(n)]
         wanted = {f"1{number}" for number in numbers}
         tokens = form_tokens(bench, keyword, n)
-        bodies = [f"phone={number}&form_token={token}&website=".encode("ascii") for number, token in zip(numbers, tokens, strict=True)]
+        bodies = [
+            f"phone={number}&form_token={token}&website=".encode("ascii")
+            for number, token in zip(numbers, tokens, strict=True)
+        ]
         log(f"burst: {n} signups over {args.burst_concurrency} connections")
         answers, accept_s, polls = asyncio.run(
             burst_with_polls(
@@ -1107,7 +1157,12 @@ def section_burst(bench: Bench) -> dict[str, Any]:
         "throttled_by_fake": throttled,
         "db_states": states,
         "drain_polls": polls,
-        "memory_kb": {"start": rss_start, "after_warmup": rss_warm, "after_accept": rss_accepted, "after_burst": rss_after},
+        "memory_kb": {
+            "start": rss_start,
+            "after_warmup": rss_warm,
+            "after_accept": rss_accepted,
+            "after_burst": rss_after,
+        },
     }
 
 
@@ -1147,7 +1202,7 @@ def section_pageweight(bench: Bench) -> dict[str, Any]:
                     sizes = request.sizes()
                     try:
                         decoded = len(response.body()) if response is not None else 0
-                    except Exception:  # noqa: BLE001 (a redirect has no body)
+                    except Exception:
                         decoded = 0
                     records.append(
                         {
@@ -1252,7 +1307,9 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
             for cfg in su["configs"]:
                 label = f"{cfg['database']}, upstream {cfg['upstream_latency_ms']:g} ms"
                 if cfg.get("workers", 1) > 1:
-                    label = f"{cfg['database']}+redis, {cfg['workers']} workers, upstream {cfg['upstream_latency_ms']:g} ms"
+                    label = (
+                        f"{cfg['database']}+redis, {cfg['workers']} workers, upstream {cfg['upstream_latency_ms']:g} ms"
+                    )
                 a, u = cfg["app"], cfg["upstream"]
                 added = cfg["added_vs_configured_ms"]
                 measured = cfg["added_vs_measured_ms"]
@@ -1317,7 +1374,9 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
             rows.append(Row("memory", "RSS at start (before any request)", f"{mem['start']['VmRSS'] / 1024:.1f} MB"))
             for key, label in (("after_warmup", "RSS after warm-up"), ("after_burst", "RSS after burst")):
                 mb = mem[key]["VmRSS"] / 1024
-                rows.append(Row("memory", label, f"{mb:.1f} MB", f"<= {BUDGET_RSS_MB:g} MB", verdict(mb <= BUDGET_RSS_MB)))
+                rows.append(
+                    Row("memory", label, f"{mb:.1f} MB", f"<= {BUDGET_RSS_MB:g} MB", verdict(mb <= BUDGET_RSS_MB))
+                )
             rows.append(Row("memory", "peak RSS (VmHWM)", f"{mem['after_burst']['VmHWM'] / 1024:.1f} MB"))
     if "pageweight" in sections:
         pw = sections["pageweight"]
@@ -1336,7 +1395,9 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
 
 def print_table(rows: list[Row]) -> None:
     header = Row("section", "figure", "measured", "baseline / budget", "verdict")
-    widths = [max(len(getattr(r, f)) for r in [header, *rows]) for f in ("section", "figure", "value", "reference", "verdict")]
+    widths = [
+        max(len(getattr(r, f)) for r in [header, *rows]) for f in ("section", "figure", "value", "reference", "verdict")
+    ]
 
     def line(r: Row) -> str:
         cells = [r.section, r.figure, r.value, r.reference, r.verdict]
@@ -1372,10 +1433,10 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 
     cpu = None
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        cpu = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), None)
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
     memory_kb = None
     with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as meminfo:
-        memory_kb = next((int(l.split()[1]) for l in meminfo if l.startswith("MemTotal")), None)
+        memory_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), None)
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_count": os.cpu_count(),
@@ -1418,30 +1479,71 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="bench/run.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short runs: 3 s measurements, 1,000-signup burst")
-    parser.add_argument("--only", default=None, help=f"comma-separated sections: {', '.join(SECTIONS)} (memory = burst)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per measured wrk run (default 10; quick 3)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds of discarded wrk warm-up (default 2; quick 1)")
+    parser.add_argument(
+        "--only", default=None, help=f"comma-separated sections: {', '.join(SECTIONS)} (memory = burst)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per measured wrk run (default 10; quick 3)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds of discarded wrk warm-up (default 2; quick 1)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leaves the other core to the server)")
-    parser.add_argument("--rounds", type=int, default=3, help="page-view rounds of (app, baseline), at least 3 (default 3)")
-    parser.add_argument("--signup-rounds", type=int, default=1, help="measured rounds per signup configuration (default 1)")
-    parser.add_argument("--c1-duration", type=float, default=None, help="seconds of the concurrency-1 signup run (0: skip; default duration/2)")
-    parser.add_argument("--upstream-latencies", default="0,100", help="fake ProTexting latencies in ms for the signup section (default 0,100)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="wrk threads (default 1: leaves the other core to the server)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="page-view rounds of (app, baseline), at least 3 (default 3)"
+    )
+    parser.add_argument(
+        "--signup-rounds", type=int, default=1, help="measured rounds per signup configuration (default 1)"
+    )
+    parser.add_argument(
+        "--c1-duration",
+        type=float,
+        default=None,
+        help="seconds of the concurrency-1 signup run (0: skip; default duration/2)",
+    )
+    parser.add_argument(
+        "--upstream-latencies",
+        default="0,100",
+        help="fake ProTexting latencies in ms for the signup section (default 0,100)",
+    )
     parser.add_argument("--burst", type=int, default=None, help="signups in the burst (default 5000; quick 1000)")
-    parser.add_argument("--burst-concurrency", type=int, default=64, help="connections of the burst's load generator (default 64)")
-    parser.add_argument("--burst-poll", type=float, default=1.0,
-                        help="seconds between reads of the fake's calls during the burst (0: only after it; default 1)")
-    parser.add_argument("--burst-rate", type=int, default=BURST_RATE_PER_S,
-                        help="the pace of the burst in calls per second, the fake's and the app's (default 250)")
-    parser.add_argument("--burst-warmup", type=int, default=20, help="signups sent one by one before the burst (default 20)")
+    parser.add_argument(
+        "--burst-concurrency", type=int, default=64, help="connections of the burst's load generator (default 64)"
+    )
+    parser.add_argument(
+        "--burst-poll",
+        type=float,
+        default=1.0,
+        help="seconds between reads of the fake's calls during the burst (0: only after it; default 1)",
+    )
+    parser.add_argument(
+        "--burst-rate",
+        type=int,
+        default=BURST_RATE_PER_S,
+        help="the pace of the burst in calls per second, the fake's and the app's (default 250)",
+    )
+    parser.add_argument(
+        "--burst-warmup", type=int, default=20, help="signups sent one by one before the burst (default 20)"
+    )
     parser.add_argument("--keyword", default="join", help="campaign page to measure (default join)")
-    parser.add_argument("--campaigns", type=Path, default=ROOT / "campaigns.toml", help="campaigns file (default campaigns.toml)")
+    parser.add_argument(
+        "--campaigns", type=Path, default=ROOT / "campaigns.toml", help="campaigns file (default campaigns.toml)"
+    )
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="where to CREATE and DROP the PostgreSQL databases")  # fmt: skip
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL signup runs")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="also measure signups with this many uvicorn workers on PostgreSQL and Redis (default 2; 1: skip)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the multi-worker signup runs")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also measure signups with this many uvicorn workers on PostgreSQL and Redis (default 2; 1: skip)",
+    )
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the multi-worker signup runs"
+    )
     parser.add_argument("--chromium", default=os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument(
         "--server-python", default=sys.executable,

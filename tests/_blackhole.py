@@ -14,6 +14,7 @@ accepted: a client that stops calling a dead service stops adding to it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -80,10 +81,8 @@ class Relay:
                 except OSError:
                     break
             if sink is not None and not self._frozen:
-                try:
+                with contextlib.suppress(OSError):
                     sink.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
 
         thread = threading.Thread(target=run, daemon=True)
         self._threads.append(thread)
@@ -109,8 +108,6 @@ class Relay:
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

@@ -343,4 +343,3 @@ def set_down(fake: Server, down: bool) -> None:
     """Switch the fake ProTexting to answer 503 (down) or to work normally (up)."""
     with httpx.Client(trust_env=False, timeout=5.0) as client:
         client.post(fake.url + "/_fake/state", json={"down": down}).raise_for_status()
-

@@ -263,7 +263,8 @@ class Page(HTMLParser):
         return [
             e
             for e in self.elements
-            if e.tag == tag and all(e.attrs.get(name.rstrip("_").replace("_", "-")) == value for name, value in attrs.items())
+            if e.tag == tag
+            and all(e.attrs.get(name.rstrip("_").replace("_", "-")) == value for name, value in attrs.items())
         ]
 
     def find(self, tag: str, **attrs: str) -> Element:

@@ -177,7 +177,9 @@ def other_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def test_the_form_works_inside_an_iframe_on_another_site(app: Server, browser: Browser, other_site: tuple[str, Path]) -> None:
+def test_the_form_works_inside_an_iframe_on_another_site(
+    app: Server, browser: Browser, other_site: tuple[str, Path]
+) -> None:
     shop, root = other_site
     (root / "index.html").write_text(
         f'<!doctype html><title>Shop</title><h1>Our shop</h1><iframe title="Sign up" src="{app.url}/join?src=shop" width="400" height="900"></iframe>'

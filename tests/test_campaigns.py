@@ -159,7 +159,10 @@ def test_the_position_of_a_bad_group_id_is_named() -> None:
     assert "key 'group_ids[2]'" in message
 
 
-@pytest.mark.parametrize(("key", "value", "code"), [("default_country", '"XX"', "XX"), ("countries", '["US", "ZZ"]', "ZZ"), ("countries", '["USA"]', "USA")])
+@pytest.mark.parametrize(
+    ("key", "value", "code"),
+    [("default_country", '"XX"', "XX"), ("countries", '["US", "ZZ"]', "ZZ"), ("countries", '["USA"]', "USA")],
+)
 def test_a_bad_country_code_is_refused(key: str, value: str, code: str) -> None:
     message = refused(campaign_toml(**{key: value}))
 
@@ -256,7 +259,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "campaigns.toml"
-    path.write_bytes(b"[campaigns.JOIN]\ntitle = \"\xff\xfe\"\n")
+    path.write_bytes(b'[campaigns.JOIN]\ntitle = "\xff\xfe"\n')
 
     with pytest.raises(CampaignsError) as caught:
         load_campaigns(path)

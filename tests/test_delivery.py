@@ -43,6 +43,10 @@ DISCLOSURE = Disclosure.of("<p>Recurring automated marketing texts. Reply <stron
 GOOD = "12015550123"
 
 
+# Frozen, so one instance can be every default.
+FAST_RETRIES = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -102,7 +106,7 @@ async def build(database_url: str) -> AsyncIterator[Build]:
             fake: FakeProTexting | None = None,
             deadline: float = 2.0,
             window: timedelta = timedelta(minutes=10),
-            policy: RetryPolicy = RetryPolicy(max_attempts=3, base=0.01, cap=0.05),
+            policy: RetryPolicy = FAST_RETRIES,
             concurrency: int = 2,
             transport: httpx.AsyncBaseTransport | None = None,
             base_url: str = "http://protexting.test/v1",
@@ -191,7 +195,9 @@ async def test_a_slow_protexting_gets_the_thanks_page_and_no_second_call(build: 
 
 async def test_over_the_pace_a_signup_is_queued_without_a_call(build: Build) -> None:
     async with build(rate="2 per 1 second") as rig:
-        states = [(await rig.delivery.submit(consent(f"1201555012{n}"), optin(f"1201555012{n}"))).state for n in range(4)]
+        states = [
+            (await rig.delivery.submit(consent(f"1201555012{n}"), optin(f"1201555012{n}"))).state for n in range(4)
+        ]
         assert states == [State.DELIVERED, State.DELIVERED, State.PENDING, State.PENDING]
         assert len(rig.fake.calls) == 2
         rig.delivery.start()
@@ -363,7 +369,9 @@ async def test_a_201_with_an_html_body_is_delivered_unverified_and_not_sent_agai
         assert len(fake.requests) == 1
 
 
-async def test_a_429_with_a_reset_of_1e12_pauses_an_hour_at_most(build: Build, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_429_with_a_reset_of_1e12_pauses_an_hour_at_most(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
     headers = {"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1e12"}
     fake = FakeUpstream(answers(429, {"message": "Rate limit exceeded."}, headers=headers))
     async with build(transport=httpx.MockTransport(fake)) as rig:
@@ -404,7 +412,12 @@ class RawProTexting:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
-                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
             )
             phone = json.loads(await reader.readexactly(length))["PhoneNumber"]
             self.calls.append(phone)
@@ -475,8 +488,14 @@ _NUMBERS = st.sampled_from(
 ) | st.integers(-10, 10**13).map(lambda n: str(n).encode())
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["message", "code", "field", "Id", "Number", "status"]) | st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["message", "code", "field", "Id", "Number", "status"]) | st.text(max_size=4),
+            inner,
+            max_size=3,
+        )
+    ),
     max_leaves=10,
 )
 _BODIES = st.one_of(
@@ -507,7 +526,11 @@ def raw_answers(draw: st.DrawFn) -> tuple[bytes, bool]:
         status = draw(st.integers(100, 999))
     line = b"HTTP/1.1 %d Whatever\r\n" % status
     if draw(st.integers(0, 9)) == 0:
-        line = draw(st.sampled_from([b"HTTP/1.0 201 Created\r\n", b"HTTP/1.1 201\r\n", b"HTTP/1.1 abc\r\n", b"garbage\r\n", b""]))
+        line = draw(
+            st.sampled_from(
+                [b"HTTP/1.0 201 Created\r\n", b"HTTP/1.1 201\r\n", b"HTTP/1.1 abc\r\n", b"garbage\r\n", b""]
+            )
+        )
     headers = [b"%s: %s" % item for item in draw(st.dictionaries(st.sampled_from(RATE_HEADERS), _NUMBERS)).items()]
     body = draw(_BODIES)
     encoding = draw(st.sampled_from([None, b"gzip", b"deflate", b"br", b"bogus"]))
@@ -517,13 +540,17 @@ def raw_answers(draw: st.DrawFn) -> tuple[bytes, bool]:
             body = gzip.compress(body) if encoding == b"gzip" else zlib.compress(body)
     framing = draw(st.sampled_from(["length", "short", "long", "hold", "double", "chunked", "bad-chunked", "close"]))
     if framing in ("length", "short", "long", "hold", "double"):
-        length = {"short": max(0, len(body) - 5), "long": len(body) + 10, "hold": len(body) + 10}.get(framing, len(body))
+        length = {"short": max(0, len(body) - 5), "long": len(body) + 10, "hold": len(body) + 10}.get(
+            framing, len(body)
+        )
         headers.append(b"Content-Length: %d" % length)
         if framing == "double":
             headers.append(b"Content-Length: %d" % (length + 1))
     elif framing == "chunked":
         headers.append(b"Transfer-Encoding: chunked")
-        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096]) for i in range(0, len(body), 4096))
+        body = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096]) for i in range(0, len(body), 4096)
+        )
         body += b"0\r\n\r\n"
     elif framing == "bad-chunked":
         headers.append(b"Transfer-Encoding: chunked")
@@ -542,7 +569,9 @@ async def raw_protexting() -> AsyncIterator[RawProTexting]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(answer=raw_answers())
 async def test_every_answer_is_an_outcome_that_is_recorded(
     build: Build, raw_protexting: RawProTexting, answer: tuple[bytes, bool]

@@ -25,7 +25,6 @@ import pytest
 from sqlalchemy import text
 
 from app.storage import create_engine
-
 from tests._servers import CAMPAIGNS, ROOT, Server, app_server, fake_protexting, set_down
 
 from .conftest import Page
@@ -177,10 +176,13 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         },
     )
     numbers = _numbers(20)
-    with fake, app:
-        with httpx.Client(base_url=app.url, trust_env=False, timeout=10.0, follow_redirects=False) as client:
-            with ThreadPoolExecutor(5) as pool:
-                responses = list(pool.map(lambda number: sign_up(client, number), numbers))
+    with (
+        fake,
+        app,
+        httpx.Client(base_url=app.url, trust_env=False, timeout=10.0, follow_redirects=False) as client,
+        ThreadPoolExecutor(5) as pool,
+    ):
+        responses = list(pool.map(lambda number: sign_up(client, number), numbers))
         for number, response in zip(numbers, responses, strict=True):
             assert response.status_code == 303, (number, response.status_code, response.text[:500])
             assert response.headers["location"] == "/JOIN/thanks?pending=1", number
@@ -188,9 +190,7 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         # ProTexting is down: nothing has been taken yet, every signup is waiting.
         assert _fake_state(fake)["calls"] == []
         # Kill the app while its worker holds signups under lease, retrying them.
-        _wait_for(
-            lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease"
-        )
+        _wait_for(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
         app.kill()
         assert app.returncode == -9
         set_down(fake, False)

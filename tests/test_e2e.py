@@ -20,7 +20,6 @@ import pytest
 
 from tests._servers import CAMPAIGNS, LOOPBACK, Server, app_server, calls, fake_protexting
 
-
 EXPECTED_BODY = {
     "GroupIds": [7, 9],
     "CTAMessage": "Corner Bakery: reply YES to get deals by text.",

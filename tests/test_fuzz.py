@@ -62,14 +62,21 @@ def http(server: str) -> Iterator[httpx.Client]:
 
 
 @FAST
-@given(body=st.binary(max_size=2048), kind=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data", "application/json", "text/plain", ""]))
+@given(
+    body=st.binary(max_size=2048),
+    kind=st.sampled_from(
+        ["application/x-www-form-urlencoded", "multipart/form-data", "application/json", "text/plain", ""]
+    ),
+)
 def test_any_body_posted_to_the_form_gets_an_answer_below_500(http: httpx.Client, body: bytes, kind: str) -> None:
     response = http.post("/join", content=body, headers={"content-type": kind} if kind else {})
     assert response.status_code < 500, response.text[:300]
 
 
 @FAST
-@given(fields=st.dictionaries(st.sampled_from(["phone", "form_token", "website", "x"]), st.text(max_size=200), max_size=4))
+@given(
+    fields=st.dictionaries(st.sampled_from(["phone", "form_token", "website", "x"]), st.text(max_size=200), max_size=4)
+)
 def test_any_form_fields_get_an_answer_below_500(http: httpx.Client, fields: dict[str, str]) -> None:
     response = http.post("/join", data=fields)
     assert response.status_code < 500, response.text[:300]
@@ -99,7 +106,9 @@ def test_the_json_api_never_answers_5xx(server: str, http: httpx.Client) -> None
                     case.body["token"] = info.json()["token"]
             response = case.call(base_url=server)
             seen.add(response.status_code)
-            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+            assert response.status_code < 500, (
+                f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+            )
 
         run()
     assert max(seen) < 500

@@ -115,7 +115,10 @@ def test_a_forged_or_foreign_token_is_refused(build: Build, upstream: FakeUpstre
     client = build()
     other = token_of(client.get("/alerts").text)
     assert client.post("/join", data={"phone": GOOD, "form_token": other}).status_code == 400
-    assert client.post("/join", data={"phone": GOOD, "form_token": "join.1732700000.000.forgedsignature"}).status_code == 400
+    assert (
+        client.post("/join", data={"phone": GOOD, "form_token": "join.1732700000.000.forgedsignature"}).status_code
+        == 400
+    )
     assert upstream.requests == []
 
 
@@ -154,7 +157,9 @@ def test_an_expired_form_asks_to_press_again_and_keeps_the_number(build: Build, 
         {"Referer": "https://evil.example/page?x=1"},
     ],
 )
-def test_a_cross_site_post_is_refused_with_a_clear_page(build: Build, upstream: FakeUpstream, headers: dict[str, str]) -> None:
+def test_a_cross_site_post_is_refused_with_a_clear_page(
+    build: Build, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
     client = build()
     answer = Visitor(client).submit(headers=headers)
     assert answer.status_code == 403
@@ -196,7 +201,9 @@ def test_one_token_signs_up_one_number(build: Build, upstream: FakeUpstream) -> 
     assert [b["PhoneNumber"] for b in upstream.bodies] == ["12015550077"]
 
 
-def test_the_same_token_with_another_number_asks_to_confirm_with_a_fresh_token(build: Build, upstream: FakeUpstream) -> None:
+def test_the_same_token_with_another_number_asks_to_confirm_with_a_fresh_token(
+    build: Build, upstream: FakeUpstream
+) -> None:
     client = build()
     token = Visitor(client).open()
     assert client.post("/join", data={"phone": GOOD, "form_token": token}).status_code == 303
@@ -229,7 +236,9 @@ def test_pressing_the_button_twice_answers_as_the_first_and_sends_once(
 
 
 def test_pressing_twice_on_a_number_protexting_refused_never_thanks(build: Build, upstream: FakeUpstream) -> None:
-    upstream.respond = lambda request: httpx.Response(422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}])
+    upstream.respond = lambda request: httpx.Response(
+        422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}]
+    )
     client = build()
     token = Visitor(client).open()
     first = client.post("/join", data={"phone": GOOD, "form_token": token})
@@ -273,7 +282,9 @@ def test_only_the_public_url_is_our_origin_whatever_the_host_header_says(
 # -- bot traps -----------------------------------------------------------------------
 
 
-def test_the_honeypot_answers_like_success_and_sends_nothing(build: Build, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_honeypot_answers_like_success_and_sends_nothing(
+    build: Build, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
     client = build()
     caplog.set_level("INFO")
     answer = Visitor(client).submit(website="http://spam.example")
@@ -331,17 +342,49 @@ REFUSED_EARLY: list[tuple[str, str, dict[str, str], bytes, int]] = [
     ("json to the form", "/join", {"content-type": "application/json"}, b'{"phone": "2015550123"}', 415),
     ("broken form", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=%ff", 400),
     ("too big", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=" + b"1" * 40000, 413),
-    ("cross-site", "/join", {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"}, b"phone=2015550123&form_token=x", 403),
+    (
+        "cross-site",
+        "/join",
+        {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"},
+        b"phone=2015550123&form_token=x",
+        403,
+    ),
     ("no token", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=2015550123", 400),
-    ("forged token", "/join", {"content-type": "application/x-www-form-urlencoded"}, b"phone=2015550123&form_token=join.1.x.y", 400),
+    (
+        "forged token",
+        "/join",
+        {"content-type": "application/x-www-form-urlencoded"},
+        b"phone=2015550123&form_token=join.1.x.y",
+        400,
+    ),
     ("broken json", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": ', 400),
-    ("json without a token", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": "2015550123"}', 422),
-    ("api too big", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json"}, b'{"phone": "' + b"1" * 40000 + b'"}', 413),
-    ("api cross-site", "/api/v1/campaigns/join/opt-ins", {"content-type": "application/json", "origin": "https://evil.example"}, b'{"phone": "2015550123", "token": "x"}', 403),
+    (
+        "json without a token",
+        "/api/v1/campaigns/join/opt-ins",
+        {"content-type": "application/json"},
+        b'{"phone": "2015550123"}',
+        422,
+    ),
+    (
+        "api too big",
+        "/api/v1/campaigns/join/opt-ins",
+        {"content-type": "application/json"},
+        b'{"phone": "' + b"1" * 40000 + b'"}',
+        413,
+    ),
+    (
+        "api cross-site",
+        "/api/v1/campaigns/join/opt-ins",
+        {"content-type": "application/json", "origin": "https://evil.example"},
+        b'{"phone": "2015550123", "token": "x"}',
+        403,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "path", "headers", "body", "status"), REFUSED_EARLY, ids=[r[0] for r in REFUSED_EARLY])
+@pytest.mark.parametrize(
+    ("name", "path", "headers", "body", "status"), REFUSED_EARLY, ids=[r[0] for r in REFUSED_EARLY]
+)
 def test_every_submission_counts_against_the_address_refused_or_not(
     build: Build, upstream: FakeUpstream, name: str, path: str, headers: dict[str, str], body: bytes, status: int
 ) -> None:
@@ -432,7 +475,8 @@ def test_a_campaign_can_allow_more_number_types(build: Build, upstream: FakeUpst
 # -- CAPTCHA -------------------------------------------------------------------------
 
 CAPTCHA_TOML = CAMPAIGNS_TOML.replace(
-    'send_cta_message = true', 'send_cta_message = true\n\n[campaigns.Alerts.captcha]\nprovider = "turnstile"\nsite_key = "0x4AAA-site"\nsecret_env = "ALERTS_TURNSTILE_SECRET"'
+    "send_cta_message = true",
+    'send_cta_message = true\n\n[campaigns.Alerts.captcha]\nprovider = "turnstile"\nsite_key = "0x4AAA-site"\nsecret_env = "ALERTS_TURNSTILE_SECRET"',
 )
 
 
@@ -465,7 +509,9 @@ def test_a_campaign_with_a_captcha_shows_the_widget_and_verifies_it(
     assert verified[-1]["secret"] == "captcha-secret-1"
 
 
-def test_a_captcha_secret_missing_from_the_environment_stops_start_up(build: Build, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_captcha_secret_missing_from_the_environment_stops_start_up(
+    build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ALERTS_TURNSTILE_SECRET", raising=False)
     with pytest.raises(Exception, match="ALERTS_TURNSTILE_SECRET"):
         build(campaigns=CAPTCHA_TOML)
@@ -495,7 +541,12 @@ BAD_FORMS: list[tuple[str, dict[str, str], bytes, int]] = [
     ("nul byte", {"content-type": "application/x-www-form-urlencoded"}, b"phone=20155%00", 400),
     ("huge field", {"content-type": "application/x-www-form-urlencoded"}, b"phone=" + b"1" * 5000, 400),
     ("too big", {"content-type": "application/x-www-form-urlencoded"}, b"phone=" + b"1" * 40000, 413),
-    ("too many fields", {"content-type": "application/x-www-form-urlencoded"}, b"&".join(b"f%d=1" % i for i in range(50)), 400),
+    (
+        "too many fields",
+        {"content-type": "application/x-www-form-urlencoded"},
+        b"&".join(b"f%d=1" % i for i in range(50)),
+        400,
+    ),
     ("empty", {"content-type": "application/x-www-form-urlencoded"}, b"", 400),
 ]
 
@@ -542,13 +593,20 @@ def test_every_response_carries_the_security_headers(build: Build) -> None:
         assert "script-src" not in csp and "'unsafe-inline'" not in csp
         assert "default-src 'none'" in csp
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] in ("strict-origin-when-cross-origin", "strict-origin", "no-referrer", "same-origin")
+        assert headers["referrer-policy"] in (
+            "strict-origin-when-cross-origin",
+            "strict-origin",
+            "no-referrer",
+            "same-origin",
+        )
         assert "camera=()" in headers["permissions-policy"]
 
 
 def test_only_campaign_pages_may_be_framed(build: Build) -> None:
     client = build(
-        campaigns=CAMPAIGNS_TOML.replace('send_cta_message = true', 'send_cta_message = true\nframe_ancestors = ["https://shop.example"]')
+        campaigns=CAMPAIGNS_TOML.replace(
+            "send_cta_message = true", 'send_cta_message = true\nframe_ancestors = ["https://shop.example"]'
+        )
     )
     assert "frame-ancestors *" in client.get("/join").headers["content-security-policy"]
     assert "frame-ancestors https://shop.example" in client.get("/alerts").headers["content-security-policy"]
@@ -602,7 +660,9 @@ def test_the_api_answers_202_when_protexting_is_down(build: Build, upstream: Fak
         ({}, 422, "phone"),
     ],
 )
-def test_the_api_explains_bad_numbers(build: Build, upstream: FakeUpstream, body: dict[str, Any], status: int, field: str) -> None:
+def test_the_api_explains_bad_numbers(
+    build: Build, upstream: FakeUpstream, body: dict[str, Any], status: int, field: str
+) -> None:
     client = build()
     answer = client.post("/api/v1/campaigns/join/opt-ins", json={"token": api_token(client), **body})
     assert answer.status_code == status
@@ -624,7 +684,9 @@ def test_the_api_refuses_a_nul_byte_as_the_form_does(build: Build, upstream: Fak
 
 
 def test_the_api_shows_protextings_refusal(build: Build, upstream: FakeUpstream) -> None:
-    upstream.respond = lambda request: httpx.Response(422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}])
+    upstream.respond = lambda request: httpx.Response(
+        422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}]
+    )
     client = build()
     answer = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": GOOD, "token": api_token(client)})
     assert answer.status_code == 422
@@ -663,7 +725,9 @@ def test_an_api_token_signs_up_one_number(build: Build, upstream: FakeUpstream) 
 
 
 def test_the_api_refuses_other_origins_unless_the_campaign_lists_them(build: Build, upstream: FakeUpstream) -> None:
-    campaigns = CAMPAIGNS_TOML.replace('send_cta_message = true', 'send_cta_message = true\napi_origins = ["https://shop.example"]')
+    campaigns = CAMPAIGNS_TOML.replace(
+        "send_cta_message = true", 'send_cta_message = true\napi_origins = ["https://shop.example"]'
+    )
     client = build(campaigns=campaigns)
     url = "/api/{}/campaigns/{}/opt-ins"
     foreign = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
@@ -671,7 +735,9 @@ def test_the_api_refuses_other_origins_unless_the_campaign_lists_them(build: Bui
 
     refused = client.post(url.format("v1", "join"), json={"phone": GOOD, "token": api_token(client)}, headers=friend)
     assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
-    refused = client.post(url.format("v1", "alerts"), json={"phone": GOOD, "token": api_token(client, "alerts")}, headers=foreign)
+    refused = client.post(
+        url.format("v1", "alerts"), json={"phone": GOOD, "token": api_token(client, "alerts")}, headers=foreign
+    )
     assert refused.status_code == 403
     assert upstream.requests == []
 
@@ -680,7 +746,9 @@ def test_the_api_refuses_other_origins_unless_the_campaign_lists_them(build: Bui
     assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
     assert client.options(url.format("v1", "alerts"), headers=foreign).status_code == 403
 
-    allowed = client.post(url.format("v1", "alerts"), json={"phone": GOOD, "token": api_token(client, "alerts")}, headers=friend)
+    allowed = client.post(
+        url.format("v1", "alerts"), json={"phone": GOOD, "token": api_token(client, "alerts")}, headers=friend
+    )
     assert allowed.status_code == 201
     assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
 
@@ -697,7 +765,9 @@ BAD_JSON: list[tuple[str, dict[str, str], bytes, int]] = [
 
 
 @pytest.mark.parametrize(("name", "headers", "body", "status"), BAD_JSON, ids=[b[0] for b in BAD_JSON])
-def test_bad_api_bodies_get_a_clear_4xx(build: Build, upstream: FakeUpstream, name: str, headers: dict[str, str], body: bytes, status: int) -> None:
+def test_bad_api_bodies_get_a_clear_4xx(
+    build: Build, upstream: FakeUpstream, name: str, headers: dict[str, str], body: bytes, status: int
+) -> None:
     client = build()
     answer = client.post("/api/v1/campaigns/join/opt-ins", content=body, headers=headers)
     assert answer.status_code == status, answer.text

@@ -255,7 +255,9 @@ async def test_workers_claim_disjoint_rows(outbox: Outbox) -> None:
     for n in range(30):
         await outbox.add(record(phone=f"1201555{n:04d}"), optin(f"1201555{n:04d}"))
     boxes = [
-        Outbox(create_engine(outbox.engine.url.render_as_string(hide_password=False)), policy=POLICY, lease=outbox.lease)
+        Outbox(
+            create_engine(outbox.engine.url.render_as_string(hide_password=False)), policy=POLICY, lease=outbox.lease
+        )
         for _ in range(3)
     ]
 
@@ -274,7 +276,9 @@ async def test_workers_claim_disjoint_rows(outbox: Outbox) -> None:
 
 async def test_signups_arriving_together_are_committed_together_and_a_bad_one_fails_alone(outbox: Outbox) -> None:
     good = [outbox.add(record(phone=f"1201555{n:04d}"), optin(f"1201555{n:04d}")) for n in range(20)]
-    bad = outbox.add(record(phone="12015559999", disclosure_sha256="0" * 64), optin("12015559999"))  # unknown disclosure
+    bad = outbox.add(
+        record(phone="12015559999", disclosure_sha256="0" * 64), optin("12015559999")
+    )  # unknown disclosure
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     stored, failed = results[:-1], results[-1]
     assert isinstance(failed, Exception)  # the database refused it (foreign key)

@@ -14,7 +14,7 @@ import pytest
 from starlette.routing import BaseRoute, Mount
 from starlette.testclient import TestClient
 
-from .conftest import submit, FakeUpstream, MakeClient, Page, answers, closed_port, raises
+from .conftest import FakeUpstream, MakeClient, Page, answers, closed_port, raises, submit
 
 PHONE = "(201) 555-0123"
 NORMALISED = "12015550123"
@@ -137,7 +137,12 @@ def test_an_unknown_address_is_a_friendly_404_page(make_client: MakeClient, path
 
 @pytest.mark.parametrize(
     ("path", "location"),
-    [("/join/", "/join"), ("/JOIN//", "/JOIN"), ("/join/thanks/?pending=1", "/join/thanks?pending=1"), ("/healthz/", "/healthz")],
+    [
+        ("/join/", "/join"),
+        ("/JOIN//", "/JOIN"),
+        ("/join/thanks/?pending=1", "/join/thanks?pending=1"),
+        ("/healthz/", "/healthz"),
+    ],
 )
 def test_a_trailing_slash_redirects_to_the_public_url_whatever_the_host_header_says(
     make_client: MakeClient, path: str, location: str
@@ -156,7 +161,9 @@ def test_a_trailing_slash_on_an_unknown_path_is_a_404_not_a_redirect(make_client
     assert answer.status_code == 404 and "location" not in answer.headers
 
 
-def test_posting_to_an_unknown_keyword_is_a_404_and_calls_nobody(make_client: MakeClient, upstream: FakeUpstream) -> None:
+def test_posting_to_an_unknown_keyword_is_a_404_and_calls_nobody(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
     response = make_client().post("/nothing-here", data={"phone": PHONE})
 
     assert response.status_code == 404
@@ -267,9 +274,18 @@ def test_a_canadian_number_is_accepted_where_the_campaign_allows_canada(
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ([{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}], "PhoneNumber is not a valid mobile number."),
-        ({"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422}, "Phone number is opted out."),
-        ({"name": "Unprocessable entity", "message": "Number is blocked.", "code": 1001, "status": 422}, "Number is blocked."),
+        (
+            [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}],
+            "PhoneNumber is not a valid mobile number.",
+        ),
+        (
+            {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422},
+            "Phone number is opted out.",
+        ),
+        (
+            {"name": "Unprocessable entity", "message": "Number is blocked.", "code": 1001, "status": 422},
+            "Number is blocked.",
+        ),
     ],
 )
 def test_protexting_refusing_the_number_shows_its_message_beside_the_field(
@@ -293,7 +309,10 @@ def test_protexting_refusing_the_number_shows_its_message_beside_the_field(
     ("body", "message"),
     [
         ([{"field": "GroupIds", "message": "Group Ids is invalid."}], "Group Ids is invalid."),
-        ({"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}, "Not enough credit."),
+        (
+            {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422},
+            "Not enough credit.",
+        ),
     ],
 )
 def test_protexting_refusing_the_form_shows_an_alert(make_client: MakeClient, body: Any, message: str) -> None:
@@ -334,19 +353,36 @@ UNAVAILABLE = [
     pytest.param({"handler": None, "api_url": "closed-port"}, PHONE, id="refused-on-loopback"),
     pytest.param({"handler": answers(500, text="<h1>Internal Server Error</h1>")}, PHONE, id="500"),
     pytest.param({"handler": answers(503, _DOWN)}, PHONE, id="503"),
-    pytest.param({"handler": answers(429, {"message": "Rate limit exceeded."}, headers={"X-Rate-Limit-Remaining": "0"})}, PHONE, id="429"),
-    pytest.param({"handler": answers(401, {"message": "Your request was made with invalid credentials."})}, PHONE, id="401"),
+    pytest.param(
+        {"handler": answers(429, {"message": "Rate limit exceeded."}, headers={"X-Rate-Limit-Remaining": "0"})},
+        PHONE,
+        id="429",
+    ),
+    pytest.param(
+        {"handler": answers(401, {"message": "Your request was made with invalid credentials."})}, PHONE, id="401"
+    ),
     pytest.param({"handler": answers(403, {"message": "Forbidden."})}, PHONE, id="403"),
     pytest.param({"handler": answers(422, text="<html>Oops</html>")}, PHONE, id="422-not-json"),
     pytest.param({"handler": answers(422, [])}, PHONE, id="422-empty-list"),
     pytest.param({"token": None, "handler": None}, "(201) 555-0104", id="sandbox-503"),
 ]
 
-_NOT_FOR_VISITORS = ["Traceback", "Internal Server Error", "httpx", "Exception", "ConnectError", "ReadTimeout", "HTTP 5", "api.protexting"]
+_NOT_FOR_VISITORS = [
+    "Traceback",
+    "Internal Server Error",
+    "httpx",
+    "Exception",
+    "ConnectError",
+    "ReadTimeout",
+    "HTTP 5",
+    "api.protexting",
+]
 
 
 @pytest.mark.parametrize(("client_args", "typed"), UNAVAILABLE)
-def test_protexting_unavailable_gives_a_calm_page(make_client: MakeClient, client_args: dict[str, Any], typed: str) -> None:
+def test_protexting_unavailable_gives_a_calm_page(
+    make_client: MakeClient, client_args: dict[str, Any], typed: str
+) -> None:
     if client_args.get("api_url") == "closed-port":
         client_args = client_args | {"api_url": f"http://127.0.0.1:{closed_port()}/v1"}
     client = make_client(**client_args)
@@ -432,7 +468,9 @@ def test_sandbox_numbers_refused_by_protexting_show_beside_the_field(
     ("typed", "message"),
     [("(201) 555-0102", "Group Ids is invalid."), ("(201) 555-0103", "Not enough credit.")],
 )
-def test_sandbox_numbers_with_form_level_refusals_show_an_alert(make_client: MakeClient, typed: str, message: str) -> None:
+def test_sandbox_numbers_with_form_level_refusals_show_an_alert(
+    make_client: MakeClient, typed: str, message: str
+) -> None:
     response = submit(make_client(token=None, handler=None), "/join", typed)
 
     assert response.status_code == 422
@@ -474,7 +512,7 @@ def _get_paths(routes: list[BaseRoute]) -> Iterator[str]:
         elif (included := getattr(route, "original_router", None)) is not None:  # FastAPI's include_router
             yield from _get_paths(included.routes)
         elif "GET" in (getattr(route, "methods", None) or ()):
-            yield getattr(route, "path").replace("{keyword}", "join")
+            yield route.path.replace("{keyword}", "join")
 
 
 def test_head_answers_like_get_on_every_get_route(make_client: MakeClient) -> None:

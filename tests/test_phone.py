@@ -69,7 +69,9 @@ def test_example_numbers_are_accepted_in_every_written_form(region: str, kind: i
     assert result.isdigit()
 
 
-@pytest.mark.parametrize(("region", "kind", "style"), [p for p in EXAMPLES if p.values[2] != PhoneNumberFormat.NATIONAL])
+@pytest.mark.parametrize(
+    ("region", "kind", "style"), [p for p in EXAMPLES if p.values[2] != PhoneNumberFormat.NATIONAL]
+)
 def test_international_forms_are_accepted_whatever_the_default_country(region: str, kind: int, style: int) -> None:
     number = example(region, kind)
     typed = phonenumbers.format_number(number, style)
@@ -79,7 +81,9 @@ def test_international_forms_are_accepted_whatever_the_default_country(region: s
     assert result == e164_digits(number)
 
 
-@pytest.mark.parametrize(("region", "kind", "style"), [p for p in EXAMPLES if p.values[2] != PhoneNumberFormat.NATIONAL])
+@pytest.mark.parametrize(
+    ("region", "kind", "style"), [p for p in EXAMPLES if p.values[2] != PhoneNumberFormat.NATIONAL]
+)
 def test_example_numbers_from_another_country_are_refused_naming_the_allowed_ones(
     region: str, kind: int, style: int
 ) -> None:
@@ -202,4 +206,6 @@ def test_a_campaign_may_allow_landlines() -> None:
 def test_the_voip_refusal_reads_as_english() -> None:
     voip = phonenumbers.format_number(example("GB", PhoneNumberType.VOIP), PhoneNumberFormat.INTERNATIONAL)
 
-    assert refusal(voip, default_country="GB", countries=("GB",)).startswith("That looks like an internet (VoIP) number")
+    assert refusal(voip, default_country="GB", countries=("GB",)).startswith(
+        "That looks like an internet (VoIP) number"
+    )

@@ -18,7 +18,7 @@ import pytest
 from app import upstream
 from app.upstream import Accepted, OptIn, ProTexting, Rejected, Unavailable
 
-from .conftest import submit, API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises
+from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises, submit
 
 Respond = Callable[[httpx.Request], httpx.Response]
 
@@ -28,17 +28,35 @@ FLOWS: dict[str, Respond] = {
     "201 contact": answers(201, contact("12015550123", [7, 9]), headers={"X-Rate-Limit-Limit": "60"}),
     "201 message": answers(201, {"message": "Confirmation message successfully sent"}),
     "422 array": answers(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}]),
-    "422 object code 1": answers(422, {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422}),
-    "422 object code 5": answers(422, {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}),
+    "422 object code 1": answers(
+        422, {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422}
+    ),
+    "422 object code 5": answers(
+        422, {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}
+    ),
     "422 html": answers(422, text="<html>Unprocessable</html>"),
     "read timeout": raises(httpx.ReadTimeout),
     "connect timeout": raises(httpx.ConnectTimeout),
     "connect error": raises(httpx.ConnectError),
     "500": answers(500, text="<h1>Internal Server Error</h1>"),
-    "503": answers(503, {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}),
-    "401": answers(401, {"name": "Unauthorized", "message": "Your request was made with invalid credentials.", "code": 0, "status": 401}),
+    "503": answers(
+        503, {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}
+    ),
+    "401": answers(
+        401,
+        {
+            "name": "Unauthorized",
+            "message": "Your request was made with invalid credentials.",
+            "code": 0,
+            "status": 401,
+        },
+    ),
     "403": answers(403, {"name": "Forbidden", "message": "Forbidden.", "code": 0, "status": 403}),
-    "429": answers(429, {"message": "Rate limit exceeded."}, headers={"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"}),
+    "429": answers(
+        429,
+        {"message": "Rate limit exceeded."},
+        headers={"X-Rate-Limit-Limit": "60", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"},
+    ),
 }
 
 
@@ -206,7 +224,9 @@ async def test_the_request_httpx_reports_carries_no_token(debug_logs: pytest.Log
 
     async with upstream.http_client(token=TOKEN, transport=httpx.MockTransport(fake)) as client:
         client.event_hooks["request"].append(remember)
-        response = await client.post(API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "12015550123", "GroupIds": [1]})
+        response = await client.post(
+            API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "12015550123", "GroupIds": [1]}
+        )
 
     assert response.status_code == 201
     assert_sent(fake)
@@ -307,7 +327,9 @@ class _BodyFails(httpx.AsyncBaseTransport):
 @pytest.mark.anyio
 async def test_a_failure_reading_the_body_never_carries_the_token_up(debug_logs: pytest.LogCaptureFixture) -> None:
     async with upstream.http_client(token=TOKEN, transport=_BodyFails()) as client:
-        async with client.stream("POST", API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "1", "GroupIds": [1]}) as answer:
+        async with client.stream(
+            "POST", API_URL + upstream.OPT_IN_PATH, json={"PhoneNumber": "1", "GroupIds": [1]}
+        ) as answer:
             with pytest.raises(httpx.TransportError) as raised:
                 await answer.aread()
         outcome = await ProTexting(client, base_url=API_URL).opt_in(OptIn(phone="12015550123", group_ids=(1,)))

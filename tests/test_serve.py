@@ -81,7 +81,10 @@ def test_the_services_info_lines_are_shown_however_it_is_started(tmp_path: Path,
 
 def test_the_log_level_setting_quietens_them(tmp_path: Path) -> None:
     env = {"OPTIN_MIN_FILL_SECONDS": "0"}
-    with app_server(tmp_path, campaigns=_campaigns(tmp_path), env=env, log_level="warning") as app, _client(app) as client:
+    with (
+        app_server(tmp_path, campaigns=_campaigns(tmp_path), env=env, log_level="warning") as app,
+        _client(app) as client,
+    ):
         assert _sign_up(client, "(201) 555-0123", website="http://spam.example").status_code == 303
     assert "bot trap" not in app.stderr
     assert "WARNING app.main: PROTEXTING_ACCESS_TOKEN is not set: sandbox mode" in app.stderr

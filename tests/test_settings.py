@@ -211,23 +211,19 @@ def test_app_refuses_to_start_with_a_bad_setting(clean_env: Path, monkeypatch: p
     monkeypatch.setenv("PROTEXTING_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("PROTEXTING_API_URL", "ftp://api2.protexting.com/v1")
 
-    with pytest.raises(SettingsError) as caught:
-        with TestClient(create_app()):
-            pass
+    with pytest.raises(SettingsError) as caught, TestClient(create_app()):
+        pass
 
     assert "PROTEXTING_API_URL" in str(caught.value)
     assert TOKEN not in str(caught.value)
 
 
-def test_app_refuses_to_start_with_a_missing_campaigns_file(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_app_refuses_to_start_with_a_missing_campaigns_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = clean_env / "nowhere" / "campaigns.toml"
     monkeypatch.setenv("OPTIN_CAMPAIGNS", str(missing))
 
-    with pytest.raises(CampaignsError) as caught:
-        with TestClient(create_app()):
-            pass
+    with pytest.raises(CampaignsError) as caught, TestClient(create_app()):
+        pass
 
     assert str(missing) in str(caught.value)
     assert "not found" in str(caught.value)
@@ -239,9 +235,8 @@ def test_app_refuses_to_start_with_a_bad_campaigns_file(clean_env: Path, monkeyp
     bad.write_text(CAMPAIGNS_TOML.replace('terms_url = "https://example.com/sms-terms"', 'terms_url = "/terms"'))
     monkeypatch.setenv("OPTIN_CAMPAIGNS", str(bad))
 
-    with pytest.raises(CampaignsError) as caught:
-        with TestClient(create_app()):
-            pass
+    with pytest.raises(CampaignsError) as caught, TestClient(create_app()):
+        pass
 
     message = str(caught.value)
     assert str(bad) in message
@@ -254,9 +249,8 @@ def test_app_refuses_to_start_when_a_keyword_takes_a_service_path(
 ) -> None:
     (clean_env / "campaigns.toml").write_text(CAMPAIGNS_TOML.replace("[campaigns.Alerts]", "[campaigns.Static]"))
 
-    with pytest.raises(CampaignsError) as caught:
-        with TestClient(create_app()):
-            pass
+    with pytest.raises(CampaignsError) as caught, TestClient(create_app()):
+        pass
 
     assert "'Static'" in str(caught.value)
     assert "/static" in str(caught.value)

@@ -22,7 +22,9 @@ def _post_form(base: str, phone: str) -> httpx.Response:
         return client.post("/JOIN", data={**hidden, "phone": phone})
 
 
-def test_two_replicas_share_the_per_address_limit_through_redis(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+def test_two_replicas_share_the_per_address_limit_through_redis(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
     campaigns = tmp_path / "campaigns.toml"
     campaigns.write_text(CAMPAIGNS_TOML, encoding="utf-8")
     env = {
@@ -34,9 +36,10 @@ def test_two_replicas_share_the_per_address_limit_through_redis(tmp_path: Path, 
         "OPTIN_SECRET_KEY": "shared-replica-key-0123456789",
         "OPTIN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/optin.db",
     }
-    with app_server(tmp_path, campaigns=campaigns, env=env, name="a") as a, app_server(
-        tmp_path, campaigns=campaigns, env=env, name="b"
-    ) as b:
+    with (
+        app_server(tmp_path, campaigns=campaigns, env=env, name="a") as a,
+        app_server(tmp_path, campaigns=campaigns, env=env, name="b") as b,
+    ):
         codes = [
             _post_form(a.url, "(201) 555-0161").status_code,
             _post_form(b.url, "(201) 555-0162").status_code,
@@ -68,7 +71,10 @@ def replicas(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[tupl
     }
     with ExitStack() as stack:
         fake = stack.enter_context(fake_protexting(tmp_path, token="t"))
-        a, b = (stack.enter_context(app_server(tmp_path, fake=fake, token="t", campaigns=campaigns, env=env, name=n)) for n in "ab")
+        a, b = (
+            stack.enter_context(app_server(tmp_path, fake=fake, token="t", campaigns=campaigns, env=env, name=n))
+            for n in "ab"
+        )
         yield fake, a, b
 
 
@@ -97,7 +103,9 @@ def test_sixty_signups_at_once_in_one_block_through_two_replicas_pass_exactly_te
     assert len(calls(fake)) == 10
 
 
-def test_one_token_sent_with_thirty_numbers_to_two_replicas_signs_up_one(replicas: tuple[Server, Server, Server]) -> None:
+def test_one_token_sent_with_thirty_numbers_to_two_replicas_signs_up_one(
+    replicas: tuple[Server, Server, Server],
+) -> None:
     fake, a, b = replicas
     form = _form(a.url)
     # Each number in a block of its own, so only the token stands in the way.

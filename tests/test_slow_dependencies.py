@@ -74,33 +74,37 @@ def test_with_a_database_that_stops_answering_signups_get_the_plain_503_promptly
             "OPTIN_LIMIT_PER_IP": "",
             "OPTIN_LIMIT_PER_PREFIX": "",
         }
-        with app_server(tmp_path, campaigns=campaigns, env=env) as app:
-            with httpx.Client(base_url=app.url, trust_env=False, timeout=NOT_HANGING) as client:
-                # Sandbox mode: a signup is stored and thanked while the database answers.
-                assert client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0123"}).status_code == 303
-                # A form token is good for one signup: one for each (the pages need no database).
-                tokens = [client.get("/api/v1/campaigns/join").json()["token"] for _ in range(20)]
+        with (
+            app_server(tmp_path, campaigns=campaigns, env=env) as app,
+            httpx.Client(base_url=app.url, trust_env=False, timeout=NOT_HANGING) as client,
+        ):
+            # Sandbox mode: a signup is stored and thanked while the database answers.
+            assert client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0123"}).status_code == 303
+            # A form token is good for one signup: one for each (the pages need no database).
+            tokens = [client.get("/api/v1/campaigns/join").json()["token"] for _ in range(20)]
 
-                relay.freeze()
-                form = client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0124"})
-                assert form.status_code == 503 and form.headers["retry-after"] == "30"
-                assert "take signups this minute" in form.text
-                assert "not saved" in form.text and "Traceback" not in form.text
+            relay.freeze()
+            form = client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0124"})
+            assert form.status_code == 503 and form.headers["retry-after"] == "30"
+            assert "take signups this minute" in form.text
+            assert "not saved" in form.text and "Traceback" not in form.text
 
-                # A burst meanwhile: each answered within the timeout, none queued behind
-                # the others' waits (the group commit's writer is not stuck on them).
-                async def burst() -> list[httpx.Response]:
-                    async with httpx.AsyncClient(base_url=app.url, trust_env=False, timeout=NOT_HANGING) as api:
-                        return await asyncio.gather(
-                            *(
-                                api.post("/api/v1/campaigns/join/opt-ins", json={"phone": f"(201) 555-02{n}", "token": token})
-                                for n, token in enumerate(tokens, start=10)
+            # A burst meanwhile: each answered within the timeout, none queued behind
+            # the others' waits (the group commit's writer is not stuck on them).
+            async def burst() -> list[httpx.Response]:
+                async with httpx.AsyncClient(base_url=app.url, trust_env=False, timeout=NOT_HANGING) as api:
+                    return await asyncio.gather(
+                        *(
+                            api.post(
+                                "/api/v1/campaigns/join/opt-ins", json={"phone": f"(201) 555-02{n}", "token": token}
                             )
+                            for n, token in enumerate(tokens, start=10)
                         )
+                    )
 
-                for answer in asyncio.run(burst()):
-                    assert answer.status_code == 503, answer.text
-                    assert "not saved" in answer.json()["errors"][0]["message"]
+            for answer in asyncio.run(burst()):
+                assert answer.status_code == 503, answer.text
+                assert "not saved" in answer.json()["errors"][0]["message"]
 
 
 def test_a_database_that_never_answers_stops_the_cli_within_seconds(tmp_path: Path) -> None:

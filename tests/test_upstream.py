@@ -175,7 +175,12 @@ async def test_422_with_an_undocumented_body_is_unavailable(respond: Respond) ->
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_bad_credentials_are_unavailable_and_flagged_unauthorized(status: int) -> None:
-    body = {"name": "Unauthorized", "message": "Your request was made with invalid credentials.", "code": 0, "status": status}
+    body = {
+        "name": "Unauthorized",
+        "message": "Your request was made with invalid credentials.",
+        "code": 0,
+        "status": status,
+    }
 
     outcome, _ = await opt_in(answers(status, body))
 
@@ -191,7 +196,9 @@ async def test_429_is_unavailable_and_carries_the_rate_limit() -> None:
 
     outcome, _ = await opt_in(answers(429, body, headers=headers))
 
-    assert outcome == Unavailable(reason="HTTP 429", status=429, rate_limit=RateLimit(limit=60, remaining=0, reset=42.0))
+    assert outcome == Unavailable(
+        reason="HTTP 429", status=429, rate_limit=RateLimit(limit=60, remaining=0, reset=42.0)
+    )
     assert outcome.rate_limited is True
     assert outcome.unauthorized is False
 
@@ -200,10 +207,16 @@ async def test_429_is_unavailable_and_carries_the_rate_limit() -> None:
     ("headers", "expected"),
     [
         ({}, RateLimit()),
-        ({"X-Rate-Limit-Limit": "1000", "X-Rate-Limit-Remaining": "999", "X-Rate-Limit-Reset": "0.06"}, RateLimit(1000, 999, 0.06)),
+        (
+            {"X-Rate-Limit-Limit": "1000", "X-Rate-Limit-Remaining": "999", "X-Rate-Limit-Reset": "0.06"},
+            RateLimit(1000, 999, 0.06),
+        ),
         ({"X-Rate-Limit-Limit": "sixty", "X-Rate-Limit-Remaining": "-1", "X-Rate-Limit-Reset": ""}, RateLimit()),
         ({"X-Rate-Limit-Limit": "inf", "X-Rate-Limit-Remaining": "nan", "X-Rate-Limit-Reset": "-inf"}, RateLimit()),
-        ({"X-Rate-Limit-Limit": "1e12", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"}, RateLimit(10**12, 0, 30.0)),
+        (
+            {"X-Rate-Limit-Limit": "1e12", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "30"},
+            RateLimit(10**12, 0, 30.0),
+        ),
     ],
 )
 def test_rate_limit_headers_are_read_defensively(headers: dict[str, str], expected: RateLimit) -> None:
@@ -261,7 +274,9 @@ async def test_a_success_other_than_201_is_a_set_up_error_not_a_delivery(respond
 @pytest.mark.parametrize(
     ("respond", "reason"),
     [
-        pytest.param(answers(201, text="<html><body>Welcome to nginx!</body></html>"), "body not the documented JSON", id="html"),
+        pytest.param(
+            answers(201, text="<html><body>Welcome to nginx!</body></html>"), "body not the documented JSON", id="html"
+        ),
         pytest.param(answers(201, text=""), "body not the documented JSON", id="empty"),
         pytest.param(answers(201, [1, 2]), "body not the documented JSON", id="json-list"),
         pytest.param(answers(201, {"ok": True}), "body not the documented JSON", id="json-other-object"),
@@ -315,7 +330,9 @@ async def test_500_with_an_html_body_is_unavailable() -> None:
         (httpx.RemoteProtocolError, "could not connect (RemoteProtocolError)"),
     ],
 )
-async def test_transport_failures_are_unavailable_not_exceptions(error: type[httpx.TransportError], reason: str) -> None:
+async def test_transport_failures_are_unavailable_not_exceptions(
+    error: type[httpx.TransportError], reason: str
+) -> None:
     outcome, fake = await opt_in(raises(error))
 
     assert outcome == Unavailable(reason=reason)
