@@ -125,7 +125,7 @@ async def campaign_info(request: Request, listing: ListingDep, resources: Resour
         terms_url=campaign.terms_url,
         privacy_url=campaign.privacy_url,
         disclosure_html=listing.disclosure.text,
-        token=resources.guard.tokens.issue(campaign.keyword),
+        token=resources.guard.tokens.issue(listing.key),
         captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)
         if campaign.captcha
         else None,

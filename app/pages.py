@@ -118,7 +118,7 @@ def render_form(
         campaign,
         listing.disclosure.text,
         query=source_query(request.query_params.multi_items()),
-        form_token=resources.guard.tokens.issue(campaign.keyword, issued_at=issued_at),
+        form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
         phone=phone,
         phone_error=phone_error,
         form_errors=form_errors,
@@ -151,14 +151,15 @@ _QUERY_MARK = "\ufdd0"
 _TOKEN_MARK = "\ufdd1"
 
 
-def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -> PrerenderedPage:
-    context = _form_context(campaign, disclosure, query=_QUERY_MARK, form_token=_TOKEN_MARK)
+def prerender(templates: Jinja2Templates, listing: Listing) -> PrerenderedPage:
+    campaign = listing.campaign
+    context = _form_context(campaign, listing.disclosure.text, query=_QUERY_MARK, form_token=_TOKEN_MARK)
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
     headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
     raw = [(name.encode(), value.encode()) for name, value in {**FIXED_HEADERS, **headers}.items()]
-    return PrerenderedPage(head.encode(), middle.encode(), tail.encode(), headers, raw)
+    return PrerenderedPage(listing.key, head.encode(), middle.encode(), tail.encode(), headers, raw)
 
 
 def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
@@ -166,9 +167,7 @@ def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) ->
     rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
     disclosure = templates.get_template("_disclosure.html")
     listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c))) for c in campaigns.values()]
-    pages = {
-        PageKey(item.campaign.keyword): prerender(templates, item.campaign, item.disclosure.text) for item in listings
-    }
+    pages = {PageKey(item.campaign.keyword): prerender(templates, item) for item in listings}
     return Site(listings, pages)
 
 
@@ -195,7 +194,7 @@ class CampaignPage:
         page = site.page(keyword)
         if page is None:
             raise CampaignNotFound(keyword)
-        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(keyword))
+        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -250,7 +249,7 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
         status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
     ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
-        issued = _issued_at(resources, token, campaign)
+        issued = _issued_at(resources, token, listing)
         return render_form(
             request,
             templates,
@@ -291,9 +290,9 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
     return RedirectResponse(thanks, status_code=303)
 
 
-def _issued_at(resources: Resources, token: str | None, campaign: Campaign) -> float | None:
+def _issued_at(resources: Resources, token: str | None, listing: Listing) -> float | None:
     try:
-        return resources.guard.tokens.check(token, campaign.keyword)
+        return resources.guard.tokens.check(token, listing.key)
     except (InvalidFormToken, ExpiredFormToken):
         return None
 

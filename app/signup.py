@@ -104,7 +104,7 @@ async def sign_up(
     check_same_origin(request, own=settings.own_origins, also=campaign.api_origins if cross_origin else ())
     ip = visitor_ip(request, resources)
     await resources.guard.admit(
-        campaign, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip
+        listing, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip
     )
     phone = normalise(
         attempt.phone,
@@ -112,7 +112,7 @@ async def sign_up(
         countries=campaign.countries,
         types=campaign.number_types,
     )
-    await resources.guard.number(campaign, phone)
+    await resources.guard.number(listing, phone)
     # Only now is the token used up: a typo or a limit leaves it good for the next try.
     assert attempt.token is not None  # the guard admitted it
     if not await resources.guard.tokens.claim(attempt.token, phone):

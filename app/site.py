@@ -4,7 +4,8 @@ A `Site` is built once per campaigns file (`app.pages.build_site`, which renders
 the templates) and never changed: a reload builds a new one and swaps it whole
 (`app.state.site`), so a request sees one file's campaigns, disclosures and pages,
 never a mix. Keywords ignore case, and this is the one place a visitor's keyword is
-folded: everything else is handed the `Listing` or the `Campaign` it names.
+folded: everything else is handed the `Listing` or the `Campaign` it names, and form
+tokens and limit counts name a campaign by its `key`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class PrerenderedPage:
     """A campaign's signup page, rendered once around two holes: each view only
     splices in the source parameters and a fresh form token (app.pages.prerender)."""
 
+    # The campaign's key (`Listing.key`), which the page's form tokens name.
+    key: str
     before_query: bytes
     before_token: bytes
     rest: bytes
@@ -59,6 +62,12 @@ class Listing:
 
     campaign: Campaign
     disclosure: Disclosure
+
+    @property
+    def key(self) -> str:
+        """The campaign's keyword folded: what its form tokens and its limit counts are
+        named by, the same for /JOIN and /join."""
+        return _fold(self.campaign.keyword)
 
 
 class PageKey(NamedTuple):

@@ -50,10 +50,11 @@ class FormTokens:
         self._used = used if used is not None else InProcessCounters()
 
     def issue(self, campaign: str, *, issued_at: float | None = None) -> str:
-        """A new token for `campaign`'s page. A form shown again after an error keeps the
+        """A new token for the page of the campaign whose key (`app.site.Listing.key`,
+        its keyword folded) is `campaign`. A form shown again after an error keeps the
         first issue time, so a person correcting a typo is not slowed down again."""
         issued = issued_at if issued_at is not None else time.time()
-        return self._signer.sign(f"{campaign.lower()}.{issued:.3f}.{secrets.token_urlsafe(9)}").decode("ascii")
+        return self._signer.sign(f"{campaign}.{issued:.3f}.{secrets.token_urlsafe(9)}").decode("ascii")
 
     async def claim(self, token: str, phone: str) -> bool:
         """Use a checked token for the accepted signup of `phone` (E.164 digits).
@@ -78,7 +79,7 @@ class FormTokens:
         raise UsedFormToken("form token already used for another number")
 
     def check(self, token: str | None, campaign: str) -> float:
-        """The issue time (epoch seconds) of a valid token for `campaign`."""
+        """The issue time (epoch seconds) of a valid token for `campaign` (its key)."""
         if not token or len(token) > 512:
             raise InvalidFormToken("missing form token")
         try:
@@ -90,7 +91,7 @@ class FormTokens:
         keyword, _, stamp = payload.partition(".")
         if stamp.count(".") == 2:
             stamp = stamp.rpartition(".")[0]
-        if keyword != campaign.lower():
+        if keyword != campaign:
             raise InvalidFormToken("form token is for another page")
         try:
             issued = float(stamp)

@@ -126,7 +126,7 @@ def test_a_token_signed_with_another_key_is_refused(build: Build, upstream: Fake
     from app.tokens import FormTokens
 
     client = build()
-    foreign = FormTokens("another-deployments-key-xyz").issue("JOIN", issued_at=time.time() - 60)
+    foreign = FormTokens("another-deployments-key-xyz").issue("join", issued_at=time.time() - 60)
     assert client.post("/join", data={"phone": GOOD, "form_token": foreign}).status_code == 400
     assert upstream.requests == []
 
@@ -135,7 +135,7 @@ def test_an_expired_form_asks_to_press_again_and_keeps_the_number(build: Build, 
     from app.tokens import FormTokens
 
     client = build()
-    old = FormTokens("test-signing-key-0123456789").issue("JOIN", issued_at=time.time() - 25 * 3600)
+    old = FormTokens("test-signing-key-0123456789").issue("join", issued_at=time.time() - 25 * 3600)
     answer = client.post("/join", data={"phone": GOOD, "form_token": old})
     assert answer.status_code == 400
     page = Page(answer.text)

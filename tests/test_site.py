@@ -26,6 +26,9 @@ def test_every_campaign_is_found_with_its_disclosure_and_page_in_any_case() -> N
         # The page shows exactly the disclosure its consent records point at.
         assert listing.disclosure.text in page.body(query_string=b"", token="t").decode()
     assert [c.keyword for c in site.campaigns] == ["JOIN", "Alerts"]
+    # What form tokens and limit counts name the campaign by: one key for every case.
+    listing, page = site.listing("JOIN"), site.page("Join")
+    assert listing is not None and page is not None and listing.key == page.key == "join"
     assert site.listing("nope") is None and site.campaign("nope") is None and site.page("nope") is None
     # Variants are entries beside the plain page: none is made up for a campaign.
     assert site.page("join", "embed") is None and site.page("join", language="es") is None
@@ -33,8 +36,8 @@ def test_every_campaign_is_found_with_its_disclosure_and_page_in_any_case() -> N
 
 def test_a_variant_is_an_entry_of_the_same_site() -> None:
     campaigns = parse_campaigns(CAMPAIGNS_TOML, source="test")
-    plain = PrerenderedPage(b"a", b"b", b"c", {}, [])
-    spanish = PrerenderedPage(b"x", b"y", b"z", {}, [])
+    plain = PrerenderedPage("join", b"a", b"b", b"c", {}, [])
+    spanish = PrerenderedPage("join", b"x", b"y", b"z", {}, [])
     listings = [Listing(c, Disclosure.of(c.title)) for c in campaigns.values()]
     site = Site(listings, {PageKey("JOIN"): plain, PageKey("JOIN", language="es"): spanish})
 
