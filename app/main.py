@@ -123,15 +123,24 @@ def create_app(
         Middleware(HeadAsGet),
     ]
     app = FastAPI(
-        title="optin-pages", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, middleware=declared
+        title="optin-pages",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        middleware=declared,
+        # The service sets up no OpenTelemetry provider; saying so spares every request
+        # FastAPI's look for one (three reads of the environment).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_router)
     app.include_router(router)
-    # Last: /{keyword} matches any one-segment path.
-    app.router.routes.append(campaign_route())
+    # First: the page view is the busiest request, and /{keyword} takes no path the
+    # other routes answer (app.pages.RESERVED_PATHS).
+    app.router.routes.insert(0, campaign_route())
     app.router.redirect_slashes = False
     app.router.default = without_trailing_slash(app.router)
     install_error_handlers(app, templates)

@@ -13,16 +13,18 @@ work (request parsing, dependency injection), which it does not need.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .campaigns import Campaign, CampaignNotFound
+from .campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from .captcha import CaptchaFailed
 from .consent import Disclosure
 from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
@@ -142,11 +144,11 @@ async def index(request: Request, resources: ResourcesDep, site: SiteDep, templa
     return templates.TemplateResponse(request, "index.html", {"campaigns": list(site.campaigns)})
 
 
-# The signup page is what a QR code on a stadium screen sends thousands of phones to
-# in a minute. Rendering signup.html costs several times what the framework and the
-# server cost together, so each campaign's page is rendered once, when its `Site` is
-# built, around two markers; each view only splices in the source parameters and a
-# fresh token (`CampaignPage`). Markers are noncharacters no template emits.
+# The signup page is the hot path: a QR code on a stadium screen sends thousands of
+# phones to it in a minute. So each campaign's page is rendered once, when its `Site`
+# is built, around two markers, and each view only splices in the source parameters
+# and a fresh token (`CampaignPage`), in raw ASGI: no Request object, no dependency
+# injection, no template. Markers are noncharacters no template emits.
 _QUERY_MARK = "\ufdd0"
 _TOKEN_MARK = "\ufdd1"
 
@@ -172,12 +174,9 @@ def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) ->
 
 
 class CampaignPage:
-    """The ASGI endpoint of `/{keyword}`: GET shows the prerendered page, POST signs up.
-
-    Raw ASGI on purpose (no Request, no dependency injection for the GET): the page is
-    the service's busiest answer, and this keeps it as cheap as a bare Starlette app's
-    (README, Performance). An unknown keyword raises CampaignNotFound, which the app's
-    handler answers with the 404 page."""
+    """The ASGI endpoint of `/{keyword}`: GET answers the prerendered page (see above),
+    POST signs up. An unknown keyword raises CampaignNotFound, which the app's handler
+    answers with the 404 page."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
@@ -200,9 +199,26 @@ class CampaignPage:
         await send({"type": "http.response.body", "body": body})
 
 
+class _Keyword(Convertor[str]):
+    """A path segment that could be a campaign's keyword: the keyword grammar, and none
+    of the paths the service keeps for itself. So `/{keyword}` can be the app's first
+    route, and a page view is matched at the first try of the router."""
+
+    regex = "(?!(?:" + "|".join(re.escape(path) for path in sorted(RESERVED_PATHS)) + ")$)" + KEYWORD_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("campaign_keyword", _Keyword())
+
+
 def campaign_route() -> Route:
-    """`/{keyword}`: it matches any one-segment path, so the app declares it last."""
-    return Route("/{keyword}", CampaignPage(), methods=["GET", "POST"], include_in_schema=False)
+    """`/{keyword}`, for the app to declare before its other routes (see `_Keyword`)."""
+    return Route("/{keyword:campaign_keyword}", CampaignPage(), methods=["GET", "POST"], include_in_schema=False)
 
 
 def without_trailing_slash(router: Router) -> ASGIApp:

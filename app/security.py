@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,14 +101,21 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in FIXED_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("content-security-policy", DEFAULT_CSP)
+                # One pass over the names (ASGI's are lower-case bytes): on every
+                # response, the page views among them.
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                missing = [(name, value) for name, value in _DEFAULTS if name not in present]
+                if missing:
+                    message = {**message, "headers": headers + missing}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
+
+_DEFAULTS = [
+    (name.encode(), value.encode()) for name, value in {**FIXED_HEADERS, "content-security-policy": DEFAULT_CSP}.items()
+]
 
 DEFAULT_BODY_LIMIT = 16384
 
