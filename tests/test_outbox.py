@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from app.consent import ConsentRecord, Disclosure
 from app.outbox import Job, Kind, RetryPolicy, State, transition
@@ -298,3 +302,34 @@ async def test_in_one_batch_the_second_submission_of_a_number_is_its_duplicate(o
     assert (first.state, second.state) == (State.PENDING, State.DUPLICATE)
     row = await outbox.get(second.id)
     assert row is not None and row["duplicate_of"] == first.id
+
+
+async def test_on_sqlite_one_writer_thread_makes_every_write(tmp_path: Path) -> None:
+    # SQLite has one writer at a time: every write of the process, claims and the
+    # operator's retries included, is made by the outbox's own thread, in turn, rather
+    # than by connections competing in SQLite's busy handler.
+    writes: list[tuple[str, str]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append((threading.current_thread().name, statement.split(None, 3)[2]))
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'optin.db'}")
+    await migrate(engine)
+    event.listen(Engine, "before_cursor_execute", seen)
+    box = Outbox(engine, policy=RetryPolicy(max_attempts=1), lease=timedelta(seconds=60))
+    try:
+        await box.remember_disclosures([DISCLOSURE])
+        await box.add(record(), optin())
+        [job] = await box.claim("w")
+        await box.settle(job, Unavailable("timed out"), worker="w")  # failed at once
+        assert await box.retry_failed() == 1
+        [job] = await box.claim("w")
+        await box.release(job, worker="w", reason="shutting down")
+        assert [state for state, _ in await box.history(job.id)] == ["pending", "failed", "pending", "pending"]
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        await box.close()
+        await engine.dispose()
+    assert {table for _, table in writes} >= {"disclosures", "jobs", "signups", "job_events"}
+    assert {thread.split("_")[0] for thread, _ in writes} == {"storage-writer"}
