@@ -1,6 +1,5 @@
 """Storage: the engine and its migrations, the tables, the writer that owns every write,
-the outbox's statements and the operator's reports. The only package that imports
-SQLAlchemy.
+the outbox's statements and the operator's reports.
 
     engine.py    create_engine(), the SQLite writer thread's engine, migrate()
     tables.py    disclosures, jobs, job_events, signups
