@@ -30,7 +30,7 @@ from .delivery import Delivery
 from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
-from .outbox import Outbox, RetryPolicy
+from .outbox import RetryPolicy
 from .pacing import Pacer
 from .pages import (
     RESERVED_PATHS,
@@ -48,7 +48,7 @@ from .sandbox import FakeProTexting
 from .security import BodyLimit, SecurityHeaders
 from .settings import Settings, load_settings
 from .signup import CountSubmissions
-from .storage import create_engine, migrate
+from .storage import Outbox, create_engine, migrate
 from .throttle import Limits, Throttle
 from .tokens import FormTokens
 

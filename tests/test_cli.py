@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import inspect, text
 
 from app.consent import ConsentRecord, Disclosure
-from app.outbox import Outbox, RetryPolicy
-from app.storage import SCHEMA_REVISION, create_engine, migrate
+from app.outbox import RetryPolicy
+from app.storage import SCHEMA_REVISION, Outbox, create_engine, migrate
 from app.upstream import OptIn
 from tests._servers import ROOT, calls, fake_protexting, set_down
 
@@ -187,7 +187,7 @@ def test_migrate_creates_the_schema_on_an_empty_database(database_url: str, tmp_
         return tables, list(versions)
 
     tables, versions = asyncio.run(schema())
-    assert {"disclosures", "signups", "signup_events", "alembic_version"} <= tables
+    assert {"disclosures", "signups", "jobs", "job_events", "alembic_version"} <= tables
     # The revision the app compares with at start-up to skip Alembic is its head.
     assert versions == [SCHEMA_REVISION]
     assert status(database_url, tmp_path) == {}

@@ -29,10 +29,10 @@ from sqlalchemy import text
 from app import upstream
 from app.consent import ConsentRecord, Disclosure
 from app.delivery import LEASE_MARGIN_SECONDS, Delivery
-from app.outbox import Outbox, RetryPolicy, State
+from app.outbox import RetryPolicy, State
 from app.pacing import Pacer
 from app.sandbox import FakeProTexting
-from app.storage import create_engine, migrate
+from app.storage import Outbox, create_engine, migrate
 from app.upstream import OptIn
 
 from .conftest import FakeUpstream, answers
@@ -86,7 +86,7 @@ class Rig:
     async def make_due(self) -> None:
         """Skip the backoff: every pending row is due now."""
         async with self.outbox.engine.begin() as conn:
-            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at WHERE state = 'pending'"))
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at WHERE state = 'pending'"))
 
 
 Build = Callable[..., Any]

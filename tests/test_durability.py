@@ -141,7 +141,7 @@ def _leased(database_url: str) -> int:
         engine = create_engine(database_url)
         try:
             async with engine.connect() as conn:
-                query = text("SELECT count(*) FROM signups WHERE leased_by IS NOT NULL AND state = 'pending'")
+                query = text("SELECT count(*) FROM jobs WHERE leased_by IS NOT NULL AND state = 'pending'")
                 return int((await conn.execute(query)).scalar_one())
         finally:
             await engine.dispose()

@@ -800,8 +800,7 @@ def test_with_redis_down_a_signup_is_still_kept_and_thanked(build: Build, upstre
 def test_with_the_database_down_the_person_is_told_plainly_and_asked_to_retry(
     build: Build, upstream: FakeUpstream, path: str
 ) -> None:
-    from app.outbox import Outbox
-    from app.storage import create_engine
+    from app.storage import Outbox, create_engine
     from tests.conftest import closed_port
 
     client = build()

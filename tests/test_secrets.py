@@ -262,7 +262,7 @@ def test_the_json_api_and_the_worker_never_show_or_log_the_token(
         from sqlalchemy import text
 
         async with delivery.outbox.engine.begin() as conn:  # skip the backoff
-            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at"))
         await delivery.drain()
 
     client.portal.call(deliver_now)

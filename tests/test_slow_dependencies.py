@@ -49,7 +49,7 @@ def test_with_a_redis_that_never_answers_signups_are_thanked_without_waiting_on_
     # Each is stored, waiting; nothing was sent while the shared pace is unknown.
     assert upstream.requests == []
     with sqlite3.connect(clean_env / "optin-1.db") as db:
-        assert db.execute("SELECT state, count(*) FROM signups GROUP BY state").fetchall() == [("pending", 8)]
+        assert db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("pending", 8)]
 
 
 def _form_fields(client: httpx.Client) -> dict[str, str]:
