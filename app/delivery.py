@@ -28,7 +28,7 @@ from typing import Any
 from .consent import ConsentRecord
 from .outbox import Job, State, Transition, transition
 from .pacing import Pacer
-from .storage import Outbox, utcnow
+from .storage import Outbox, unreachable, utcnow
 from .upstream import Accepted, OptIn, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[tuple[Transition, Outcome]]] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self._database_down = False
 
     # -- the request path -------------------------------------------------------
 
@@ -161,12 +162,26 @@ class Delivery:
         while not self._stop.is_set():
             try:
                 delivered = await self._step()
-            except Exception:
+            except Exception as exc:
                 # A database hiccup must not kill the worker; the lease protects the row.
-                logger.exception("delivery worker step failed; retrying shortly")
+                self._step_failed(exc)
                 delivered = False
+            else:
+                if self._database_down:
+                    self._database_down = False
+                    logger.info("database answers again: delivery resumes")
             if not delivered:
                 await self._idle()
+
+    def _step_failed(self, exc: Exception) -> None:
+        if not unreachable(exc):
+            logger.exception("delivery worker step failed; retrying shortly")
+        elif not self._database_down:
+            # Once an outage, not a traceback a second: the worker asks again each poll.
+            self._database_down = True
+            logger.error("database unreachable (%s): delivery waits until it answers", type(exc).__name__)
+        else:
+            logger.debug("database still unreachable (%s)", type(exc).__name__)
 
     async def drain(self) -> None:
         """Deliver until nothing is due, or until ProTexting asks for a pause (a 429,

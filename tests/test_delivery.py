@@ -590,3 +590,71 @@ async def test_every_answer_is_an_outcome_that_is_recorded(
         assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
         if row["state"] == "pending":
             assert submitted.waiting
+
+
+class _Lines(logging.Handler):
+    """The worker's log lines as they come, with an event for the moment a wanted one arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.loop = loop
+        self.wanted: tuple[Callable[[list[logging.LogRecord]], bool], asyncio.Event] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.wanted is not None and self.wanted[0](self.records):
+            self.wanted[1].set()
+
+    async def until(self, condition: Callable[[list[logging.LogRecord]], bool]) -> None:
+        event = asyncio.Event()
+        self.wanted = (condition, event)
+        if not condition(self.records):
+            await asyncio.wait_for(event.wait(), timeout=30)
+
+
+async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_poll(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit
+
+    from app import delivery as delivery_module
+    from tests._blackhole import Relay
+
+    monkeypatch.setattr(delivery_module, "POLL_SECONDS", 0.05)  # the worker asks again at once
+    direct = create_engine(postgres_url)
+    await migrate(direct)
+    await direct.dispose()
+    target = urlsplit(postgres_url)
+    lines = _Lines(asyncio.get_running_loop())
+    worker_log = logging.getLogger("app.delivery")
+    worker_log.addHandler(lines)
+    monkeypatch.setattr(worker_log, "level", logging.DEBUG)
+    with Relay((target.hostname or "127.0.0.1", target.port or 5432)) as relay:
+        engine = create_engine(
+            postgres_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{relay.port}"), timeout=0.3
+        )
+        fake = FakeProTexting(token="t")
+        client = upstream.http_client(token="t", transport=httpx.ASGITransport(fake.app()))
+        protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+        outbox = Outbox(engine, policy=FAST_RETRIES, lease=timedelta(seconds=30))
+        delivery = Delivery(outbox=outbox, protexting=protexting, pacer=Pacer("100/second"), concurrency=1)
+        try:
+            relay.freeze()
+            delivery.start()
+
+            def still_down(records: list[logging.LogRecord]) -> bool:
+                return sum("still unreachable" in r.getMessage() for r in records) >= 3
+
+            await lines.until(still_down)
+            relay.thaw()
+            await lines.until(lambda records: any("answers again" in r.getMessage() for r in records))
+        finally:
+            worker_log.removeHandler(lines)
+            await delivery.stop()
+            await outbox.close()
+            await protexting.aclose()
+            await engine.dispose()
+    errors = [r for r in lines.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [errors[0].getMessage()]
+    assert "database unreachable" in errors[0].getMessage() and errors[0].exc_info is None
