@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
 
-from tests._servers import LOOPBACK, Server, app_server
+from tests.support.servers import LOOPBACK, Server, app_server
 
 CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking switches chromium calls Google's hosts at start-up.

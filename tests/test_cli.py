@@ -30,7 +30,7 @@ from app.consent import ConsentRecord, Disclosure
 from app.outbox import Outbox, RetryPolicy
 from app.storage import SCHEMA_REVISION, create_engine, migrate
 from app.upstream import OptIn
-from tests._servers import ROOT, calls, fake_protexting, set_down
+from tests.support.servers import ROOT, calls, fake_protexting, set_down
 
 from .conftest import MakeClient, Page, contact, json_response
 
@@ -549,7 +549,7 @@ def test_export_to_a_file_never_harms_the_database_or_the_old_file(tmp_path: Pat
 def _postgres(**parts: str) -> str:
     from sqlalchemy.engine import make_url
 
-    from tests._databases import POSTGRES
+    from tests.support.databases import POSTGRES
 
     return (
         make_url(POSTGRES)

@@ -1,6 +1,6 @@
 """Never lose a signup: crash safety, and several replicas sharing PostgreSQL and Redis.
 
-Everything runs as real processes on loopback (tests/_servers.py): the app under
+Everything runs as real processes on loopback (tests/support/servers.py): the app under
 uvicorn, the fake ProTexting (`python -m app.sandbox`), and the operator's `optin`
 command. A crash is a SIGKILL: the process gets no chance to finish, release or flush.
 """
@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import text
 
 from app.storage import create_engine
-from tests._servers import CAMPAIGNS, ROOT, Server, app_server, fake_protexting, set_down
+from tests.support.servers import CAMPAIGNS, ROOT, Server, app_server, fake_protexting, set_down
 
 from .conftest import Page
 

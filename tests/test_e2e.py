@@ -1,6 +1,6 @@
 """End to end over real HTTP: the app under uvicorn, ProTexting faked by `app.sandbox`.
 
-Both run as real servers on loopback (tests/_servers.py), so this covers what the
+Both run as real servers on loopback (tests/support/servers.py), so this covers what the
 in-process tests cannot: settings read from the environment, the token added on the
 wire, redirects as a browser receives them, and what the process writes to its logs.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import CAMPAIGNS, LOOPBACK, Server, app_server, calls, fake_protexting
+from tests.support.servers import CAMPAIGNS, LOOPBACK, Server, app_server, calls, fake_protexting
 
 EXPECTED_BODY = {
     "GroupIds": [7, 9],

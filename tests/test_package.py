@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import CAMPAIGNS, LOOPBACK, ROOT, Server, _child_environment
+from tests.support.servers import CAMPAIGNS, LOOPBACK, ROOT, Server, _child_environment
 
 # What the build must not see: a stale build/lib would slip old files into the wheel.
 _NOT_SOURCE = shutil.ignore_patterns(

@@ -14,7 +14,10 @@ import pytest
 from starlette.routing import BaseRoute, Mount
 from starlette.testclient import TestClient
 
-from .conftest import FakeUpstream, MakeClient, Page, answers, closed_port, raises, submit
+from tests.support.page import Page
+from tests.support.visitor import submit
+
+from .conftest import FakeUpstream, MakeClient, answers, closed_port, raises
 
 PHONE = "(201) 555-0123"
 NORMALISED = "12015550123"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._servers import CAMPAIGNS, PLAIN_UVICORN, SERVE, Server, _child_environment, app_server
+from .support.servers import CAMPAIGNS, PLAIN_UVICORN, SERVE, Server, _child_environment, app_server
 
 FORGED = "203.0.113.9"
 WARNING = "X-Forwarded-For received from 127.0.0.1 but OPTIN_TRUSTED_PROXIES is unset"

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import Server, app_server, calls, fake_protexting
 from tests.conftest import CAMPAIGNS_TOML
+from tests.support.servers import Server, app_server, calls, fake_protexting
 
 
 def _post_form(base: str, phone: str) -> httpx.Response:

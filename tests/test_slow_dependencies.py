@@ -1,5 +1,5 @@
 """Slow dependencies fail fast: a Redis or a PostgreSQL that accepts connections and
-never answers (tests/_blackhole.py) costs a signup a short timeout, not a hang.
+never answers (tests/support/blackhole.py) costs a signup a short timeout, not a hang.
 
 With such a Redis the signup is still stored and thanked, and after a few calls the
 service stops asking it at all; with such a database the person gets the plain 503
@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests._blackhole import Relay
-from tests._servers import CAMPAIGNS, app_server
 from tests.conftest import FakeUpstream, MakeClient, submit
+from tests.support.blackhole import Relay
+from tests.support.servers import CAMPAIGNS, app_server
 
 # Generous: far above the configured timeouts (1 s here), far below a hang (today a
 # signup waits as long as TCP lasts).
