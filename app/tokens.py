@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from itsdangerous import BadSignature, Signer
 from limits.aio.storage import Storage
@@ -44,15 +45,26 @@ class UsedFormToken(Exception):
 
 
 class FormTokens:
-    def __init__(self, secret: str, *, max_age: int = MAX_AGE_SECONDS, used: Storage | None = None) -> None:
+    """Issues and checks form tokens. `clock` (epoch seconds) stamps and ages them, and
+    times the fill (`Guard`): a test passes one it can move on."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        max_age: int = MAX_AGE_SECONDS,
+        used: Storage | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._signer = Signer(secret, salt="optin-pages/form-token")
         self._max_age = max_age
         self._used = used if used is not None else InProcessCounters()
+        self.clock = clock
 
     def issue(self, campaign: str, *, issued_at: float | None = None) -> str:
         """A new token for `campaign`'s page. A form shown again after an error keeps the
         first issue time, so a person correcting a typo is not slowed down again."""
-        issued = issued_at if issued_at is not None else time.time()
+        issued = issued_at if issued_at is not None else self.clock()
         return self._signer.sign(f"{campaign.lower()}.{issued:.3f}.{secrets.token_urlsafe(9)}").decode("ascii")
 
     async def claim(self, token: str, phone: str) -> bool:
@@ -96,9 +108,10 @@ class FormTokens:
             issued = float(stamp)
         except ValueError:
             raise InvalidFormToken("form token has no issue time") from None
-        if not issued <= time.time() + 60:
+        now = self.clock()
+        if not issued <= now + 60:
             raise InvalidFormToken("form token has no believable issue time")
         # The age counts from the first page view, which the signed payload carries.
-        if time.time() - issued > self._max_age:
+        if now - issued > self._max_age:
             raise ExpiredFormToken("form token expired")
         return issued

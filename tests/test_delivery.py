@@ -91,9 +91,28 @@ class Rig:
 
 Build = Callable[..., Any]
 
+# Set each time a rig's outbox records an outcome: what `_until` waits on, not a timer.
+# One per test (an asyncio.Event belongs to one event loop), made by `build`.
+_recorded: asyncio.Event
+
+
+def _watch(outbox: Outbox) -> Outbox:
+    settle = outbox.settle
+
+    async def settle_and_tell(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await settle(*args, **kwargs)
+        finally:
+            _recorded.set()
+
+    outbox.settle = settle_and_tell  # an observer: the call itself is unchanged
+    return outbox
+
 
 @pytest.fixture
 async def build(database_url: str) -> AsyncIterator[Build]:
+    global _recorded
+    _recorded = asyncio.Event()
     async with AsyncExitStack() as stack:
         engine = create_engine(database_url)
         stack.push_async_callback(engine.dispose)
@@ -120,7 +139,7 @@ async def build(database_url: str) -> AsyncIterator[Build]:
             client = upstream.http_client(token="t", transport=transport)
             protexting = upstream.ProTexting(client, base_url=base_url, deadline=upstream_deadline)
             pacer = Pacer(rate)
-            outbox = Outbox(engine, policy=policy, lease=timedelta(seconds=lease))
+            outbox = _watch(Outbox(engine, policy=policy, lease=timedelta(seconds=lease)))
             await outbox.remember_disclosures([DISCLOSURE])
             delivery = Delivery(
                 outbox=outbox,
@@ -172,7 +191,9 @@ async def test_while_protexting_is_down_signups_wait_and_are_delivered_once_it_i
         assert fake.calls == []  # the fake records only calls it accepted for processing
 
         rig.delivery.start()
-        await asyncio.sleep(0.3)  # the worker retries against a fake that is still down
+        # The worker retries against a fake that is still down.
+        first = results[0].signup.id
+        await _until(lambda: _attempted(rig.outbox, first, times=2), True)
         fake.down = False
         await _until(lambda: rig.states(), {"delivered": 10})
         assert sorted(call["PhoneNumber"] for call in fake.calls) == phones  # each exactly once
@@ -189,7 +210,7 @@ async def test_a_slow_protexting_gets_the_thanks_page_and_no_second_call(build: 
         # The attempt was not cancelled: it finishes in the background and is recorded;
         # the worker, running all along, never sends it again.
         await _until(lambda: rig.states(), {"delivered": 1})
-        await asyncio.sleep(0.3)
+        await rig.delivery.stop()  # any call the worker had open has ended, and is counted
         assert len(fake.calls) == 1
 
 
@@ -316,15 +337,23 @@ async def test_shutdown_finishes_the_call_in_hand(build: Build) -> None:
         assert row is not None and row["state"] == "delivered" and row["leased_by"] is None
 
 
-async def _until(read: Callable[[], Any], expected: dict[str, int], *, timeout: float = 8.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await read()
-        if got == expected:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"states {got}, wanted {expected}")
-        await asyncio.sleep(0.05)
+async def _until(read: Callable[[], Any], expected: Any, *, timeout: float = 8.0) -> None:
+    """Read again each time an outcome is recorded, until `read()` gives `expected`."""
+    got = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                _recorded.clear()  # before the read: an outcome recorded during it counts
+                if (got := await read()) == expected:
+                    return
+                await _recorded.wait()
+    except TimeoutError:
+        raise AssertionError(f"after {timeout:g}s: {got}, wanted {expected}") from None
+
+
+async def _attempted(outbox: Outbox, signup_id: Any, *, times: int) -> bool:
+    row = await outbox.get(signup_id)
+    return row is not None and row["attempts"] >= times
 
 
 # -- answers ProTexting never gives ------------------------------------------------

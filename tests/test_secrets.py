@@ -17,8 +17,9 @@ import pytest
 
 from app import upstream
 from app.upstream import Accepted, OptIn, ProTexting, Rejected, Unavailable
+from tests.support.visitor import submit
 
-from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises, submit
+from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises
 
 Respond = Callable[[httpx.Request], httpx.Response]
 
