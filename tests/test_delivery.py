@@ -648,7 +648,7 @@ async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_po
     from urllib.parse import urlsplit
 
     from app import delivery as delivery_module
-    from tests._blackhole import Relay
+    from tests.support.blackhole import Relay
 
     monkeypatch.setattr(delivery_module, "POLL_SECONDS", 0.05)  # the worker asks again at once
     direct = create_engine(postgres_url)
