@@ -1309,6 +1309,8 @@ def openloop_run(
     statuses = Counter(str(s.status) for s in shots)
     return {
         "cpu": cpu_used(before, cpu_of, len(shots)),
+        # Other work on the machine shows in a p99: the 1-minute load average at the end.
+        "loadavg": os.getloadavg(),
         "offered": count,
         "rate_per_s": rate,
         "wall_s": round(run["wall_s"], 3),
