@@ -1643,7 +1643,8 @@ def _openloop_rows(ol: dict[str, Any]) -> list[Row]:
             Row("openloop", f"{label} generator: CPU, send lag p99",
                 f"{ms(generator['cpu_ms_per_request'])}/request ({generator['cpu_share_of_a_core']:.0%} of a core), "
                 f"{ms(generator['send_lag_ms']['p99'])}",
-                f"{a['connections_opened']} connections, {a['peak_in_flight']} in flight at most"),
+                f"{a['connections_opened']} connections, {a['peak_in_flight']} in flight at most; "
+                f"load average {a['loadavg'][0]:.1f}"),
         ]  # fmt: skip
     return rows
 
