@@ -1180,7 +1180,7 @@ def _sqlite_states(path: Path) -> dict[str, int] | str:
     """Signups by state in the app's SQLite database (read-only), as a cross-check."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-            return dict(db.execute("SELECT state, count(*) FROM signups GROUP BY state").fetchall())
+            return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
     except sqlite3.Error as exc:
         return f"unavailable: {exc}"
 
