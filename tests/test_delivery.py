@@ -658,7 +658,9 @@ async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_po
     lines = _Lines(asyncio.get_running_loop())
     worker_log = logging.getLogger("app.delivery")
     worker_log.addHandler(lines)
-    monkeypatch.setattr(worker_log, "level", logging.DEBUG)
+    # setLevel, not the attribute: it also clears the levels the loggers cached.
+    level = worker_log.level
+    worker_log.setLevel(logging.DEBUG)
     with Relay((target.hostname or "127.0.0.1", target.port or 5432)) as relay:
         engine = create_engine(
             postgres_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{relay.port}"), timeout=0.3
@@ -680,6 +682,7 @@ async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_po
             await lines.until(lambda records: any("answers again" in r.getMessage() for r in records))
         finally:
             worker_log.removeHandler(lines)
+            worker_log.setLevel(level)
             await delivery.stop()
             await outbox.close()
             await protexting.aclose()
