@@ -32,10 +32,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
-from .outbox import EXPORT_FIELDS, Outbox
 from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
-from .storage import StorageError, create_engine, migrate
+from .storage import EXPORT_FIELDS, Outbox, StorageError, create_engine, migrate
 
 
 class CommandError(Exception):

@@ -26,9 +26,9 @@ from datetime import timedelta
 from typing import Any
 
 from .consent import ConsentRecord
-from .outbox import Outbox, Signup, State, Transition, transition
+from .outbox import Job, State, Transition, transition
 from .pacing import Pacer
-from .storage import utcnow
+from .storage import Outbox, unreachable, utcnow
 from .upstream import Accepted, OptIn, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 class Submitted:
     """Where a new signup stands when the person gets their answer."""
 
-    signup: Signup
+    signup: Job
     state: State
     rejected: Rejected | None = None
     # For a duplicate: where the earlier signup of the same number stands.
@@ -92,6 +92,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[tuple[Transition, Outcome]]] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self._database_down = False
 
     # -- the request path -------------------------------------------------------
 
@@ -161,12 +162,26 @@ class Delivery:
         while not self._stop.is_set():
             try:
                 delivered = await self._step()
-            except Exception:
+            except Exception as exc:
                 # A database hiccup must not kill the worker; the lease protects the row.
-                logger.exception("delivery worker step failed; retrying shortly")
+                self._step_failed(exc)
                 delivered = False
+            else:
+                if self._database_down:
+                    self._database_down = False
+                    logger.info("database answers again: delivery resumes")
             if not delivered:
                 await self._idle()
+
+    def _step_failed(self, exc: Exception) -> None:
+        if not unreachable(exc):
+            logger.exception("delivery worker step failed; retrying shortly")
+        elif not self._database_down:
+            # Once an outage, not a traceback a second: the worker asks again each poll.
+            self._database_down = True
+            logger.error("database unreachable (%s): delivery waits until it answers", type(exc).__name__)
+        else:
+            logger.debug("database still unreachable (%s)", type(exc).__name__)
 
     async def drain(self) -> None:
         """Deliver until nothing is due, or until ProTexting asks for a pause (a 429,
@@ -203,9 +218,9 @@ class Delivery:
     # -- one attempt ------------------------------------------------------------
 
     async def _deliver(
-        self, signup: Signup, answered: asyncio.Future[Outcome] | None = None
+        self, signup: Job, answered: asyncio.Future[Outcome] | None = None
     ) -> tuple[Transition, Outcome]:
-        outcome = await self.protexting.opt_in(signup.optin)
+        outcome = await self._call(signup)
         # A pause ProTexting asks for holds before anyone (the next signup included)
         # can ask for a slot.
         await self._respect(outcome, signup)
@@ -215,7 +230,13 @@ class Delivery:
         logger.info("signup %s (%s): %s after %s attempt(s)", signup.id, signup.campaign, step.state, step.attempts)
         return step, outcome
 
-    async def _respect(self, outcome: Outcome, signup: Signup) -> None:
+    async def _call(self, job: Job) -> Outcome:
+        """The call to ProTexting a job of its kind makes."""
+        match job.payload:
+            case OptIn():
+                return await self.protexting.opt_in(job.payload)
+
+    async def _respect(self, outcome: Outcome, signup: Job) -> None:
         """Slow every replica down when ProTexting says so."""
         limits = outcome.rate_limit
         if isinstance(outcome, Accepted) and not outcome.verified:

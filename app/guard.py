@@ -19,7 +19,6 @@ refused early count too.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 
 from .campaigns import Campaign
@@ -68,7 +67,8 @@ class Guard:
         issued = self.tokens.check(token, listing.key)
         if honeypot:
             self._caught("honeypot", campaign, client_ip)
-        if self.min_fill_seconds and time.time() - issued < self.min_fill_seconds:
+        # Timed on the clock that stamped the token.
+        if self.min_fill_seconds and self.tokens.clock() - issued < self.min_fill_seconds:
             self._caught("too fast", campaign, client_ip)
         if campaign.captcha is not None:
             await self.captcha.verify(

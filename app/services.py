@@ -22,10 +22,10 @@ from . import upstream
 from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .delivery import Delivery
-from .outbox import Outbox, RetryPolicy
+from .outbox import RetryPolicy
 from .pacing import Pacer
 from .settings import Settings
-from .storage import create_engine, migrate
+from .storage import Outbox, create_engine, migrate
 from .throttle import Limits
 
 SANDBOX_API_URL = "http://sandbox.protexting.invalid/v1"

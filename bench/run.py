@@ -24,6 +24,11 @@ machines are noisy: medians and ratios are what to quote):
               latency = app percentile - upstream latency (both the configured one
               and the measured one are reported). A short concurrency-1 run gives the
               service time without queueing.
+  openloop    POST /join offered at a fixed --openloop-rate (200/s) for
+              --openloop-duration seconds by an asyncio open-loop generator (sends on
+              a schedule, whether or not earlier answers came, each timed from its
+              scheduled send), on SQLite with each upstream latency, beside the same
+              schedule against the fake alone: service-added p50/p99 = app - fake.
   burst       --burst N signups (default 5,000) from an asyncio load generator
               (--burst-concurrency connections) at a fake that enforces a 250/s leaky
               bucket, the app paced at "250 per 1 second": time to accept all,
@@ -78,16 +83,21 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LOOPBACK = "127.0.0.1"
 DEFAULT_OUTPUT = BENCH / "results.json"
-SECTIONS = ("pageview", "signup", "burst", "pageweight")
+SECTIONS = ("pageview", "signup", "openloop", "burst", "pageweight")
 ALIASES = {"memory": "burst"}
 
 # Budgets from the issue.
 BUDGET_PAGEVIEW_RATIO = 0.8
 BUDGET_SIGNUP_ADDED_P99_MS = 10.0
+BUDGET_OPENLOOP_ADDED_P99_MS = 10.0
 BUDGET_BURST_ACCEPT_S = 10.0
 BUDGET_BURST_P99_MS = 250.0
 BUDGET_RSS_MB = 100.0
 BUDGET_PAGE_BYTES = 20 * 1000  # "20 KB": counted as 20,000 bytes, the stricter reading
+
+# The open loop's offered rate (--openloop-rate, signups per second): 200 times
+# ProTexting's pace of one a second.
+OPENLOOP_RATE_PER_S = 200.0
 
 # The burst's pace (--burst-rate, per second): the fake's leaky bucket "R/1" and the
 # app's moving window "R per 1 second", the same rate.
@@ -1170,9 +1180,220 @@ def _sqlite_states(path: Path) -> dict[str, int] | str:
     """Signups by state in the app's SQLite database (read-only), as a cross-check."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-            return dict(db.execute("SELECT state, count(*) FROM signups GROUP BY state").fetchall())
+            return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
     except sqlite3.Error as exc:
         return f"unavailable: {exc}"
+
+
+# -- section: open loop ----------------------------------------------------------------------
+
+
+@dataclass
+class Shot:
+    """One request of an open-loop run; times in seconds from its scheduled send time."""
+
+    index: int
+    status: int  # 0: no HTTP answer (connection error or timeout)
+    latency: float  # scheduled send -> end of the answer: waiting to be sent counts too
+    lag: float  # scheduled send -> when the generator wrote it (its own delay)
+    location: str = ""
+    error: str = ""
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    rate: float,
+    request_timeout: float,
+    idle_limit: float = 2.0,
+) -> dict[str, Any]:
+    """Send request i at start + i/rate, whether or not earlier ones were answered (an
+    open loop, as independent visitors arrive), and time each from its scheduled send,
+    so a stalled server is charged for the requests it held back (no coordinated
+    omission). A request takes an idle keep-alive connection if there is one, else
+    opens a new one: sends never wait for answers. Connections idle for more than
+    `idle_limit` seconds are dropped before the server's keep-alive timeout (5 s) can
+    close them under a request. Bounded: each request by `request_timeout`."""
+    loop = asyncio.get_running_loop()
+    idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+    shots: list[Shot] = []
+    counts = {"opened": 0, "in_flight": 0, "peak_in_flight": 0}
+
+    async def one(index: int, scheduled: float) -> None:
+        sent = loop.time()
+        counts["in_flight"] += 1
+        counts["peak_in_flight"] = max(counts["peak_in_flight"], counts["in_flight"])
+        connection = None
+        while idle and connection is None:
+            last, reader, writer = idle.pop()  # the most recently used: the rest age out
+            if sent - last < idle_limit and not reader.at_eof():
+                connection = reader, writer
+            else:
+                writer.close()
+        try:
+            if connection is None:
+                counts["opened"] += 1
+                connection = await asyncio.wait_for(asyncio.open_connection(host, port), request_timeout)
+            reader, writer = connection
+            writer.write(requests[index])
+            status, headers, _ = await asyncio.wait_for(_read_response(reader), request_timeout)
+            done = loop.time()
+            shots.append(Shot(index, status, done - scheduled, sent - scheduled, headers.get("location", "")))
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+            else:
+                idle.append((done, reader, writer))
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, ConnectionError) as exc:
+            shots.append(Shot(index, 0, loop.time() - scheduled, sent - scheduled, error=type(exc).__name__))
+            if connection is not None:
+                connection[1].close()
+        finally:
+            counts["in_flight"] -= 1
+
+    tasks = []
+    cpu_before = time.process_time()
+    start = loop.time() + 0.05
+    for index in range(len(requests)):
+        scheduled = start + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index, scheduled)))
+    await asyncio.gather(*tasks)
+    wall = loop.time() - start
+    cpu = time.process_time() - cpu_before
+    for _, _, writer in idle:
+        writer.close()
+    return {"shots": sorted(shots, key=lambda s: s.index), "wall_s": wall, "generator_cpu_s": cpu, **counts}
+
+
+def _openloop_requests(bench: Bench, target: Server, path: str, *, mode: str, count: int) -> tuple[list[bytes], int]:
+    """`count` POSTs of distinct numbers, made before the run (form mode: each with a
+    form token of its own); and the first number."""
+    first = bench.numbers(count)
+    if mode == "form":
+        tokens = form_tokens(bench, bench.args.keyword, count)
+        bodies = [f"phone={first + i}&form_token={tokens[i]}&website=" for i in range(count)]
+        kind = "application/x-www-form-urlencoded"
+    else:
+        bodies = [f'{{"PhoneNumber":"1{first + i}","GroupIds":[1]}}' for i in range(count)]
+        kind = "application/json"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {LOOPBACK}:{target.port}\r\nContent-Type: {kind}\r\nUser-Agent: optin-bench\r\n"
+    )
+    return [f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode("ascii") for body in bodies], first
+
+
+def openloop_run(
+    bench: Bench,
+    target: Server,
+    path: str,
+    *,
+    mode: str,
+    seconds: float,
+    cpu_of: Mapping[str, Server] | None = None,
+) -> dict[str, Any]:
+    """One open-loop run at --openloop-rate for `seconds`: latency percentiles from the
+    scheduled send times, statuses, the generator's own lag and CPU, the servers' CPU."""
+    rate = bench.args.openloop_rate
+    count = max(1, round(rate * seconds))
+    requests, first = _openloop_requests(bench, target, path, mode=mode, count=count)
+    cpu_of = cpu_of or {}
+    before = {name: cpu_seconds(server.pid) for name, server in cpu_of.items()}
+    run = asyncio.run(open_loop(LOOPBACK, target.port, requests, rate=rate, request_timeout=10.0))
+    shots: list[Shot] = run["shots"]
+    answered = [s.latency * 1000 for s in shots if s.status]
+    lags = [s.lag * 1000 for s in shots]
+    statuses = Counter(str(s.status) for s in shots)
+    return {
+        "cpu": cpu_used(before, cpu_of, len(shots)),
+        # Other work on the machine shows in a p99: the 1-minute load average at the end.
+        "loadavg": os.getloadavg(),
+        "offered": count,
+        "rate_per_s": rate,
+        "wall_s": round(run["wall_s"], 3),
+        "numbers": [first, count],
+        "statuses": dict(sorted(statuses.items())),
+        "no_answer": statuses.get("0", 0),
+        "client_errors": dict(Counter(s.error for s in shots if s.error)),
+        "pending_303": sum(1 for s in shots if s.status == 303 and "pending=1" in s.location),
+        "latency_ms": {
+            "p50": rnd(percentile(answered, 50), 3),
+            "p90": rnd(percentile(answered, 90), 3),
+            "p99": rnd(percentile(answered, 99), 3),
+            "max": rnd(max(answered) if answered else None, 3),
+        },
+        "connections_opened": run["opened"],
+        "peak_in_flight": run["peak_in_flight"],
+        "generator": {
+            "cpu_s": round(run["generator_cpu_s"], 3),
+            "cpu_ms_per_request": round(run["generator_cpu_s"] * 1000 / count, 3),
+            "cpu_share_of_a_core": round(run["generator_cpu_s"] / run["wall_s"], 3) if run["wall_s"] else None,
+            "send_lag_ms": {
+                "p50": rnd(percentile(lags, 50), 3),
+                "p99": rnd(percentile(lags, 99), 3),
+                "max": rnd(max(lags), 3),
+            },
+        },
+    }
+
+
+def section_openloop(bench: Bench) -> dict[str, Any]:
+    args = bench.args
+    configs = [_openloop_config(bench, latency) for latency in args.upstream_latencies]
+    return {"rate_per_s": args.openloop_rate, "duration_s": args.openloop_duration, "configs": configs}
+
+
+def _openloop_config(bench: Bench, latency_ms: float) -> dict[str, Any]:
+    args = bench.args
+    label = f"sqlite-{latency_ms:g}ms"
+    workdir = bench.workdir(f"openloop-{label}")
+    path = f"/{args.keyword}"
+    upstream_path = f"/v1/contacts-opt-in/create?access_token={quote(bench.token)}"
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(running(bench.fake(workdir, latency_ms=latency_ms)))
+        app = stack.enter_context(running(bench.app(workdir, fake=fake)))
+        form_token(app, args.keyword)  # the page serves a form with a token
+        log(f"openloop {label}: warm-up at {args.openloop_rate:g}/s")
+        openloop_run(bench, fake, upstream_path, mode="json", seconds=args.warmup)
+        openloop_run(bench, app, path, mode="form", seconds=args.warmup)
+        log(f"openloop {label}: upstream alone, {args.openloop_rate:g}/s for {args.openloop_duration:g} s")
+        upstream = openloop_run(
+            bench, fake, upstream_path, mode="json", seconds=args.openloop_duration, cpu_of={"fake": fake}
+        )
+        log(f"openloop {label}: app, {args.openloop_rate:g}/s for {args.openloop_duration:g} s")
+        served = openloop_run(
+            bench, app, path, mode="form", seconds=args.openloop_duration, cpu_of={"app": app, "fake": fake}
+        )
+        app.check_alive()
+        first, count = served["numbers"]
+        calls = fake_calls(fake)
+        delivered = {
+            call.get("PhoneNumber")
+            for call in calls["calls"]
+            if str(call.get("PhoneNumber", "")).removeprefix("1").isdigit()
+            and first <= int(str(call["PhoneNumber"])[1:]) < first + count
+        }
+    a, u = served["latency_ms"], upstream["latency_ms"]
+
+    def minus(x: float | None, y: float | None) -> float | None:
+        return None if x is None or y is None else rnd(x - y, 3)
+
+    return {
+        "label": label,
+        "database": "sqlite",
+        "upstream_latency_ms": latency_ms,
+        "upstream": upstream,
+        "app": served,
+        "added_vs_measured_ms": {"p50": minus(a["p50"], u["p50"]), "p99": minus(a["p99"], u["p99"])},
+        "added_vs_configured_ms": {"p50": minus(a["p50"], latency_ms), "p99": minus(a["p99"], latency_ms)},
+        "accepted_303": served["statuses"].get("303", 0),
+        "upstream_201": upstream["statuses"].get("201", 0),
+        "delivered_to_fake": len(delivered),
+        "throttled_by_fake": calls["throttled"],
+    }
 
 
 # -- section: page weight ------------------------------------------------------------------
@@ -1338,6 +1559,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                 )  # fmt: skip
             for db, why in su["skipped"].items():
                 rows.append(Row("signup", f"[{db}] skipped", why, "", "SKIP"))
+    if "openloop" in sections:
+        rows += _openloop_rows(sections["openloop"])
     if "burst" in sections:
         bu = sections["burst"]
         if "error" in bu:
@@ -1390,6 +1613,39 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                 Row("pageweight", "requests", str(pw["requests"]), f"{len(pw['failed_requests'])} failed"),
                 Row("pageweight", "third-party requests", str(pw["third_party_requests"]), "0", verdict(pw["third_party_requests"] == 0)),
             ]  # fmt: skip
+    return rows
+
+
+def _openloop_rows(ol: dict[str, Any]) -> list[Row]:
+    if "error" in ol:
+        return [Row("openloop", "error", ol["error"].splitlines()[-1], "", "ERROR")]
+    rows = []
+    for cfg in ol["configs"]:
+        label = f"[{cfg['database']}, upstream {cfg['upstream_latency_ms']:g} ms, {ol['rate_per_s']:g}/s]"
+        a, u = cfg["app"], cfg["upstream"]
+        added, configured = cfg["added_vs_measured_ms"], cfg["added_vs_configured_ms"]
+        other = {k: v for k, v in a["statuses"].items() if k != "303"}
+        upstream_other = {k: v for k, v in u["statuses"].items() if k != "201"}
+        generator = a["generator"]
+        rows += [
+            Row("openloop", f"{label} app p50 / p99 (from scheduled send)", f"{ms(a['latency_ms']['p50'])} / {ms(a['latency_ms']['p99'])}",
+                f"upstream alone {ms(u['latency_ms']['p50'])} / {ms(u['latency_ms']['p99'])}"),
+            Row("openloop", f"{label} added p50 / p99 (app - upstream alone)", f"{ms(added['p50'])} / {ms(added['p99'])}",
+                f"p99 <= {BUDGET_OPENLOOP_ADDED_P99_MS:g} ms",
+                verdict(added["p99"] is not None and added["p99"] <= BUDGET_OPENLOOP_ADDED_P99_MS)),
+            Row("openloop", f"{label} added p99 (vs configured)", ms(configured["p99"])),
+            Row("openloop", f"{label} app CPU per signup", ms(a["cpu"]["app"]["ms_per_request"]),
+                f"upstream alone {ms(u['cpu']['fake']['ms_per_request'])}"),
+            Row("openloop", f"{label} 303 / other / no answer / delivered",
+                f"{cfg['accepted_303']} / {other or 0} / {a['no_answer']} / {cfg['delivered_to_fake']}",
+                f"of {a['offered']}; upstream alone: {upstream_other or 0} not 201",
+                verdict(cfg["accepted_303"] == a["offered"] == cfg["delivered_to_fake"] and not upstream_other)),
+            Row("openloop", f"{label} generator: CPU, send lag p99",
+                f"{ms(generator['cpu_ms_per_request'])}/request ({generator['cpu_share_of_a_core']:.0%} of a core), "
+                f"{ms(generator['send_lag_ms']['p99'])}",
+                f"{a['connections_opened']} connections, {a['peak_in_flight']} in flight at most; "
+                f"load average {a['loadavg'][0]:.1f}"),
+        ]  # fmt: skip
     return rows
 
 
@@ -1509,6 +1765,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="0,100",
         help="fake ProTexting latencies in ms for the signup section (default 0,100)",
     )
+    parser.add_argument(
+        "--openloop-rate",
+        type=float,
+        default=OPENLOOP_RATE_PER_S,
+        help=f"signups per second offered by the open loop (default {OPENLOOP_RATE_PER_S:g})",
+    )
+    parser.add_argument(
+        "--openloop-duration",
+        type=float,
+        default=None,
+        help="seconds of each measured open-loop run (default 15; quick 5)",
+    )
     parser.add_argument("--burst", type=int, default=None, help="signups in the burst (default 5000; quick 1000)")
     parser.add_argument(
         "--burst-concurrency", type=int, default=64, help="connections of the burst's load generator (default 64)"
@@ -1561,6 +1829,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.burst = args.burst if args.burst is not None else (1000 if args.quick else 5000)
+    if args.openloop_duration is None:
+        args.openloop_duration = 5.0 if args.quick else 15.0
     args.c1_duration = args.c1_duration if args.c1_duration is not None else max(1.0, round(args.duration / 2))
     args.upstream_latencies = [float(x) for x in args.upstream_latencies.split(",") if x.strip()]
     if args.rounds < 3:
@@ -1571,6 +1841,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("concurrency must be between 1 and 1024")
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be between 1 and 600 seconds")
+    if not 1 <= args.openloop_duration <= 600 or not 1 <= args.openloop_rate <= 5000:
+        parser.error("--openloop-duration must be 1-600 seconds and --openloop-rate 1-5000 per second")
     chosen = [s.strip() for s in (args.only or ",".join(SECTIONS)).split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS and s not in ALIASES]
     if unknown:
@@ -1601,6 +1873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "budgets": {
             "pageview_ratio_min": BUDGET_PAGEVIEW_RATIO,
             "signup_added_p99_ms_max": BUDGET_SIGNUP_ADDED_P99_MS,
+            "openloop_added_p99_ms_max": BUDGET_OPENLOOP_ADDED_P99_MS,
             "burst_accept_s_max_per_5000": BUDGET_BURST_ACCEPT_S,
             "burst_p99_ms_max": BUDGET_BURST_P99_MS,
             "rss_mb_max": BUDGET_RSS_MB,
@@ -1611,6 +1884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners: dict[str, Callable[[Bench], dict[str, Any]]] = {
         "pageview": section_pageview,
         "signup": section_signup,
+        "openloop": section_openloop,
         "burst": section_burst,
         "pageweight": section_pageweight,
     }

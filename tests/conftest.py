@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ with warnings.catch_warnings():
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.campaigns import CAMPAIGNS_TOML
 
 # Distinctive, so a leak is found by a plain substring search.
 TOKEN = "tok-SECRET-1234567890"
@@ -40,29 +40,6 @@ API_URL = "https://api.protexting.test/v1"
 ENV_NAMES = tuple(
     field.validation_alias for field in Settings.model_fields.values() if isinstance(field.validation_alias, str)
 )
-
-CAMPAIGNS_TOML = """\
-[campaigns.JOIN]
-title = "Get our deals by text"
-description = "Weekly offers, straight to your phone."
-group_ids = [7, 9]
-program_name = "Test Bakery Deals"
-message_frequency = "Up to 4 msgs/month"
-terms_url = "https://example.com/sms-terms"
-privacy_url = "https://example.com/privacy"
-cta_message = "Test Bakery: reply YES to get deals."
-confirm_message = "Test Bakery: you're in! Reply STOP to cancel."
-
-[campaigns.Alerts]
-title = "Store alerts"
-group_ids = [2]
-program_name = "Test Bakery Alerts"
-message_frequency = "Msg frequency varies"
-terms_url = "https://example.com/alerts-terms"
-privacy_url = "https://example.com/alerts-privacy"
-countries = ["US", "CA"]
-send_cta_message = true
-"""
 
 
 @pytest.fixture
@@ -217,91 +194,11 @@ def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -
         yield make
 
 
-# --- reading the HTML a visitor gets -------------------------------------------------
-
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-@dataclass
-class Element:
-    tag: str
-    attrs: dict[str, str]
-    text: str = ""
-
-
-class Page(HTMLParser):
-    """Just enough of a DOM to ask what a visitor and a screen reader would find."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.html = html
-        self.elements: list[Element] = []
-        self._open: list[Element] = []
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, {name: value or "" for name, value in attrs})
-        self.elements.append(element)
-        if tag not in _VOID:
-            self._open.append(element)
-
-    def handle_endtag(self, tag: str) -> None:
-        for index in range(len(self._open) - 1, -1, -1):
-            if self._open[index].tag == tag:
-                del self._open[index:]
-                break
-
-    def handle_data(self, data: str) -> None:
-        for element in self._open:
-            element.text += data
-
-    def by_id(self, element_id: str) -> Element:
-        found = [e for e in self.elements if e.attrs.get("id") == element_id]
-        assert len(found) == 1, f"expected one element with id={element_id!r}, found {len(found)}"
-        return found[0]
-
-    def find_all(self, tag: str, **attrs: str) -> list[Element]:
-        return [
-            e
-            for e in self.elements
-            if e.tag == tag
-            and all(e.attrs.get(name.rstrip("_").replace("_", "-")) == value for name, value in attrs.items())
-        ]
-
-    def find(self, tag: str, **attrs: str) -> Element:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one <{tag}> with {attrs}, found {len(found)}"
-        return found[0]
-
-    def urls(self) -> list[str]:
-        return [e.attrs[name] for e in self.elements for name in ("href", "src", "action") if name in e.attrs]
-
-    def alert_text(self) -> str:
-        return " ".join(" ".join(e.text.split()) for e in self.elements if e.attrs.get("role") == "alert")
-
-    def described_by(self, element: Element) -> str:
-        """What a screen reader announces with `element`: the text of every element its
-        aria-describedby names (each id must exist exactly once)."""
-        ids = element.attrs.get("aria-describedby", "").split()
-        return " ".join(" ".join(self.by_id(i).text.split()) for i in ids)
-
-    def phone_input(self) -> Element:
-        return self.find("input", name="phone")
-
-
-def submit(client: TestClient, path: str, phone: str | None, *, follow_redirects: bool = False) -> httpx.Response:
-    """Fill the form in as a person's browser does: open the page at `path`, type
-    `phone` (None: leave the field out), and post every field the form holds."""
-    page = Page(client.get(path).text)
-    form = page.find("form")
-    fields = {e.attrs["name"]: e.attrs.get("value", "") for e in page.find_all("input") if e.attrs.get("name")}
-    if phone is None:
-        fields.pop("phone", None)
-    else:
-        fields["phone"] = phone
-    return client.post(form.attrs["action"], data=fields, follow_redirects=follow_redirects)
-
-
-# Databases and Redis for the storage, delivery and scale-out tests (tests/_databases.py).
-from tests._databases import database_url, postgres_database, postgres_url, redis_prefix, redis_url  # noqa: E402,F401
+# Databases and Redis for the storage, delivery and scale-out tests (tests/support/databases.py).
+from tests.support.databases import (  # noqa: E402,F401
+    database_url,
+    postgres_database,
+    postgres_url,
+    redis_prefix,
+    redis_url,
+)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
 
-from tests._servers import LOOPBACK, Server, app_server
+from tests.support.servers import LOOPBACK, Server, app_server
+from tests.support.visitor import token_of
 
 CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking switches chromium calls Google's hosts at start-up.
@@ -202,11 +202,10 @@ def test_the_form_works_inside_an_iframe_on_another_site(
 def test_a_form_forged_on_another_site_is_refused(app: Server, browser: Browser, other_site: tuple[str, Path]) -> None:
     shop, root = other_site
     # The forger even has a genuine token, fetched from our page by its server.
-    token = re.search(r'name="form_token" value="([^"]+)"', httpx.get(app.url + "/join", trust_env=False).text)
-    assert token
+    token = token_of(httpx.get(app.url + "/join", trust_env=False).text)
     (root / "forge.html").write_text(
         f'<!doctype html><title>Win a prize</title><form method="post" action="{app.url}/join">'
-        f'<input type="hidden" name="form_token" value="{token.group(1)}">'
+        f'<input type="hidden" name="form_token" value="{token}">'
         '<input name="phone" value="(201) 555-0134"><button>Claim prize</button></form>'
     )
     context = browser.new_context()

@@ -27,14 +27,15 @@ import pytest
 from sqlalchemy import inspect, text
 
 from app.consent import ConsentRecord, Disclosure
-from app.outbox import Outbox, RetryPolicy
-from app.storage import SCHEMA_REVISION, create_engine, migrate
+from app.outbox import RetryPolicy
+from app.storage import SCHEMA_REVISION, Outbox, create_engine, migrate
 from app.upstream import OptIn
-from tests._servers import ROOT, calls, fake_protexting, set_down
+from tests.support.records import ok, optin, settled, status_counts
+from tests.support.servers import ROOT, calls, fake_protexting, set_down
+from tests.support.visitor import form_fields
 
-from .conftest import MakeClient, Page, contact, json_response
+from .conftest import MakeClient, contact, json_response
 
-OPTIN = Path(sys.executable).with_name("optin")
 TOKEN = "tok-cli-0123456789"
 
 REFUSED = "12015550177"
@@ -57,16 +58,10 @@ EXPORT_FIELDS = {
 }
 
 
-def optin(
-    *args: str, database_url: str, cwd: Path, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `optin ARGS` with only the service settings given here (no `.env` in `cwd`)."""
-    return _run([str(OPTIN), *args], database_url=database_url, cwd=cwd, env=env)
-
-
 def _run(
     command: list[str], *, database_url: str, cwd: Path, env: Mapping[str, str] | None
 ) -> subprocess.CompletedProcess[str]:
+    """Run any command with only the service settings given here (no `.env` in `cwd`)."""
     child = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROTEXTING_"))}
     child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     child["OPTIN_DATABASE_URL"] = database_url
@@ -75,39 +70,12 @@ def _run(
     return subprocess.run(command, cwd=cwd, env=child, capture_output=True, text=True, timeout=60)
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}; stderr:\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
-
-
-def status(database_url: str, cwd: Path) -> dict[tuple[str, str], int]:
-    """`optin status`, parsed into {(campaign, state): count}."""
-    lines = ok(optin("status", database_url=database_url, cwd=cwd)).strip().splitlines()
-    if lines == ["no signups yet"]:
-        return {}
-    assert lines[0].split() == ["campaign", "state", "count"], lines
-    parsed = {}
-    for line in lines[1:]:
-        campaign, state, count = line.split()
-        parsed[(campaign, state)] = int(count)
-    return parsed
-
-
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
 # The abuse limits and the too-fast trap are not what these tests are about: off.
 NO_LIMITS = {"min_fill_seconds": 0, "limit_per_ip": "", "limit_per_number": "", "limit_per_prefix": ""}
-
-
-def form_data(html: str, phone: str) -> dict[str, str]:
-    """What a browser posts from the signup page: its named inputs (the hidden form
-    token, the empty honeypot) with the number typed in."""
-    data = {e.attrs["name"]: e.attrs.get("value", "") for e in Page(html).find_all("input") if e.attrs.get("name")}
-    data["phone"] = phone
-    return data
 
 
 # -- filling a database through the Outbox API ------------------------------------------
@@ -193,10 +161,10 @@ def test_migrate_creates_the_schema_on_an_empty_database(database_url: str, tmp_
         return tables, list(versions)
 
     tables, versions = asyncio.run(schema())
-    assert {"disclosures", "signups", "signup_events", "alembic_version"} <= tables
+    assert {"disclosures", "signups", "jobs", "job_events", "alembic_version"} <= tables
     # The revision the app compares with at start-up to skip Alembic is its head.
     assert versions == [SCHEMA_REVISION]
-    assert status(database_url, tmp_path) == {}
+    assert status_counts(database_url, tmp_path) == {}
 
     # A replica starting on the up-to-date database leaves Alembic unimported.
     check = (
@@ -243,12 +211,14 @@ def test_status_and_export_of_signups_made_on_the_pages(make_client: MakeClient,
         page = client.get(path, headers=headers)
         assert page.status_code == 200
         shown[path] = page.text
-        response = client.post(path, data=form_data(page.text, phone), headers=headers)
+        response = client.post(path, data=form_fields(page.text, phone), headers=headers)
         if thanks is None:
             assert response.status_code == 422
         else:
             assert response.status_code == 303, response.text[:300]
             assert response.headers["location"] == thanks
+    # Each 303 went out with ProTexting's answer; its record follows: wait for it.
+    settled(client)
 
     table = ok(optin("status", database_url=url, cwd=tmp_path)).splitlines()
     assert table[0].split() == ["campaign", "state", "count"]
@@ -422,7 +392,7 @@ def test_worker_once_delivers_and_retry_failed_queues_failures_again(tmp_path: P
         # ... then all the rest.
         assert ok(optin("retry-failed", database_url=url, cwd=tmp_path)).strip() == "2 failed signup(s) queued again"
         worker_once()
-        assert status(url, tmp_path) == {("Alerts", "delivered"): 1, ("JOIN", "delivered"): 2}
+        assert status_counts(url, tmp_path) == {("Alerts", "delivered"): 1, ("JOIN", "delivered"): 2}
         assert sorted(call["PhoneNumber"] for call in calls(fake)) == sorted([*join, alerts])  # each once
         assert calls(fake)[-1]["GroupIds"] == [4]
 
@@ -576,7 +546,7 @@ def test_export_to_a_file_never_harms_the_database_or_the_old_file(tmp_path: Pat
 def _postgres(**parts: str) -> str:
     from sqlalchemy.engine import make_url
 
-    from tests._databases import POSTGRES
+    from tests.support.databases import POSTGRES
 
     return (
         make_url(POSTGRES)

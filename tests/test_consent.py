@@ -4,12 +4,12 @@ is believed only as far as the chain of trusted proxies goes."""
 from __future__ import annotations
 
 import ipaddress
-import re
 
 import pytest
 from starlette.testclient import TestClient
 
 from app.consent import client_ip
+from tests.support.visitor import form_fields
 
 from .conftest import MakeClient
 
@@ -75,10 +75,10 @@ def test_a_proxy_that_appends_its_own_line_is_read_to_its_end(make_client: MakeC
     proxied = TestClient(client.app, follow_redirects=False, client=("10.1.2.3", 40000))
     answers = []
     for n, person in enumerate(("198.51.100.1", "198.51.100.2")):
-        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', proxied.get("/join").text))
+        fields = form_fields(proxied.get("/join").text, f"(201) 555-012{n}")
         # Both send the same made-up header; the load balancer adds a line with each
         # one's real address.
         headers = [("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", f"{person}:5{n}000")]
-        answers.append(proxied.post("/JOIN", data={**fields, "phone": f"(201) 555-012{n}"}, headers=headers))
+        answers.append(proxied.post("/JOIN", data=fields, headers=headers))
     # Two people, each within the per-address limit.
     assert [answer.status_code for answer in answers] == [303, 303]

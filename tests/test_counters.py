@@ -12,7 +12,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from app.counters import Breaker, InProcessCounters, close_counters, open_counters
-from tests._blackhole import Relay
+from tests.support.blackhole import Relay
 
 pytestmark = pytest.mark.anyio
 

@@ -29,10 +29,10 @@ from sqlalchemy import text
 from app import upstream
 from app.consent import ConsentRecord, Disclosure
 from app.delivery import LEASE_MARGIN_SECONDS, Delivery
-from app.outbox import Outbox, RetryPolicy, State
+from app.outbox import RetryPolicy, State
 from app.pacing import Pacer
 from app.sandbox import FakeProTexting
-from app.storage import create_engine, migrate
+from app.storage import Outbox, create_engine, migrate
 from app.upstream import OptIn
 
 from .conftest import FakeUpstream, answers
@@ -86,14 +86,33 @@ class Rig:
     async def make_due(self) -> None:
         """Skip the backoff: every pending row is due now."""
         async with self.outbox.engine.begin() as conn:
-            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at WHERE state = 'pending'"))
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at WHERE state = 'pending'"))
 
 
 Build = Callable[..., Any]
 
+# Set each time a rig's outbox records an outcome: what `_until` waits on, not a timer.
+# One per test (an asyncio.Event belongs to one event loop), made by `build`.
+_recorded: asyncio.Event
+
+
+def _watch(outbox: Outbox) -> Outbox:
+    settle = outbox.settle
+
+    async def settle_and_tell(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await settle(*args, **kwargs)
+        finally:
+            _recorded.set()
+
+    outbox.settle = settle_and_tell  # an observer: the call itself is unchanged
+    return outbox
+
 
 @pytest.fixture
 async def build(database_url: str) -> AsyncIterator[Build]:
+    global _recorded
+    _recorded = asyncio.Event()
     async with AsyncExitStack() as stack:
         engine = create_engine(database_url)
         stack.push_async_callback(engine.dispose)
@@ -120,7 +139,7 @@ async def build(database_url: str) -> AsyncIterator[Build]:
             client = upstream.http_client(token="t", transport=transport)
             protexting = upstream.ProTexting(client, base_url=base_url, deadline=upstream_deadline)
             pacer = Pacer(rate)
-            outbox = Outbox(engine, policy=policy, lease=timedelta(seconds=lease))
+            outbox = _watch(Outbox(engine, policy=policy, lease=timedelta(seconds=lease)))
             await outbox.remember_disclosures([DISCLOSURE])
             delivery = Delivery(
                 outbox=outbox,
@@ -172,7 +191,9 @@ async def test_while_protexting_is_down_signups_wait_and_are_delivered_once_it_i
         assert fake.calls == []  # the fake records only calls it accepted for processing
 
         rig.delivery.start()
-        await asyncio.sleep(0.3)  # the worker retries against a fake that is still down
+        # The worker retries against a fake that is still down.
+        first = results[0].signup.id
+        await _until(lambda: _attempted(rig.outbox, first, times=2), True)
         fake.down = False
         await _until(lambda: rig.states(), {"delivered": 10})
         assert sorted(call["PhoneNumber"] for call in fake.calls) == phones  # each exactly once
@@ -189,7 +210,7 @@ async def test_a_slow_protexting_gets_the_thanks_page_and_no_second_call(build: 
         # The attempt was not cancelled: it finishes in the background and is recorded;
         # the worker, running all along, never sends it again.
         await _until(lambda: rig.states(), {"delivered": 1})
-        await asyncio.sleep(0.3)
+        await rig.delivery.stop()  # any call the worker had open has ended, and is counted
         assert len(fake.calls) == 1
 
 
@@ -316,15 +337,23 @@ async def test_shutdown_finishes_the_call_in_hand(build: Build) -> None:
         assert row is not None and row["state"] == "delivered" and row["leased_by"] is None
 
 
-async def _until(read: Callable[[], Any], expected: dict[str, int], *, timeout: float = 8.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await read()
-        if got == expected:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"states {got}, wanted {expected}")
-        await asyncio.sleep(0.05)
+async def _until(read: Callable[[], Any], expected: Any, *, timeout: float = 8.0) -> None:
+    """Read again each time an outcome is recorded, until `read()` gives `expected`."""
+    got = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                _recorded.clear()  # before the read: an outcome recorded during it counts
+                if (got := await read()) == expected:
+                    return
+                await _recorded.wait()
+    except TimeoutError:
+        raise AssertionError(f"after {timeout:g}s: {got}, wanted {expected}") from None
+
+
+async def _attempted(outbox: Outbox, signup_id: Any, *, times: int) -> bool:
+    row = await outbox.get(signup_id)
+    return row is not None and row["attempts"] >= times
 
 
 # -- answers ProTexting never gives ------------------------------------------------
@@ -590,3 +619,74 @@ async def test_every_answer_is_an_outcome_that_is_recorded(
         assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
         if row["state"] == "pending":
             assert submitted.waiting
+
+
+class _Lines(logging.Handler):
+    """The worker's log lines as they come, with an event for the moment a wanted one arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.loop = loop
+        self.wanted: tuple[Callable[[list[logging.LogRecord]], bool], asyncio.Event] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.wanted is not None and self.wanted[0](self.records):
+            self.wanted[1].set()
+
+    async def until(self, condition: Callable[[list[logging.LogRecord]], bool]) -> None:
+        event = asyncio.Event()
+        self.wanted = (condition, event)
+        if not condition(self.records):
+            await asyncio.wait_for(event.wait(), timeout=30)
+
+
+async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_poll(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit
+
+    from app import delivery as delivery_module
+    from tests.support.blackhole import Relay
+
+    monkeypatch.setattr(delivery_module, "POLL_SECONDS", 0.05)  # the worker asks again at once
+    direct = create_engine(postgres_url)
+    await migrate(direct)
+    await direct.dispose()
+    target = urlsplit(postgres_url)
+    lines = _Lines(asyncio.get_running_loop())
+    worker_log = logging.getLogger("app.delivery")
+    worker_log.addHandler(lines)
+    # setLevel, not the attribute: it also clears the levels the loggers cached.
+    level = worker_log.level
+    worker_log.setLevel(logging.DEBUG)
+    with Relay((target.hostname or "127.0.0.1", target.port or 5432)) as relay:
+        engine = create_engine(
+            postgres_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{relay.port}"), timeout=0.3
+        )
+        fake = FakeProTexting(token="t")
+        client = upstream.http_client(token="t", transport=httpx.ASGITransport(fake.app()))
+        protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+        outbox = Outbox(engine, policy=FAST_RETRIES, lease=timedelta(seconds=30))
+        delivery = Delivery(outbox=outbox, protexting=protexting, pacer=Pacer("100/second"), concurrency=1)
+        try:
+            relay.freeze()
+            delivery.start()
+
+            def still_down(records: list[logging.LogRecord]) -> bool:
+                return sum("still unreachable" in r.getMessage() for r in records) >= 3
+
+            await lines.until(still_down)
+            relay.thaw()
+            await lines.until(lambda records: any("answers again" in r.getMessage() for r in records))
+        finally:
+            worker_log.removeHandler(lines)
+            worker_log.setLevel(level)
+            await delivery.stop()
+            await outbox.close()
+            await protexting.aclose()
+            await engine.dispose()
+    errors = [r for r in lines.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [errors[0].getMessage()]
+    assert "database unreachable" in errors[0].getMessage() and errors[0].exc_info is None

@@ -1,6 +1,6 @@
 """Never lose a signup: crash safety, and several replicas sharing PostgreSQL and Redis.
 
-Everything runs as real processes on loopback (tests/_servers.py): the app under
+Everything runs as real processes on loopback (tests/support/servers.py): the app under
 uvicorn, the fake ProTexting (`python -m app.sandbox`), and the operator's `optin`
 command. A crash is a SIGKILL: the process gets no chance to finish, release or flush.
 """
@@ -8,26 +8,19 @@ command. A crash is a SIGKILL: the process gets no chance to finish, release or 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 
 from app.storage import create_engine
-from tests._servers import CAMPAIGNS, ROOT, Server, app_server, fake_protexting, set_down
-
-from .conftest import Page
+from tests.support.campaigns import write_campaigns
+from tests.support.records import OPTIN, fake_state, received, status_counts
+from tests.support.servers import Server, app_server, fake_protexting, happens, set_down, wait_until
+from tests.support.visitor import AsyncVisitor, Visitor
 
 TOKEN = "tok-durability-0123456789"
 
@@ -52,86 +45,12 @@ def _numbers(count: int, start: int = 2000) -> list[str]:
     return numbers
 
 
-def _campaigns(tmp_path: Path) -> Path:
-    path = tmp_path / "campaigns.toml"
-    path.write_text(CAMPAIGNS, encoding="utf-8")
-    return path
-
-
-def _fake_state(fake: Server) -> dict[str, Any]:
-    """What the fake ProTexting received: {"calls": [...], "throttled": N}."""
-    with httpx.Client(trust_env=False, timeout=5.0) as client:
-        response = client.get(fake.url + "/_fake/calls")
-    response.raise_for_status()
-    return response.json()
-
-
-def _received(fake: Server) -> Counter[str]:
-    return Counter(str(call["PhoneNumber"]) for call in _fake_state(fake)["calls"])
-
-
-def _wait_for(check: Callable[[], bool], *, timeout: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what()}", pytrace=False)
-        time.sleep(0.1)
-
-
-OPTIN = Path(sys.executable).with_name("optin")
-
-
-def _optin_env(database_url: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    child = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROTEXTING_"))}
-    child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    child["OPTIN_DATABASE_URL"] = database_url
-    child.update(env or {})
-    return child
-
-
-def optin(
-    *args: str, database_url: str, env: Mapping[str, str] | None = None, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """Run the operator's `optin` command as an operator would, with a clean environment."""
-    return subprocess.run(
-        [str(OPTIN), *args], cwd=cwd, env=_optin_env(database_url, env), capture_output=True, text=True, timeout=60
-    )
-
-
-def status_counts(database_url: str, cwd: Path) -> dict[tuple[str, str], int]:
-    """`optin status`, parsed: {(campaign, state): count}."""
-    result = optin("status", database_url=database_url, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    if lines == ["no signups yet"]:
-        return {}
-    assert lines[0].split() == ["campaign", "state", "count"], result.stdout
-    counts = {}
-    for line in lines[1:]:
-        campaign, state, count = line.split()
-        counts[(campaign, state)] = int(count)
-    return counts
-
-
-def form_data(html: str, phone: str) -> dict[str, str]:
-    """What a browser posts from the signup page: its named inputs (the hidden form
-    token, the empty honeypot) with the number typed in."""
-    data = {e.attrs["name"]: e.attrs.get("value", "") for e in Page(html).find_all("input") if e.attrs.get("name")}
-    data["phone"] = phone
-    return data
-
-
 def sign_up(client: httpx.Client, phone: str) -> httpx.Response:
-    """Open the page and submit the number, as a person does."""
-    page = client.get("/JOIN")
-    assert page.status_code == 200, page.status_code
-    return client.post("/JOIN", data=form_data(page.text, phone))
+    return Visitor(client, "/JOIN").submit(phone)
 
 
 async def sign_up_async(client: httpx.AsyncClient, phone: str) -> httpx.Response:
-    page = await client.get("/JOIN")
-    assert page.status_code == 200, page.status_code
-    return await client.post("/JOIN", data=form_data(page.text, phone))
+    return await AsyncVisitor(client, "/JOIN").submit(phone)
 
 
 def _leased(database_url: str) -> int:
@@ -141,7 +60,7 @@ def _leased(database_url: str) -> int:
         engine = create_engine(database_url)
         try:
             async with engine.connect() as conn:
-                query = text("SELECT count(*) FROM signups WHERE leased_by IS NOT NULL AND state = 'pending'")
+                query = text("SELECT count(*) FROM jobs WHERE leased_by IS NOT NULL AND state = 'pending'")
                 return int((await conn.execute(query)).scalar_one())
         finally:
             await engine.dispose()
@@ -159,7 +78,7 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         tmp_path,
         token=TOKEN,
         fake=fake,
-        campaigns=_campaigns(tmp_path),
+        campaigns=write_campaigns(tmp_path),
         env={
             "OPTIN_DATABASE_URL": database_url,
             "PROTEXTING_RATE_LIMIT": "100/second",
@@ -188,28 +107,28 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
             assert response.headers["location"] == "/JOIN/thanks?pending=1", number
 
         # ProTexting is down: nothing has been taken yet, every signup is waiting.
-        assert _fake_state(fake)["calls"] == []
+        assert fake_state(fake)["calls"] == []
         # Kill the app while its worker holds signups under lease, retrying them.
-        _wait_for(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
+        wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
         app.kill()
         assert app.returncode == -9
         set_down(fake, False)
         app.start()
 
-        _wait_for(
-            lambda: set(_received(fake)) >= set(numbers),
+        wait_until(
+            lambda: set(received(fake)) >= set(numbers),
             timeout=30,
-            what=lambda: f"every number at ProTexting; missing {sorted(set(numbers) - set(_received(fake)))}",
+            what=lambda: f"every number at ProTexting; missing {sorted(set(numbers) - set(received(fake)))}",
         )
-        _wait_for(
+        wait_until(
             lambda: status_counts(database_url, tmp_path) == {("JOIN", "delivered"): len(numbers)},
             timeout=15,
             what=lambda: f"optin status to show all delivered; it shows {status_counts(database_url, tmp_path)}",
         )
         # Nothing was accepted before the crash (ProTexting was down), so nothing may
         # have been sent twice: exactly once each, and nothing else.
-        received = _received(fake)
-        assert received == Counter({number: 1 for number in numbers}), {n: c for n, c in received.items() if c != 1}
+        got = received(fake)
+        assert got == Counter({number: 1 for number in numbers}), {n: c for n, c in got.items() if c != 1}
     assert "Traceback" not in app.stderr, app.stderr
 
 
@@ -222,7 +141,7 @@ def test_two_replicas_share_the_queue_and_the_pace(
     # ProTexting's leaky bucket: 10 calls, refilled at 10 per second. Slow enough that
     # a burst outruns it (two replicas each keeping a pace of their own get 429s here).
     fake = fake_protexting(tmp_path, token=TOKEN, rate_limit="10/1")
-    campaigns = _campaigns(tmp_path)
+    campaigns = write_campaigns(tmp_path)
     env = {
         "OPTIN_DATABASE_URL": postgres_url,
         "OPTIN_REDIS_URL": redis_url,
@@ -269,19 +188,19 @@ def test_two_replicas_share_the_queue_and_the_pace(
         assert not bad, f"{len(bad)} signups not answered 303: {bad[:10]}"
         assert {location for _, _, location in answers} <= {"/JOIN/thanks", "/JOIN/thanks?pending=1"}
 
-        _wait_for(
-            lambda: set(_received(fake)) >= set(numbers),
+        wait_until(
+            lambda: set(received(fake)) >= set(numbers),
             timeout=40,
-            what=lambda: f"every number at ProTexting; {len(set(numbers) - set(_received(fake)))} missing",
+            what=lambda: f"every number at ProTexting; {len(set(numbers) - set(received(fake)))} missing",
         )
-        _wait_for(
+        wait_until(
             lambda: status_counts(postgres_url, tmp_path) == {("JOIN", "delivered"): len(numbers)},
             timeout=15,
             what=lambda: f"optin status to show all delivered; it shows {status_counts(postgres_url, tmp_path)}",
         )
-        state = _fake_state(fake)
-        received = Counter(str(call["PhoneNumber"]) for call in state["calls"])
-        assert received == Counter({number: 1 for number in numbers}), {n: c for n, c in received.items() if c != 1}
+        state = fake_state(fake)
+        got = Counter(str(call["PhoneNumber"]) for call in state["calls"])
+        assert got == Counter({number: 1 for number in numbers}), {n: c for n, c in got.items() if c != 1}
         # The shared pace held across both processes: ProTexting never had to say 429.
         assert state["throttled"] == 0, f"ProTexting answered 429 {state['throttled']} times"
 
@@ -301,7 +220,7 @@ def test_a_worker_of_its_own_delivers_for_web_replicas_that_run_none(tmp_path: P
         tmp_path,
         token=TOKEN,
         fake=fake,
-        campaigns=_campaigns(tmp_path),
+        campaigns=write_campaigns(tmp_path),
         env={**shared, "OPTIN_RUN_WORKER": "false", "OPTIN_INLINE_DEADLINE_SECONDS": "0.5", **NO_LIMITS},
     )
     numbers = _numbers(5, start=4000)
@@ -311,30 +230,21 @@ def test_a_worker_of_its_own_delivers_for_web_replicas_that_run_none(tmp_path: P
                 response = sign_up(client, number)
                 assert (response.status_code, response.headers.get("location")) == (303, "/JOIN/thanks?pending=1")
         set_down(fake, False)
-        # The web process runs no worker: what it could not deliver inline waits.
-        time.sleep(1.5)
-        assert _fake_state(fake)["calls"] == []
+        # The web process runs no worker: what it could not deliver inline waits (a
+        # worker would have retried within the backoff's 1 s cap).
+        assert not happens(lambda: fake_state(fake)["calls"] != [], within=1.5)
 
         env = {"PROTEXTING_ACCESS_TOKEN": TOKEN, "PROTEXTING_API_URL": fake.url + "/v1", **shared}
-        log = (tmp_path / "worker.stderr.log").open("w+", encoding="utf-8")
-        worker = subprocess.Popen(
-            [str(OPTIN), "worker"], cwd=tmp_path, env=_optin_env(postgres_url, env), stdout=log, stderr=log
-        )
-        try:
-            _wait_for(
-                lambda: set(_received(fake)) >= set(numbers),
+        worker = Server("worker", [str(OPTIN), "worker"], workdir=tmp_path, env=env, ready_path=None)
+        with worker:
+            wait_until(
+                lambda: set(received(fake)) >= set(numbers),
                 timeout=20,
-                what=lambda: f"the worker to deliver every signup; got {sorted(_received(fake))}",
+                what=lambda: f"the worker to deliver every signup; got {sorted(received(fake))}",
             )
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=15) == 0  # a clean stop on SIGTERM
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-            log.seek(0)
-            output = log.read()
-            log.close()
+            worker.stop(timeout=15)
+            assert worker.returncode == 0  # a clean stop on SIGTERM
+        output = worker.stdout + worker.stderr
         assert "delivery worker" in output and "running" in output
         assert "Traceback" not in output, output
-        assert _received(fake) == Counter({number: 1 for number in numbers})
+        assert received(fake) == Counter({number: 1 for number in numbers})

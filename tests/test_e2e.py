@@ -1,6 +1,6 @@
 """End to end over real HTTP: the app under uvicorn, ProTexting faked by `app.sandbox`.
 
-Both run as real servers on loopback (tests/_servers.py), so this covers what the
+Both run as real servers on loopback (tests/support/servers.py), so this covers what the
 in-process tests cannot: settings read from the environment, the token added on the
 wire, redirects as a browser receives them, and what the process writes to its logs.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -18,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import CAMPAIGNS, LOOPBACK, Server, app_server, calls, fake_protexting
+from tests.support.campaigns import CAMPAIGNS
+from tests.support.servers import LOOPBACK, Server, app_server, calls, fake_protexting, wait_until
+from tests.support.visitor import Visitor
 
 EXPECTED_BODY = {
     "GroupIds": [7, 9],
@@ -35,10 +36,7 @@ def _phone_error(html: str) -> str | None:
 
 def _post_form(client: httpx.Client, phone: str) -> httpx.Response:
     """What a browser does: open the page, fill the number in, send every field."""
-    page = client.get("/join").text
-    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-    assert "form_token" in hidden
-    return client.post("/JOIN", data={**hidden, "phone": phone})
+    return Visitor(client, "/join").submit(phone)
 
 
 def _phone_input(html: str) -> str:
@@ -144,11 +142,7 @@ def test_signup_over_real_http(servers: tuple[Server, Server], token: str) -> No
 
 
 def _wait_for_log(app: Server, text: str, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in app.stderr:
-        if time.monotonic() > deadline:
-            pytest.fail(f"the app never logged {text!r}; its stderr:\n{app.stderr}", pytrace=False)
-        time.sleep(0.05)
+    wait_until(lambda: text in app.stderr, timeout=timeout, what=lambda: f"the log line {text!r}:\n{app.stderr}")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.phone import PhoneError, normalise
-from tests._servers import app_server
-from tests.conftest import CAMPAIGNS_TOML
+from tests.support.blackhole import Relay
+from tests.support.campaigns import CAMPAIGNS_TOML, write_campaigns
+from tests.support.servers import Server, app_server
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -40,10 +40,17 @@ def test_a_number_normalises_the_same_however_it_is_spaced(text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def protexting() -> Iterator[Relay]:
+    """Where the fuzz server would reach ProTexting, were it not sandboxed: a port that
+    counts every connection made to it (and answers none)."""
+    with Relay() as hole:
+        yield hole
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory: pytest.TempPathFactory, protexting: Relay) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("fuzz")
-    campaigns = workdir / "campaigns.toml"
-    campaigns.write_text(CAMPAIGNS_TOML, encoding="utf-8")
+    campaigns = write_campaigns(workdir, CAMPAIGNS_TOML)
     env = {
         "OPTIN_MIN_FILL_SECONDS": "0",
         "OPTIN_LIMIT_PER_IP": "",
@@ -51,8 +58,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "OPTIN_LIMIT_PER_PREFIX": "",
         "OPTIN_LIMIT_PER_CAMPAIGN": "",
     }
-    with app_server(workdir, campaigns=campaigns, env=env) as app:  # sandbox: no texts, ever
-        yield app.url
+    # No token: sandbox mode, no texts, ever; PROTEXTING_API_URL set all the same, to
+    # see that nothing goes there.
+    with app_server(workdir, campaigns=campaigns, env=env, api_url=protexting.url("http", "/v1")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def server(fuzz_app: Server) -> str:
+    return fuzz_app.url
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +129,10 @@ def test_the_json_api_never_answers_5xx(server: str, http: httpx.Client) -> None
     assert {403, 422} <= seen, seen  # both the guard and the number rules were reached
 
 
-def test_the_sandbox_keeps_fuzzing_away_from_protexting(tmp_path: Path) -> None:
-    # The fuzz server above runs without a token: sandbox mode, in-process fake only.
-    campaigns = tmp_path / "campaigns.toml"
-    campaigns.write_text(CAMPAIGNS_TOML, encoding="utf-8")
-    with app_server(tmp_path, campaigns=campaigns) as app:
-        page = httpx.get(app.url + "/join", trust_env=False)
-    assert "Sandbox: no texts are sent" in page.text
+def test_the_fuzz_server_is_sandboxed_and_kept_away_from_protexting(
+    fuzz_app: Server, http: httpx.Client, protexting: Relay
+) -> None:
+    # Last in this file: by now every fuzz test above has run against this server.
+    assert "Sandbox: no texts are sent" in http.get("/join").text
+    assert "sandbox mode, no texts are sent" in fuzz_app.stderr
+    assert protexting.connections == 0, "the fuzzed server called the PROTEXTING_API_URL it was given"

@@ -8,7 +8,6 @@ else is the real app.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -18,35 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
+from app.campaigns import CampaignsError
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import CAMPAIGNS_TOML, TOKEN, FakeUpstream, Page, TestClient
+from tests.conftest import TOKEN, FakeUpstream, TestClient
+from tests.support.campaigns import CAMPAIGNS_TOML
+from tests.support.clocks import Clock, use_clock
+from tests.support.page import Page
+from tests.support.visitor import Visitor, token_of
 
 GOOD = "(201) 555-0123"
 OWN = "http://testserver"
-
-
-def token_of(html: str) -> str:
-    match = re.search(r'name="form_token" value="([^"]+)"', html)
-    assert match, "the form carries a token"
-    return match.group(1)
-
-
-class Visitor:
-    """A person's browser: opens the page, then posts the form it was given."""
-
-    def __init__(self, client: TestClient, path: str = "/join") -> None:
-        self.client = client
-        self.path = path
-
-    def open(self) -> str:
-        page = self.client.get(self.path)
-        assert page.status_code == 200
-        return token_of(page.text)
-
-    def submit(self, phone: str = GOOD, *, headers: dict[str, str] | None = None, **fields: str) -> httpx.Response:
-        data = {"phone": phone, "form_token": self.open(), **fields}
-        return self.client.post(self.path, data=data, headers=headers or {})
 
 
 Build = Callable[..., TestClient]
@@ -90,10 +71,11 @@ def build(clean_env: Path, upstream: FakeUpstream) -> Iterator[Build]:
 
 
 def test_a_person_using_the_page_normally_notices_nothing(build: Build, upstream: FakeUpstream) -> None:
-    client = build(min_fill_seconds=0.2)
+    client = build(min_fill_seconds=2)
+    clock = use_clock(client, Clock())
     visitor = Visitor(client)
     token = visitor.open()
-    time.sleep(0.25)  # a person takes at least this long to type a number
+    clock.advance(2.5)  # a person takes at least this long to type a number
     answer = client.post(
         "/join",
         data={"phone": GOOD, "form_token": token, "website": ""},
@@ -313,10 +295,11 @@ def test_a_form_filled_faster_than_a_person_answers_like_success(build: Build, u
 
 
 def test_correcting_a_typo_does_not_restart_the_fill_clock(build: Build, upstream: FakeUpstream) -> None:
-    client = build(min_fill_seconds=0.3)
+    client = build(min_fill_seconds=3)
+    clock = use_clock(client, Clock())
     visitor = Visitor(client)
     token = visitor.open()
-    time.sleep(0.35)
+    clock.advance(3.5)
     wrong = client.post("/join", data={"phone": "555", "form_token": token})
     assert wrong.status_code == 422
     fixed = client.post("/join", data={"phone": GOOD, "form_token": token_of(wrong.text)})
@@ -513,7 +496,7 @@ def test_a_captcha_secret_missing_from_the_environment_stops_start_up(
     build: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ALERTS_TURNSTILE_SECRET", raising=False)
-    with pytest.raises(Exception, match="ALERTS_TURNSTILE_SECRET"):
+    with pytest.raises(CampaignsError, match="ALERTS_TURNSTILE_SECRET"):
         build(campaigns=CAPTCHA_TOML)
 
 
@@ -593,12 +576,9 @@ def test_every_response_carries_the_security_headers(build: Build) -> None:
         assert "script-src" not in csp and "'unsafe-inline'" not in csp
         assert "default-src 'none'" in csp
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] in (
-            "strict-origin-when-cross-origin",
-            "strict-origin",
-            "no-referrer",
-            "same-origin",
-        )
+        # The one policy the service sets (app.security): other sites learn the origin
+        # a visitor came from, never the page's path or query.
+        assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
         assert "camera=()" in headers["permissions-policy"]
 
 
@@ -800,8 +780,7 @@ def test_with_redis_down_a_signup_is_still_kept_and_thanked(build: Build, upstre
 def test_with_the_database_down_the_person_is_told_plainly_and_asked_to_retry(
     build: Build, upstream: FakeUpstream, path: str
 ) -> None:
-    from app.outbox import Outbox
-    from app.storage import create_engine
+    from app.storage import Outbox, create_engine
     from tests.conftest import closed_port
 
     client = build()

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from app.consent import ConsentRecord, Disclosure
-from app.outbox import Outbox, RetryPolicy, Signup, State, transition
-from app.storage import create_engine, migrate
+from app.outbox import Job, Kind, RetryPolicy, State, transition
+from app.storage import Outbox, create_engine, migrate
 from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -22,8 +27,8 @@ POLICY = RetryPolicy(max_attempts=3, max_age=timedelta(hours=1), base=2.0, cap=6
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
-def _signup(attempts: int = 0, created_at: datetime = NOW) -> Signup:
-    return Signup(1, "JOIN", "12015550123", State.PENDING, attempts, created_at, OptIn("12015550123", (1,)))
+def _signup(attempts: int = 0, created_at: datetime = NOW) -> Job:
+    return Job(1, Kind.OPT_IN, OptIn("12015550123", (1,)), State.PENDING, attempts, created_at, "12015550123", "JOIN")
 
 
 def record(phone: str = "12015550123", campaign: str = "JOIN", **changes: object) -> ConsentRecord:
@@ -131,7 +136,8 @@ async def test_a_consent_record_is_committed_with_everything_needed_as_proof(out
     # Read back through a different engine: committed, not just in this session.
     other = create_engine(outbox.engine.url.render_as_string(hide_password=False))
     async with other.connect() as conn:
-        row = (await conn.execute(text("SELECT * FROM signups WHERE id = :id"), {"id": signup.id})).mappings().one()
+        query = text("SELECT * FROM signups JOIN jobs USING (id) WHERE id = :id")
+        row = (await conn.execute(query, {"id": signup.id})).mappings().one()
     await other.dispose()
     assert row["phone"] == "12015550123"
     assert row["campaign"] == "JOIN"
@@ -152,7 +158,7 @@ async def test_claim_leases_a_row_to_one_worker(outbox: Outbox) -> None:
     added = await outbox.add(record(), optin())
     [claimed] = await outbox.claim("worker-a")
     assert claimed.id == added.id
-    assert claimed.optin == optin()
+    assert claimed.kind == Kind.OPT_IN and claimed.payload == optin()
     assert await outbox.claim("worker-b") == []
 
 
@@ -175,9 +181,9 @@ async def test_settle_records_state_and_history(outbox: Outbox) -> None:
     assert row is not None and row["attempts"] == 1 and row["last_error"] == "HTTP 503"
     assert row["lease_until"] is None and row["next_attempt_at"] > signup.created_at
 
-    again = Signup(signup.id, signup.campaign, signup.phone, State.PENDING, 1, signup.created_at, signup.optin)
+    again = dataclasses.replace(signup, attempts=1)
     async with outbox.engine.begin() as conn:  # make it due now rather than after the backoff
-        await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+        await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at"))
     [_] = await outbox.claim("w")
     await outbox.settle(again, Accepted(201), worker="w")
     row = await outbox.get(signup.id)
@@ -210,7 +216,7 @@ async def test_failed_signups_can_be_retried_by_the_operator(outbox: Outbox) -> 
     await outbox.add(record(campaign="ALERTS", phone="12015550124"), optin("12015550124"))
     for _ in range(POLICY.max_attempts):
         async with outbox.engine.begin() as conn:
-            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at"))
         for signup in await outbox.claim("w", limit=10):
             await outbox.settle(signup, Unavailable("timed out"), worker="w")
     assert sorted(await outbox.counts()) == [("ALERTS", "failed", 1), ("JOIN", "failed", 1)]
@@ -269,6 +275,7 @@ async def test_workers_claim_disjoint_rows(outbox: Outbox) -> None:
 
     results = await asyncio.gather(*(claim_all(box, f"w{i}") for i, box in enumerate(boxes)))
     for box in boxes:
+        await box.close()
         await box.engine.dispose()
     every = [i for ids in results for i in ids]
     assert len(every) == 30 and len(set(every)) == 30
@@ -282,7 +289,7 @@ async def test_signups_arriving_together_are_committed_together_and_a_bad_one_fa
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     stored, failed = results[:-1], results[-1]
     assert isinstance(failed, Exception)  # the database refused it (foreign key)
-    assert all(isinstance(s, Signup) and s.state == State.PENDING for s in stored)
+    assert all(isinstance(s, Job) and s.state == State.PENDING for s in stored)
     assert len({s.id for s in stored}) == 20  # type: ignore[union-attr]
     assert sorted(await outbox.counts()) == [("JOIN", "pending", 20)]
 
@@ -295,3 +302,34 @@ async def test_in_one_batch_the_second_submission_of_a_number_is_its_duplicate(o
     assert (first.state, second.state) == (State.PENDING, State.DUPLICATE)
     row = await outbox.get(second.id)
     assert row is not None and row["duplicate_of"] == first.id
+
+
+async def test_on_sqlite_one_writer_thread_makes_every_write(tmp_path: Path) -> None:
+    # SQLite has one writer at a time: every write of the process, claims and the
+    # operator's retries included, is made by the outbox's own thread, in turn, rather
+    # than by connections competing in SQLite's busy handler.
+    writes: list[tuple[str, str]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append((threading.current_thread().name, statement.split(None, 3)[2]))
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'optin.db'}")
+    await migrate(engine)
+    event.listen(Engine, "before_cursor_execute", seen)
+    box = Outbox(engine, policy=RetryPolicy(max_attempts=1), lease=timedelta(seconds=60))
+    try:
+        await box.remember_disclosures([DISCLOSURE])
+        await box.add(record(), optin())
+        [job] = await box.claim("w")
+        await box.settle(job, Unavailable("timed out"), worker="w")  # failed at once
+        assert await box.retry_failed() == 1
+        [job] = await box.claim("w")
+        await box.release(job, worker="w", reason="shutting down")
+        assert [state for state, _ in await box.history(job.id)] == ["pending", "failed", "pending", "pending"]
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        await box.close()
+        await engine.dispose()
+    assert {table for _, table in writes} >= {"disclosures", "jobs", "signups", "job_events"}
+    assert {thread.split("_")[0] for thread, _ in writes} == {"storage-writer"}

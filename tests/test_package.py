@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import CAMPAIGNS, LOOPBACK, ROOT, Server, _child_environment
+from tests.support.campaigns import CAMPAIGNS
+from tests.support.servers import LOOPBACK, ROOT, Server, _child_environment
+from tests.support.visitor import form_fields
 
 # What the build must not see: a stale build/lib would slip old files into the wheel.
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -89,8 +91,7 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
             assert css.text == (ROOT / "static" / "style.css").read_text(encoding="utf-8")
 
             # The migrations came along: the schema made at start-up takes a signup.
-            hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
-            signup = client.post("/JOIN", data={**hidden, "phone": "(201) 555-0123"})
+            signup = client.post("/JOIN", data=form_fields(page.text, "(201) 555-0123"))
             assert signup.status_code == 303, signup.text
             thanks = client.get(signup.headers["location"])
             assert thanks.status_code == 200

@@ -14,7 +14,10 @@ import pytest
 from starlette.routing import BaseRoute, Mount
 from starlette.testclient import TestClient
 
-from .conftest import FakeUpstream, MakeClient, Page, answers, closed_port, raises, submit
+from tests.support.page import Page
+from tests.support.visitor import submit
+
+from .conftest import FakeUpstream, MakeClient, answers, closed_port, raises
 
 PHONE = "(201) 555-0123"
 NORMALISED = "12015550123"
@@ -341,8 +344,8 @@ def test_both_kinds_of_protexting_message_are_shown_together(make_client: MakeCl
 
 
 # --- ProTexting unavailable ------------------------------------------------------------
-# The one place that states what a visitor sees when ProTexting does not decide. What
-# the page SAYS is left open on purpose: that will become "you'll get a text shortly".
+# The one place that states what a visitor sees when ProTexting does not decide: the
+# signup is kept, and the thanks page says the text comes shortly.
 
 _DOWN = {"name": "Service Unavailable", "message": "Service temporarily unavailable.", "code": 0, "status": 503}
 
@@ -395,8 +398,14 @@ def test_protexting_unavailable_gives_a_calm_page(
         assert words not in response.text
     page = Page(response.text)
     plain_form = Page(client.get("/join").text)
-    news = paragraphs(page) - paragraphs(plain_form)
-    assert news, "the page should tell the visitor what happened"
+    # The person is thanked, and told the text is still to come: not "we've sent it".
+    assert (response.status_code, response.url.path, response.url.query) == (200, "/JOIN/thanks", b"pending=1")
+    assert page.find("h1").text == "Check your phone"
+    assert paragraphs(page) - paragraphs(plain_form) == {
+        "Thanks, you're on the list for Test Bakery Deals. You'll get a text shortly to confirm: "
+        "reply YES to it to start receiving messages.",
+        "Reply STOP at any time to cancel, HELP for help.",
+    }
     assert [link.attrs["href"] for link in page.find_all("link", rel="stylesheet")] == ["/static/style.css"]
 
 
@@ -548,9 +557,10 @@ def test_an_unexpected_failure_while_signing_up_is_a_calm_500_page(
 
 def test_the_signup_answer_carries_the_campaigns_headers(make_client: MakeClient) -> None:
     client = make_client()
-    for answer in (submit(client, "/join", PHONE), submit(client, "/join", "not a number")):
-        assert answer.status_code in (303, 422)
+    thanked, corrected = submit(client, "/join", PHONE), submit(client, "/join", "not a number")
+    assert thanked.status_code == 303 and corrected.status_code == 422
+    for answer in (thanked, corrected):
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["referrer-policy"] == "strict-origin-when-cross-origin"
-        if answer.status_code == 422:
-            assert "frame-ancestors" in answer.headers["content-security-policy"]
+    # The form shown again is a page of the campaign, framed where the campaign allows.
+    assert "frame-ancestors" in corrected.headers["content-security-policy"]

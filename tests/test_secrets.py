@@ -17,8 +17,9 @@ import pytest
 
 from app import upstream
 from app.upstream import Accepted, OptIn, ProTexting, Rejected, Unavailable
+from tests.support.visitor import submit
 
-from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises, submit
+from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises
 
 Respond = Callable[[httpx.Request], httpx.Response]
 
@@ -262,7 +263,7 @@ def test_the_json_api_and_the_worker_never_show_or_log_the_token(
         from sqlalchemy import text
 
         async with delivery.outbox.engine.begin() as conn:  # skip the backoff
-            await conn.execute(text("UPDATE signups SET next_attempt_at = created_at"))
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at"))
         await delivery.drain()
 
     client.portal.call(deliver_now)

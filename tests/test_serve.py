@@ -4,7 +4,6 @@ address it records cannot be picked by the client, and its own log lines are sho
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -13,23 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._servers import CAMPAIGNS, PLAIN_UVICORN, SERVE, Server, _child_environment, app_server
+from tests.support.campaigns import write_campaigns
+from tests.support.servers import PLAIN_UVICORN, SERVE, Server, _child_environment, app_server
+from tests.support.visitor import Visitor
 
 FORGED = "203.0.113.9"
 WARNING = "X-Forwarded-For received from 127.0.0.1 but OPTIN_TRUSTED_PROXIES is unset"
 
 
-def _campaigns(tmp_path: Path) -> Path:
-    path = tmp_path / "campaigns.toml"
-    path.write_text(CAMPAIGNS, encoding="utf-8")
-    return path
-
-
 def _sign_up(client: httpx.Client, phone: str, *, headers: Mapping[str, str] = {}, **extra: str) -> httpx.Response:
     """Open the page and send the form as a browser does, with `headers` on the POST."""
-    page = client.get("/join").text
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-    return client.post("/JOIN", data={**fields, "phone": phone, **extra}, headers=dict(headers))
+    return Visitor(client).submit(phone, headers=headers, **extra)
 
 
 def _exported(workdir: Path) -> list[dict[str, object]]:
@@ -52,7 +45,7 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
     env = {"OPTIN_MIN_FILL_SECONDS": "0", "OPTIN_LIMIT_PER_IP": "2/minute"}
     if trusted is not None:
         env["OPTIN_TRUSTED_PROXIES"] = trusted
-    with app_server(tmp_path, campaigns=_campaigns(tmp_path), env=env) as app, _client(app) as client:
+    with app_server(tmp_path, campaigns=write_campaigns(tmp_path), env=env) as app, _client(app) as client:
         answers = [
             _sign_up(client, f"(201) 555-012{n}", headers={"X-Forwarded-For": address}).status_code
             for n, address in enumerate((FORGED, FORGED, "198.51.100.1"))
@@ -71,7 +64,10 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
 @pytest.mark.parametrize("command", [SERVE, PLAIN_UVICORN], ids=["optin serve", "uvicorn"])
 def test_the_services_info_lines_are_shown_however_it_is_started(tmp_path: Path, command: tuple[str, ...]) -> None:
     env = {"OPTIN_MIN_FILL_SECONDS": "0"}
-    with app_server(tmp_path, campaigns=_campaigns(tmp_path), env=env, command=command) as app, _client(app) as client:
+    with (
+        app_server(tmp_path, campaigns=write_campaigns(tmp_path), env=env, command=command) as app,
+        _client(app) as client,
+    ):
         # A bot fills the hidden field in: answered like a success, and logged at INFO.
         assert _sign_up(client, "(201) 555-0123", website="http://spam.example").status_code == 303
     assert "INFO app.guard: bot trap 'honeypot' caught a submission to JOIN from 127.0.0.1" in app.stderr
@@ -82,7 +78,7 @@ def test_the_services_info_lines_are_shown_however_it_is_started(tmp_path: Path,
 def test_the_log_level_setting_quietens_them(tmp_path: Path) -> None:
     env = {"OPTIN_MIN_FILL_SECONDS": "0"}
     with (
-        app_server(tmp_path, campaigns=_campaigns(tmp_path), env=env, log_level="warning") as app,
+        app_server(tmp_path, campaigns=write_campaigns(tmp_path), env=env, log_level="warning") as app,
         _client(app) as client,
     ):
         assert _sign_up(client, "(201) 555-0123", website="http://spam.example").status_code == 303

@@ -12,8 +12,9 @@ from starlette.testclient import TestClient
 from app.campaigns import CampaignsError
 from app.main import create_app
 from app.settings import SettingsError, load_settings
+from tests.support.campaigns import CAMPAIGNS_TOML
 
-from .conftest import CAMPAIGNS_TOML, TOKEN
+from .conftest import TOKEN
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

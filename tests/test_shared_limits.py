@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,15 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests._servers import Server, app_server, calls, fake_protexting
-from tests.conftest import CAMPAIGNS_TOML
+from tests.support.campaigns import CAMPAIGNS_TOML
+from tests.support.servers import Server, app_server, calls, fake_protexting
+from tests.support.visitor import Visitor, form_fields
 
 
 def _post_form(base: str, phone: str) -> httpx.Response:
     with httpx.Client(base_url=base, trust_env=False, timeout=10, follow_redirects=False) as client:
-        page = client.get("/join").text
-        hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-        return client.post("/JOIN", data={**hidden, "phone": phone})
+        return Visitor(client).submit(phone)
 
 
 def test_two_replicas_share_the_per_address_limit_through_redis(
@@ -88,7 +86,7 @@ async def _post_all(posts: list[tuple[str, dict[str, str]]]) -> list[httpx.Respo
 def _form(base: str) -> dict[str, str]:
     with httpx.Client(trust_env=False, timeout=10) as client:
         page = client.get(base + "/join").text
-    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    return form_fields(page, phone=None)
 
 
 def test_sixty_signups_at_once_in_one_block_through_two_replicas_pass_exactly_ten(

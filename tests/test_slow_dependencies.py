@@ -1,5 +1,5 @@
 """Slow dependencies fail fast: a Redis or a PostgreSQL that accepts connections and
-never answers (tests/_blackhole.py) costs a signup a short timeout, not a hang.
+never answers (tests/support/blackhole.py) costs a signup a short timeout, not a hang.
 
 With such a Redis the signup is still stored and thanked, and after a few calls the
 service stops asking it at all; with such a database the person gets the plain 503
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -19,9 +18,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests._blackhole import Relay
-from tests._servers import CAMPAIGNS, app_server
-from tests.conftest import FakeUpstream, MakeClient, submit
+from tests.conftest import FakeUpstream, MakeClient
+from tests.support.blackhole import Relay
+from tests.support.campaigns import CAMPAIGNS
+from tests.support.servers import app_server
+from tests.support.visitor import Visitor, submit
 
 # Generous: far above the configured timeouts (1 s here), far below a hang (today a
 # signup waits as long as TCP lasts).
@@ -49,14 +50,7 @@ def test_with_a_redis_that_never_answers_signups_are_thanked_without_waiting_on_
     # Each is stored, waiting; nothing was sent while the shared pace is unknown.
     assert upstream.requests == []
     with sqlite3.connect(clean_env / "optin-1.db") as db:
-        assert db.execute("SELECT state, count(*) FROM signups GROUP BY state").fetchall() == [("pending", 8)]
-
-
-def _form_fields(client: httpx.Client) -> dict[str, str]:
-    page = client.get("/join").text
-    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-    assert "form_token" in hidden
-    return hidden
+        assert db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("pending", 8)]
 
 
 def test_with_a_database_that_stops_answering_signups_get_the_plain_503_promptly(
@@ -79,12 +73,12 @@ def test_with_a_database_that_stops_answering_signups_get_the_plain_503_promptly
             httpx.Client(base_url=app.url, trust_env=False, timeout=NOT_HANGING) as client,
         ):
             # Sandbox mode: a signup is stored and thanked while the database answers.
-            assert client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0123"}).status_code == 303
+            assert Visitor(client).submit("(201) 555-0123").status_code == 303
             # A form token is good for one signup: one for each (the pages need no database).
             tokens = [client.get("/api/v1/campaigns/join").json()["token"] for _ in range(20)]
 
             relay.freeze()
-            form = client.post("/JOIN", data={**_form_fields(client), "phone": "(201) 555-0124"})
+            form = Visitor(client).submit("(201) 555-0124")
             assert form.status_code == 503 and form.headers["retry-after"] == "30"
             assert "take signups this minute" in form.text
             assert "not saved" in form.text and "Traceback" not in form.text

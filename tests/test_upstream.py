@@ -4,6 +4,7 @@ including no answer at all, into Accepted, Rejected or Unavailable, never an exc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 from collections.abc import Awaitable, Callable
@@ -384,7 +385,7 @@ async def _opt_in_over_loopback(
 
 async def test_a_server_that_never_answers_times_out_on_loopback() -> None:
     async def hang(writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # held open until the test's server shuts down
 
     outcome = await _opt_in_over_loopback(hang, timeout=httpx.Timeout(0.3))
 
@@ -461,13 +462,20 @@ async def test_a_300_mb_answer_is_not_read_past_1_mb() -> None:
     assert sent < 64 * 1024 * 1024
 
 
+async def _slow_network(seconds: float) -> None:
+    """The gap before a dripping server's next byte: the server's own behaviour, not a
+    test waiting for the code (the handler runs until the test's server shuts down)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.Event().wait(), seconds)
+
+
 async def test_a_provider_that_drips_a_byte_at_a_time_ends_at_the_deadline() -> None:
     async def drip(writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\n")
         while True:  # a byte every 50 ms never trips a per-read timeout of 5 s
             writer.write(b"x")
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await _slow_network(0.05)
 
     started = asyncio.get_running_loop().time()
     outcome = await _opt_in_over_loopback(drip, deadline=0.3)
@@ -482,7 +490,7 @@ async def test_a_201_whose_body_drips_past_the_deadline_is_accepted_unverified()
         while True:
             writer.write(b" ")
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await _slow_network(0.05)
 
     outcome = await _opt_in_over_loopback(drip, deadline=0.3)
 

@@ -1,132 +1,31 @@
-"""Storage: the tables, the engine, and the migrations that shape them.
+"""The engine, and the migrations that shape its schema.
 
 One code path for both databases: SQLite through aiosqlite for a single process (the
 default), PostgreSQL through asyncpg for several replicas. Alembic owns the schema;
 `migrate()` runs at start-up and from `optin migrate`.
-
-Tables:
-    disclosures    every disclosure text ever shown, keyed by its SHA-256
-    signups        one row per valid submission: the consent record and its delivery
-                   state (the outbox), committed before ProTexting is called
-    signup_events  the delivery history of each signup
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    event,
-    inspect,
-    text,
-)
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-from . import packaged
+from .. import packaged
 
 
 class StorageError(Exception):
     """The database cannot be opened or migrated."""
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out, on SQLite (which has no time zones) as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime; use datetime.now(UTC)")
-        value = value.astimezone(UTC)
-        # SQLite compares timestamps as text: keep one format, without an offset.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-Id = BigInteger().with_variant(Integer, "sqlite")
-
-metadata = MetaData()
-
-disclosures = Table(
-    "disclosures",
-    metadata,
-    Column("sha256", String(64), primary_key=True),
-    Column("text", Text, nullable=False),
-    Column("first_shown_at", UTCDateTime, nullable=False),
-)
-
-signups = Table(
-    "signups",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    # The consent record: who agreed, to what, where, from which device.
-    Column("campaign", String(64), nullable=False),
-    Column("phone", String(20), nullable=False),
-    Column("group_ids", JSON, nullable=False),
-    Column("disclosure_sha256", String(64), ForeignKey("disclosures.sha256"), nullable=False),
-    Column("page_url", Text, nullable=False),
-    Column("source", JSON, nullable=False),
-    Column("client_ip", String(45), nullable=True),
-    Column("user_agent", Text, nullable=True),
-    # The outbox: what to send and where delivery stands.
-    Column("request", JSON, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UTCDateTime, nullable=False),
-    Column("lease_until", UTCDateTime, nullable=True),
-    Column("leased_by", String(64), nullable=True),
-    Column("last_error", Text, nullable=True),
-    Column("upstream_messages", JSON, nullable=True),
-    Column("duplicate_of", Id, nullable=True),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
-Index("ix_signups_due", signups.c.state, signups.c.next_attempt_at)
-Index("ix_signups_recent", signups.c.campaign, signups.c.phone, signups.c.created_at)
-Index("ix_signups_created", signups.c.created_at)
-
-signup_events = Table(
-    "signup_events",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("signup_id", Id, ForeignKey("signups.id"), nullable=False, index=True),
-    Column("at", UTCDateTime, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("detail", Text, nullable=True),
-)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _prepare_sqlite(url: str) -> None:
@@ -202,7 +101,7 @@ def thread_engine_for(engine: AsyncEngine) -> Engine | None:
 
     aiosqlite makes one trip to its thread (and back to the event loop) per driver
     call, about twenty for a transaction; with this engine a whole transaction runs
-    in one trip to a worker thread (app.outbox writes the signup path's batches so)."""
+    in one trip to a worker thread (app.storage.writer writes every transaction so)."""
     url = engine.url
     database = url.database or ""
     if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
@@ -236,7 +135,7 @@ def _upgrade(connection: Connection) -> None:
 
 
 # The newest migration in app/migrations/versions (a test checks it is Alembic's head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 def _at_head(connection: Connection) -> bool:

@@ -6,14 +6,21 @@ Each `Server` is one subprocess of this venv's Python, listening on 127.0.0.1:
         httpx.get(app.url + "/join")
     app.stderr  # everything the process wrote, readable after stop
 
-`start()` returns once the server answers HTTP (bounded by a deadline) or fails the
-test with the process's own stderr. `stop()` terminates then kills; `kill()` is a
+`start()` returns once the server answers HTTP (bounded by a deadline) or raises
+`ServerFailed` with the process's own stderr. `stop()` terminates then kills; `kill()` is a
 SIGKILL, for crash tests. A stopped or killed server can be started again on the same
 port, so a test can restart the app and keep talking to the same URL.
 
 The child's environment is the parent's minus every PROTEXTING_*/OPTIN_* variable and
 proxy setting, plus what the test passes; its working directory is a fresh directory so
 no stray `.env` is read.
+
+Waiting on a server without sleeping: whatever a server writes is copied to its log
+files by a reader thread that then wakes `wait_until` (module level), which checks its
+condition again after each write and each exit of any server here. The app logs each
+request and each delivery, so "every signup delivered" is checked as it happens.
+
+No pytest import: bench/ uses this module too.
 """
 
 from __future__ import annotations
@@ -24,31 +31,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import httpx
-import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_CAMPAIGNS = ROOT / "campaigns.toml"
+from .campaigns import DEMO_CAMPAIGNS, ROOT
+
 LOOPBACK = "127.0.0.1"
-
-# The campaigns file of the tests that run the service as a real server.
-CAMPAIGNS = """\
-[campaigns.JOIN]
-title = "Get our deals by text"
-group_ids = [7, 9]
-program_name = "Corner Bakery Deals"
-message_frequency = "Up to 4 msgs/month"
-terms_url = "https://example.com/sms-terms"
-privacy_url = "https://example.com/privacy"
-cta_message = "Corner Bakery: reply YES to get deals by text."
-confirm_message = "Corner Bakery: you're in! Reply HELP for help, STOP to cancel."
-"""
 
 # How the README and `make run` start the service; and plain uvicorn, which some
 # operators will use all the same.
@@ -80,6 +74,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerFailed(RuntimeError):
+    """A server did not come up; the message carries what it wrote to stderr."""
+
+
+class WaitTimedOut(AssertionError):
+    """`wait_until` ran out of time; the message says what it waited for."""
+
+
+# Notified whenever any server here writes output or exits: what `wait_until` waits on.
+_ACTIVITY = threading.Condition()
+_activity_count = 0
+
+
+def _activity() -> None:
+    global _activity_count
+    with _ACTIVITY:
+        _activity_count += 1
+        _ACTIVITY.notify_all()
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: Callable[[], str] | str) -> None:
+    """Return once `check()` is true; raise WaitTimedOut after `timeout` seconds.
+
+    `check` runs at once, then again each time a server here writes something or exits
+    (and a last time at the deadline), never on a timer: whatever it reads must change
+    only together with some server's output, as a delivery does (the app logs each).
+    """
+    if not happens(check, within=timeout):
+        raise WaitTimedOut(f"timed out after {timeout:g}s waiting for {what if isinstance(what, str) else what()}")
+
+
+def happens(check: Callable[[], bool], *, within: float) -> bool:
+    """Whether `check()` becomes true within `within` seconds (see `wait_until`);
+    False after the deadline: for what must NOT happen while a server keeps running."""
+    deadline = time.monotonic() + within
+    while True:
+        with _ACTIVITY:
+            seen = _activity_count
+        if check():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        with _ACTIVITY:
+            _ACTIVITY.wait_for(lambda seen=seen: _activity_count != seen, timeout=left)
+
+
 def _child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     env = {
         name: value
@@ -98,9 +139,10 @@ class Server:
     """One server subprocess on 127.0.0.1; a context manager that starts and stops it.
 
     `argv` and the values of `env` may contain the placeholder "{port}", filled in at
-    each start. `ready_path` is polled with GET until it answers 200. The process runs
-    in `workdir`; its output goes to `workdir/NAME.NN.stdout.log` and `...stderr.log`,
-    one pair per start.
+    each start. `ready_path` is asked with GET until it answers 200 (None: a process
+    that serves no HTTP, such as `optin worker`, is ready once spawned). The process
+    runs in `workdir`; its output goes to `workdir/NAME.NN.stdout.log` and
+    `...stderr.log`, one pair per start.
     """
 
     def __init__(
@@ -110,7 +152,7 @@ class Server:
         *,
         workdir: Path,
         env: Mapping[str, str] | None = None,
-        ready_path: str = "/healthz",
+        ready_path: str | None = "/healthz",
         port: int | None = None,
     ) -> None:
         self.name = name
@@ -122,6 +164,7 @@ class Server:
         self.port = port if port is not None else free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._outputs: list[IO[bytes]] = []
+        self._readers: list[threading.Thread] = []
         self._starts = 0
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -177,10 +220,9 @@ class Server:
             break
         detail = self._last_stderr().strip() or "(nothing on stderr)"
         self.stop()
-        pytest.fail(
+        raise ServerFailed(
             f"{self.name} did not come up on {self.url} within {timeout:.0f}s "
-            f"(exit code {self.returncode}); its stderr:\n{detail}",
-            pytrace=False,
+            f"(exit code {self.returncode}); its stderr:\n{detail}"
         )
 
     def _spawn(self) -> None:
@@ -190,32 +232,49 @@ class Server:
         stderr = open(self.workdir / f"{self.name}.{self._starts:02d}.stderr.log", "wb")  # noqa: SIM115
         self._outputs = [stdout, stderr]
         argv = [part.replace("{port}", str(self.port)) for part in self._argv]
-        self._process = subprocess.Popen(
+        process = subprocess.Popen(
             argv,
             cwd=self.workdir,
             env=_child_environment({k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}),
             stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        self._process = process
+        assert process.stdout is not None and process.stderr is not None
+        self._readers = [
+            threading.Thread(target=_copy, args=(pipe, log), name=f"{self.name}-{log.name}", daemon=True)
+            for pipe, log in ((process.stdout, stdout), (process.stderr, stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _last_stderr(self) -> str:
         path = self.workdir / f"{self.name}.{self._starts:02d}.stderr.log"
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
     def _wait_ready(self, timeout: float) -> bool:
+        if self._ready_path is None:
+            return True
         deadline = time.monotonic() + timeout
+        process = self._process
+        assert process is not None
         with httpx.Client(trust_env=False, timeout=1.0) as client:
             while time.monotonic() < deadline:
-                if not self.running:
-                    self._reap()
-                    return False
                 try:
                     if client.get(self.url + self._ready_path).status_code == 200:
                         return True
                 except httpx.TransportError:
                     pass
-                time.sleep(0.05)
+                # Not listening yet: wait for the process to exit (it failed: stop
+                # here) for at most a moment before asking again. A quiet server (the
+                # fake logs nothing) says nothing else about its readiness.
+                try:
+                    process.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    continue
+                self._reap()
+                return False
         return False
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
@@ -237,7 +296,13 @@ class Server:
     def _reap(self) -> None:
         if self._process is not None:
             self._process.wait()
+        # The pipes end with the process (and anything it started): all it wrote is
+        # in the log files before they are closed.
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        self._readers = []
         self._close_outputs()
+        _activity()
 
     def _close_outputs(self) -> None:
         for stream in self._outputs:
@@ -255,6 +320,16 @@ class Server:
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"<Server {self.name} {self.url} {state}>"
+
+
+def _copy(pipe: IO[bytes], log: IO[bytes]) -> None:
+    """Copy a child's output to its log file as it comes, waking `wait_until` each time."""
+    with pipe:
+        while chunk := pipe.read1(65536):
+            log.write(chunk)
+            log.flush()
+            _activity()
+    _activity()
 
 
 def fake_protexting(
