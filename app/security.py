@@ -128,7 +128,8 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # GET and HEAD carry no body worth reading: the page views pass straight through.
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             limit = _limit(scope)
             for name, value in scope["headers"]:
                 if name == b"content-length" and (not value.isdigit() or int(value) > limit):
