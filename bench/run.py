@@ -431,7 +431,12 @@ class Bench:
         return path
 
     def uvicorn_options(self) -> list[str]:
-        return ["--loop", self.args.loop, "--http", self.args.http, "--no-access-log", "--log-level", "info"]
+        # As `optin serve` runs it: proxy headers off (the app alone reads X-Forwarded-For),
+        # for the baseline too, so both pay the same server.
+        return [
+            "--loop", self.args.loop, "--http", self.args.http, "--no-access-log", "--log-level", "info",
+            "--no-proxy-headers",
+        ]  # fmt: skip
 
     def fake(self, workdir: Path, *, latency_ms: float = 0.0, rate_limit: str | None = None) -> Server:
         argv = [
