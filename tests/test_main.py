@@ -6,7 +6,9 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .conftest import FakeUpstream, MakeClient, Page
+from tests.support.page import Page
+
+from .conftest import FakeUpstream, MakeClient
 
 PHONE = "(201) 555-0123"
 
