@@ -66,8 +66,11 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
             return JSONResponse(body, status_code=status, headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        site = getattr(request.app.state, "site", None)
-        campaign = site.campaign(keyword) if keyword and site is not None else None
+        campaign = (
+            request.app.state.resources.campaign(keyword)
+            if keyword and hasattr(request.app.state, "resources")
+            else None
+        )
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
             headers |= campaign_headers(campaign)

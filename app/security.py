@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -101,21 +102,14 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                # One pass over the names (ASGI's are lower-case bytes): on every
-                # response, the page views among them.
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                missing = [(name, value) for name, value in _DEFAULTS if name not in present]
-                if missing:
-                    message = {**message, "headers": headers + missing}
+                headers = MutableHeaders(scope=message)
+                for name, value in FIXED_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("content-security-policy", DEFAULT_CSP)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-
-_DEFAULTS = [
-    (name.encode(), value.encode()) for name, value in {**FIXED_HEADERS, "content-security-policy": DEFAULT_CSP}.items()
-]
 
 DEFAULT_BODY_LIMIT = 16384
 
@@ -128,8 +122,7 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # GET and HEAD carry no body worth reading: the page views pass straight through.
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] == "http":
             limit = _limit(scope)
             for name, value in scope["headers"]:
                 if name == b"content-length" and (not value.isdigit() or int(value) > limit):

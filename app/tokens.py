@@ -64,13 +64,13 @@ class _Signer(Signer):
 class _OneShotHMAC(HMACAlgorithm):
     """itsdangerous' HMAC, made with the standard library's one-shot `hmac.digest`
     (OpenSSL's, in one call) rather than an `hmac.new` object per signature: the same
-    bytes, a third of the cost, on every page view."""
+    bytes, at a fraction of the cost, on every page view."""
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
         return hmac.digest(key, value, "sha1")
 
 
-# SHA-1 as itsdangerous' default; hashlib's own, as its default is a Python wrapper.
+# SHA-1 as itsdangerous' default, but hashlib's own: its default is a Python wrapper.
 _HMAC_SHA1 = _OneShotHMAC(hashlib.sha1)
 # The nonce makes each token a new one; it need not be secret (the signature covers it),
 # only never repeat: a random prefix per process and a count, cheaper than fresh
@@ -97,11 +97,10 @@ class FormTokens:
         self.clock = clock
 
     def issue(self, campaign: str, *, issued_at: float | None = None) -> str:
-        """A new token for the page of the campaign whose key (`app.site.Listing.key`,
-        its keyword folded) is `campaign`. A form shown again after an error keeps the
+        """A new token for `campaign`'s page. A form shown again after an error keeps the
         first issue time, so a person correcting a typo is not slowed down again."""
         issued = issued_at if issued_at is not None else self.clock()
-        return self._signer.sign(f"{campaign}.{issued:.3f}.{_NONCE_PREFIX}{next(_nonces):x}").decode("ascii")
+        return self._signer.sign(f"{campaign.lower()}.{issued:.3f}.{_NONCE_PREFIX}{next(_nonces):x}").decode("ascii")
 
     async def claim(self, token: str, phone: str) -> bool:
         """Use a checked token for the accepted signup of `phone` (E.164 digits).
@@ -126,7 +125,7 @@ class FormTokens:
         raise UsedFormToken("form token already used for another number")
 
     def check(self, token: str | None, campaign: str) -> float:
-        """The issue time (epoch seconds) of a valid token for `campaign` (its key)."""
+        """The issue time (epoch seconds) of a valid token for `campaign`."""
         if not token or len(token) > 512:
             raise InvalidFormToken("missing form token")
         try:
@@ -138,7 +137,7 @@ class FormTokens:
         keyword, _, stamp = payload.partition(".")
         if stamp.count(".") == 2:
             stamp = stamp.rpartition(".")[0]
-        if keyword != campaign:
+        if keyword != campaign.lower():
             raise InvalidFormToken("form token is for another page")
         try:
             issued = float(stamp)
