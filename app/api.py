@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from .campaigns import Campaign
 from .captcha import CaptchaFailed
-from .deps import CampaignDep, ResourcesDep
+from .deps import CampaignDep, ListingDep, ResourcesDep
 from .guard import BotTrapped
 from .phone import PhoneError
 from .security import request_origin
@@ -113,8 +113,9 @@ def errors(status: int, *problems: tuple[str | None, str], headers: dict[str, st
 
 
 @router.get("/campaigns/{keyword}", response_model=CampaignInfo, responses={404: _ERRORS[404]})
-async def campaign_info(request: Request, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+async def campaign_info(request: Request, listing: ListingDep, resources: ResourcesDep) -> JSONResponse:
     """What a custom form must show, and the token its opt-in must carry."""
+    campaign = listing.campaign
     info = CampaignInfo(
         keyword=campaign.keyword,
         title=campaign.title,
@@ -123,8 +124,8 @@ async def campaign_info(request: Request, campaign: CampaignDep, resources: Reso
         message_frequency=campaign.message_frequency,
         terms_url=campaign.terms_url,
         privacy_url=campaign.privacy_url,
-        disclosure_html=resources.disclosures[campaign.keyword.lower()].text,
-        token=resources.guard.tokens.issue(campaign.keyword),
+        disclosure_html=listing.disclosure.text,
+        token=resources.guard.tokens.issue(listing.key),
         captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)
         if campaign.captcha
         else None,
@@ -152,13 +153,14 @@ async def preflight(request: Request, campaign: CampaignDep) -> Response:
     response_model=OptInResult,
     responses={202: {"model": OptInResult, "description": "Accepted; the text follows shortly."}, **_ERRORS},
 )
-async def opt_in(request: Request, body: OptInRequest, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+async def opt_in(request: Request, body: OptInRequest, listing: ListingDep, resources: ResourcesDep) -> JSONResponse:
     """Sign a number up to the campaign: 201 when ProTexting has accepted it, 202 when it
     is queued (ProTexting slow or busy); either way the person gets a text."""
+    campaign = listing.campaign
     cors = cors_headers(request, campaign)
     attempt = Attempt(phone=body.phone, token=body.token, honeypot=body.website, captcha=body.captcha)
     try:
-        submitted = await sign_up(request, resources, campaign, attempt, cross_origin=True)
+        submitted = await sign_up(request, resources, listing, attempt, cross_origin=True)
     except PhoneError as exc:
         return errors(422, ("phone", exc.message), headers=cors)
     except ExpiredFormToken:

@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
+from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
 from .storage import EXPORT_FIELDS, Outbox, StorageError, create_engine, migrate
 
@@ -56,17 +57,11 @@ async def _outbox(settings: Settings, *, existing: bool = False) -> AsyncIterato
     """The outbox on the configured database. `existing`: a command that only reads or
     revises signups refuses a SQLite file that is not there, rather than create an
     empty one and report nothing (a typo in OPTIN_DATABASE_URL is not "no signups")."""
-    from .main import outbox_for
-
     database = _sqlite_file(settings.database_url)
     if existing and database is not None and not database.exists():
         raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL); `optin migrate` creates one")
-    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
-    try:
-        await migrate(engine)
-        yield outbox_for(engine, settings)
-    finally:
-        await engine.dispose()
+    async with open_outbox(settings) as outbox:
+        yield outbox
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,23 +75,12 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from .counters import close_counters, open_counters
     from .logs import configure_logging
-    from .main import delivery_for, upstream_client
-    from .pacing import Pacer
 
     # What it delivers, and what it cannot, is told in app.* lines, as by the service.
     configure_logging(settings.log_level)
-    async with AsyncExitStack() as stack:
-        outbox = await stack.enter_async_context(_outbox(settings))
-        counters = open_counters(
-            settings.redis_url, namespace=settings.redis_prefix, timeout=settings.redis_timeout_seconds
-        )
-        stack.push_async_callback(close_counters, counters)
-        pacer = Pacer(settings.rate_limit, storage=counters)
-        protexting = upstream_client(settings, None)
-        stack.push_async_callback(protexting.aclose)
-        delivery = delivery_for(settings, outbox=outbox, protexting=protexting, pacer=pacer)
+    async with open_services(settings) as services:
+        delivery = services.delivery
         if args.once:
             await delivery.drain()
             return 0

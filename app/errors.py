@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -51,7 +52,7 @@ _PAGES: dict[int, tuple[str, str]] = {
 }
 
 
-def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
+def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     def answer(
         request: Request,
         status: int,
@@ -66,11 +67,8 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
             return JSONResponse(body, status_code=status, headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        campaign = (
-            request.app.state.resources.campaign(keyword)
-            if keyword and hasattr(request.app.state, "resources")
-            else None
-        )
+        site = getattr(request.app.state, "site", None)
+        campaign = site.campaign(keyword) if keyword and site is not None else None
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
             headers |= campaign_headers(campaign)

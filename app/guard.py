@@ -23,6 +23,7 @@ from collections import Counter
 
 from .campaigns import Campaign
 from .captcha import CaptchaVerifier
+from .site import Listing
 from .throttle import Throttle
 from .tokens import FormTokens
 
@@ -52,7 +53,7 @@ class Guard:
 
     async def admit(
         self,
-        campaign: Campaign,
+        listing: Listing,
         *,
         token: str | None,
         honeypot: str | None,
@@ -62,7 +63,8 @@ class Guard:
         """Run the checks that come before the number; return the form's issue time.
 
         Raises InvalidFormToken, ExpiredFormToken, BotTrapped or CaptchaFailed."""
-        issued = self.tokens.check(token, campaign.keyword)
+        campaign = listing.campaign
+        issued = self.tokens.check(token, listing.key)
         if honeypot:
             self._caught("honeypot", campaign, client_ip)
         # Timed on the clock that stamped the token.
@@ -77,9 +79,9 @@ class Guard:
             )
         return issued
 
-    async def number(self, campaign: Campaign, phone: str) -> None:
+    async def number(self, listing: Listing, phone: str) -> None:
         """Count a valid number against its limits (raises TooManyRequests)."""
-        await self.throttle.signup(campaign.keyword, phone)
+        await self.throttle.signup(listing.key, phone)
 
     def _caught(self, trap: str, campaign: Campaign, client_ip: str | None) -> None:
         self.trapped[trap] += 1

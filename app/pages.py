@@ -3,34 +3,39 @@
 Post/Redirect/Get: a POST that fails validation (ours or ProTexting's) renders the
 same form again with the typed value and the message beside the field, status 422;
 a POST that succeeds answers 303 to the thanks page.
+
+`GET`/`POST /{keyword}` is one Starlette route (`campaign_route`) to a raw ASGI
+endpoint, declared by `app.main.create_app` after the others: it goes through every
+middleware and error handler the app declares, and skips only FastAPI's per-route
+work (request parsing, dependency injection), which it does not need.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode
+import re
+from collections.abc import Mapping, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup, escape
-from starlette.applications import Starlette
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.routing import Match, Router
+from markupsafe import Markup
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .campaigns import Campaign, CampaignNotFound
+from .campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from .captcha import CaptchaFailed
-from .consent import source_params
-from .deps import CampaignDep, ResourcesDep, TemplatesDep
+from .consent import Disclosure
+from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
 from .forms import read_form
 from .guard import HONEYPOT_FIELD, BotTrapped
 from .phone import PhoneError
 from .resources import Resources
-from .security import FIXED_HEADERS, page_csp
+from .security import page_csp, secured
 from .signup import Attempt, RepeatedSignup, sign_up
+from .site import Listing, PageKey, PrerenderedPage, Site, source_query
 from .tokens import ExpiredFormToken, InvalidFormToken, UsedFormToken
 
 logger = logging.getLogger(__name__)
@@ -73,13 +78,6 @@ def campaign_headers(campaign: Campaign) -> dict[str, str]:
     }
 
 
-def _source_query(pairs: list[tuple[str, str]]) -> str:
-    """The page's source parameters as the form action's query ("" when none): they
-    ride along so the consent record knows which poster or link the person came from."""
-    source = source_params(pairs)
-    return f"?{urlencode(source)}" if source else ""
-
-
 def _form_context(
     campaign: Campaign,
     disclosure: str,
@@ -109,7 +107,7 @@ def _form_context(
 def render_form(
     request: Request,
     templates: Jinja2Templates,
-    campaign: Campaign,
+    listing: Listing,
     *,
     issued_at: float | None = None,
     phone: str = "",
@@ -118,11 +116,12 @@ def render_form(
     status_code: int = 200,
 ) -> HTMLResponse:
     resources: Resources = request.app.state.resources
+    campaign = listing.campaign
     context = _form_context(
         campaign,
-        resources.disclosures[campaign.keyword.lower()].text,
-        query=_source_query(request.query_params.multi_items()),
-        form_token=resources.guard.tokens.issue(campaign.keyword, issued_at=issued_at),
+        listing.disclosure.text,
+        query=source_query(request.query_params.multi_items()),
+        form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
         phone=phone,
         phone_error=phone_error,
         form_errors=form_errors,
@@ -138,89 +137,97 @@ async def healthz() -> PlainTextResponse:
 
 
 @router.get("/")
-async def index(request: Request, resources: ResourcesDep, templates: TemplatesDep) -> Response:
+async def index(request: Request, resources: ResourcesDep, site: SiteDep, templates: TemplatesDep) -> Response:
     # The demo's front door: in sandbox mode list the campaigns; a live service has no
     # public directory of its campaigns.
     if not resources.sandbox:
         raise CampaignNotFound("")
-    return templates.TemplateResponse(request, "index.html", {"campaigns": list(resources.campaigns.values())})
+    return templates.TemplateResponse(request, "index.html", {"campaigns": list(site.campaigns)})
 
 
-# The plain signup page is the hot path (a QR code on a stadium screen): it is rendered
-# once per campaign at start-up around two markers, and each view only splices in the
-# source parameters and a fresh token. Markers are noncharacters no template emits.
+# The signup page is the hot path: a QR code on a stadium screen sends thousands of
+# phones to it in a minute. So each campaign's page is rendered once, when its `Site`
+# is built, around two markers, and each view only splices in the source parameters
+# and a fresh token (`CampaignPage`), in raw ASGI: no Request object, no dependency
+# injection, no template. Markers are noncharacters no template emits.
 _QUERY_MARK = "\ufdd0"
 _TOKEN_MARK = "\ufdd1"
 
 
-@dataclass(frozen=True, slots=True)
-class PrerenderedPage:
-    before_query: bytes
-    before_token: bytes
-    rest: bytes
-    headers: dict[str, str]
-    # The same headers, and the security headers every response carries, ready for ASGI.
-    raw_headers: list[tuple[bytes, bytes]]
-
-    def body(self, *, query_string: bytes, token: str) -> bytes:
-        query = b""
-        if query_string:
-            pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-            query = str(escape(_source_query(pairs))).encode()
-        return self.before_query + query + self.before_token + token.encode() + self.rest
-
-
-def prerender(templates: Jinja2Templates, campaign: Campaign, disclosure: str) -> PrerenderedPage:
-    context = _form_context(campaign, disclosure, query=_QUERY_MARK, form_token=_TOKEN_MARK)
+def prerender(templates: Jinja2Templates, listing: Listing) -> PrerenderedPage:
+    campaign = listing.campaign
+    context = _form_context(campaign, listing.disclosure.text, query=_QUERY_MARK, form_token=_TOKEN_MARK)
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
     headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
-    raw = [(name.encode(), value.encode()) for name, value in {**FIXED_HEADERS, **headers}.items()]
-    return PrerenderedPage(head.encode(), middle.encode(), tail.encode(), headers, raw)
+    raw = secured(
+        headers["content-security-policy"], {k: v for k, v in headers.items() if k != "content-security-policy"}
+    )
+    return PrerenderedPage(listing.key, head.encode(), middle.encode(), tail.encode(), headers, raw)
 
 
-async def serve_prerendered(scope: Scope, send: Send, resources: Resources) -> bool:
-    """Answer GET /{keyword} for a known campaign straight in ASGI; False otherwise.
-
-    The framework's routing, dependency injection and middleware cost several times
-    what this page costs to make (see README, Performance), so `app.main` calls this
-    before handing a request to FastAPI. Unknown paths fall through to the router."""
-    keyword = campaign_keyword(scope, resources)
-    if keyword is None:
-        return False
-    page = resources.pages[keyword.lower()]
-    body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(keyword))
-    headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return True
+def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
+    """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
+    rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
+    disclosure = templates.get_template("_disclosure.html")
+    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c))) for c in campaigns.values()]
+    pages = {PageKey(item.campaign.keyword): prerender(templates, item) for item in listings}
+    return Site(listings, pages)
 
 
-async def signup_page(request: Request) -> Response:
-    """GET /{keyword} when `serve_prerendered` did not answer: the 404 of an unknown
-    keyword."""
-    resources: Resources = request.app.state.resources
-    keyword = request.path_params["keyword"]
-    page = resources.pages.get(keyword.lower())
-    if page is None:
-        raise CampaignNotFound(keyword)
-    token = resources.guard.tokens.issue(keyword)
-    return Response(page.body(query_string=request.scope["query_string"], token=token), headers=page.headers)
+class CampaignPage:
+    """The ASGI endpoint of `/{keyword}`: GET answers the prerendered page (see above),
+    POST signs up. An unknown keyword raises CampaignNotFound, which the app's handler
+    answers with the 404 page."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        site: Site = state.site
+        keyword: str = scope["path_params"]["keyword"]
+        resources: Resources = state.resources
+        if scope["method"] == "POST":
+            listing = site.listing(keyword)
+            if listing is None:
+                raise CampaignNotFound(keyword)
+            response = await signup(Request(scope, receive), listing, resources=resources, templates=state.templates)
+            await response(scope, receive, send)
+            return
+        page = site.page(keyword)
+        if page is None:
+            raise CampaignNotFound(keyword)
+        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
+        headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
-def campaign_keyword(scope: Scope, resources: Resources) -> str | None:
-    """The keyword of a campaign page's path (/{keyword}), or None."""
-    path: str = scope["path"]
-    if path.count("/") != 1:
-        return None
-    keyword = path[1:]
-    return keyword if keyword.lower() in resources.pages else None
+class _Keyword(Convertor[str]):
+    """A path segment that could be a campaign's keyword: the keyword grammar, and none
+    of the paths the service keeps for itself. So `/{keyword}` can be the app's first
+    route, and a page view is matched at the first try of the router."""
+
+    regex = "(?!(?:" + "|".join(re.escape(path) for path in sorted(RESERVED_PATHS)) + ")$)" + KEYWORD_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
-def without_trailing_slash(router: Router) -> ASGIApp:
-    """The router's answer to a path no route matches: a redirect to the same path
-    without its trailing slash when that one exists (`/join/` to `/join`), else 404.
+register_url_convertor("campaign_keyword", _Keyword())
+
+
+def campaign_route() -> Route:
+    """`/{keyword}`, for the app to declare before its other routes (see `_Keyword`)."""
+    return Route("/{keyword:campaign_keyword}", CampaignPage(), methods=["GET", "POST"], include_in_schema=False)
+
+
+def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
+    """The answer to a path none of `routes` matches: a redirect to the same path
+    without its trailing slash when one of them matches that (`/join/` to `/join`),
+    else 404.
 
     It stands in for Starlette's `redirect_slashes`, which builds the Location from the
     request's Host header: anyone can send `Host: evil.example`, and a shared cache
@@ -231,7 +238,7 @@ def without_trailing_slash(router: Router) -> ASGIApp:
         trimmed = "/" + path.strip("/")
         if scope["type"] == "http" and path.endswith("/") and trimmed != "/":
             target = {**scope, "path": trimmed}
-            if any(route.matches(target)[0] is not Match.NONE for route in router.routes):
+            if any(route.matches(target)[0] is not Match.NONE for route in routes):
                 resources: Resources | None = getattr(scope["app"].state, "resources", None)
                 location = (resources.settings.public_url if resources is not None else "") + trimmed
                 if scope["query_string"]:
@@ -239,35 +246,14 @@ def without_trailing_slash(router: Router) -> ASGIApp:
                 response = RedirectResponse(location, status_code=307, headers={"cache-control": "no-store"})
                 await response(scope, receive, send)
                 return
-        await router.not_found(scope, receive, send)
+        raise HTTPException(404)
 
     return default
 
 
-def form_post_app(app: Starlette) -> ASGIApp:
-    """POST /{keyword} of a known campaign, answered without FastAPI's routing and
-    dependency injection (about a sixth of a signup's CPU, README Performance), but
-    through the app's own middleware and error handlers, in the same order as
-    Starlette stacks them, so the answer is the one the router would give."""
-
-    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        resources: Resources = app.state.resources
-        campaign = resources.campaign(scope["path_params"]["keyword"])
-        if campaign is None:
-            raise CampaignNotFound(scope["path_params"]["keyword"])
-        response = await signup(request, campaign, resources, app.state.templates)
-        await response(scope, receive, send)
-
-    handlers = {key: handler for key, handler in app.exception_handlers.items() if key not in (500, Exception)}
-    asgi: ASGIApp = ExceptionMiddleware(endpoint, handlers=handlers)
-    for cls, args, kwargs in reversed(app.user_middleware):
-        asgi = cls(asgi, *args, **kwargs)
-    return ServerErrorMiddleware(asgi, handler=app.exception_handlers.get(Exception))
-
-
-@router.post("/{keyword}")
-async def signup(request: Request, campaign: CampaignDep, resources: ResourcesDep, templates: TemplatesDep) -> Response:
+async def signup(request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates) -> Response:
+    """POST /{keyword}: the form's signup (see the module's docstring)."""
+    campaign = listing.campaign
     captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
     form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
     typed = form.get("phone", "")
@@ -283,11 +269,11 @@ async def signup(request: Request, campaign: CampaignDep, resources: ResourcesDe
         status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
     ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
-        issued = _issued_at(resources, token, campaign)
+        issued = _issued_at(resources, token, listing)
         return render_form(
             request,
             templates,
-            campaign,
+            listing,
             issued_at=issued,
             phone=typed,
             status_code=status_code,
@@ -297,7 +283,7 @@ async def signup(request: Request, campaign: CampaignDep, resources: ResourcesDe
 
     thanks = f"{campaign.path}/thanks"
     try:
-        submitted = await sign_up(request, resources, campaign, attempt)
+        submitted = await sign_up(request, resources, listing, attempt)
     except PhoneError as exc:
         return again(422, phone_error=exc.message)
     except ExpiredFormToken:
@@ -324,9 +310,9 @@ async def signup(request: Request, campaign: CampaignDep, resources: ResourcesDe
     return RedirectResponse(thanks, status_code=303)
 
 
-def _issued_at(resources: Resources, token: str | None, campaign: Campaign) -> float | None:
+def _issued_at(resources: Resources, token: str | None, listing: Listing) -> float | None:
     try:
-        return resources.guard.tokens.check(token, campaign.keyword)
+        return resources.guard.tokens.check(token, listing.key)
     except (InvalidFormToken, ExpiredFormToken):
         return None
 

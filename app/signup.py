@@ -22,6 +22,7 @@ from .outbox import State
 from .phone import normalise
 from .resources import Resources
 from .security import check_same_origin
+from .site import Listing, Site
 from .storage import utcnow
 from .throttle import TooManyRequests
 from .tokens import MAX_AGE_SECONDS, UsedFormToken
@@ -87,9 +88,9 @@ def optin_for(campaign: Campaign, phone: str) -> OptIn:
 
 
 async def sign_up(
-    request: Request, resources: Resources, campaign: Campaign, attempt: Attempt, *, cross_origin: bool = False
+    request: Request, resources: Resources, listing: Listing, attempt: Attempt, *, cross_origin: bool = False
 ) -> Submitted:
-    """Check, record and deliver one signup.
+    """Check, record and deliver one signup to `listing`'s campaign.
 
     `cross_origin` lets the campaign's `api_origins` call from their own pages (the
     JSON API); the form accepts only our own origin. Raises the guard's errors
@@ -99,10 +100,11 @@ async def sign_up(
     `CountSubmissions`.
     """
     settings = resources.settings
+    campaign = listing.campaign
     check_same_origin(request, own=settings.own_origins, also=campaign.api_origins if cross_origin else ())
     ip = visitor_ip(request, resources)
     await resources.guard.admit(
-        campaign, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip
+        listing, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip
     )
     phone = normalise(
         attempt.phone,
@@ -110,7 +112,7 @@ async def sign_up(
         countries=campaign.countries,
         types=campaign.number_types,
     )
-    await resources.guard.number(campaign, phone)
+    await resources.guard.number(listing, phone)
     # Only now is the token used up: a typo or a limit leaves it good for the next try.
     assert attempt.token is not None  # the guard admitted it
     if not await resources.guard.tokens.claim(attempt.token, phone):
@@ -122,7 +124,7 @@ async def sign_up(
         campaign=campaign.keyword,
         phone=phone,
         group_ids=campaign.group_ids,
-        disclosure_sha256=resources.disclosures[campaign.keyword.lower()].sha256,
+        disclosure_sha256=listing.disclosure.sha256,
         page_url=page_url(settings.public_url, campaign, source),
         source=source,
         client_ip=ip,
@@ -155,8 +157,9 @@ class CountSubmissions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            resources: Resources | None = getattr(scope["app"].state, "resources", None)
-            if resources is not None and _signup_path(scope["path"], resources):
+            state = scope["app"].state
+            resources: Resources | None = getattr(state, "resources", None)
+            if resources is not None and _signup_path(scope["path"], state.site):
                 request = Request(scope)
                 try:
                     await resources.guard.throttle.client(visitor_ip(request, resources))
@@ -167,9 +170,9 @@ class CountSubmissions:
         await self.app(scope, receive, send)
 
 
-def _signup_path(path: str, resources: Resources) -> bool:
+def _signup_path(path: str, site: Site) -> bool:
     """POST /{keyword} or /api/v1/campaigns/{keyword}/opt-ins of a known campaign."""
     if path.count("/") == 1:
-        return resources.campaign(path[1:]) is not None
+        return site.campaign(path[1:]) is not None
     api = _API_OPT_IN.fullmatch(path)
-    return api is not None and resources.campaign(api.group(1)) is not None
+    return api is not None and site.campaign(api.group(1)) is not None

@@ -87,7 +87,7 @@ SECTIONS = ("pageview", "signup", "openloop", "burst", "pageweight")
 ALIASES = {"memory": "burst"}
 
 # Budgets from the issue.
-BUDGET_PAGEVIEW_RATIO = 0.8
+BUDGET_PAGEVIEW_RATIO = 1.0  # the project keeps page views at least as fast as bare Starlette
 BUDGET_SIGNUP_ADDED_P99_MS = 10.0
 BUDGET_OPENLOOP_ADDED_P99_MS = 10.0
 BUDGET_BURST_ACCEPT_S = 10.0
