@@ -32,11 +32,13 @@ $(CHROMIUM):
 run: install
 	$(BIN)/optin serve --host $(HOST) --port $(PORT)
 
-# ruff (lint and format) over the code and its tests, mypy (strict) over the service.
+# ruff (lint and format) over the code and its tests, mypy (strict) over the service,
+# hadolint over the Dockerfile.
 lint: install
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test: install browser
 	OPTIN_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)

@@ -217,9 +217,20 @@ _MAX_HEAD_BYTES = 16 * 1024
 _KEEP_ALIVE_SECONDS = 5
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    # SIGTERM is how a container, systemd or a supervisor stops the service: a stop
+    # asked for and carried out is success (exit 0), as for `optin worker`. uvicorn
+    # shuts down gracefully on it, then puts back the handler it found and raises the
+    # signal again, which would end the process killed by it (-15, or 143 under an
+    # init); it finds this one, which exits 0. Before uvicorn's own is in place,
+    # SIGTERM exits at once, as it did.
+    signal.signal(signal.SIGTERM, _stopped)
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
     # 127.0.0.1 and hand the app a client address of the client's choosing. The app
     # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).

@@ -194,6 +194,15 @@ def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -
         yield make
 
 
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ directory of a fresh venv holding the wheel built from this checkout
+    (tests/support/wheel.py): one per session, shared by the package and container tests."""
+    from tests.support.wheel import install_wheel
+
+    return install_wheel(tmp_path_factory.mktemp("installed"))
+
+
 # Databases and Redis for the storage, delivery and scale-out tests (tests/support/databases.py).
 from tests.support.databases import (  # noqa: E402,F401
     database_url,
