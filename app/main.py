@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import packaged
 from .api import router as api_router
 from .campaigns import load_campaigns
+from .edge import CountSubmissions
 from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
@@ -33,7 +34,6 @@ from .resources import AppState, Resources
 from .security import BodyLimit, SecurityHeaders
 from .services import limits_for, open_services
 from .settings import Settings, load_settings
-from .signup import CountSubmissions
 from .throttle import Throttle
 from .tokens import FormTokens
 
@@ -107,6 +107,7 @@ def create_app(
                 throttle=Throttle(services.counters, limits_for(active)),
                 captcha=services.captcha,
                 min_fill_seconds=active.min_fill_seconds,
+                own_origins=active.own_origins,
             )
             app.state.resources = Resources(settings=active, delivery=services.delivery, guard=guard)
             app.state.site = site

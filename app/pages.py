@@ -26,17 +26,18 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
-from .captcha import CaptchaFailed
 from .consent import Disclosure
 from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
+from .edge import visit_of
+from .errors import refused_status
 from .forms import read_form
-from .guard import HONEYPOT_FIELD, BotTrapped
-from .phone import PhoneError
+from .guard import HONEYPOT_FIELD
+from .messages import say
 from .resources import Resources
-from .security import page_csp, secured
-from .signup import Attempt, RepeatedSignup, sign_up
+from .security import campaign_headers, secured
+from .signup import Status, Submission, sign_up
 from .site import Listing, PageKey, PrerenderedPage, Site, source_query
-from .tokens import ExpiredFormToken, InvalidFormToken, UsedFormToken
+from .tokens import ExpiredFormToken, InvalidFormToken
 
 logger = logging.getLogger(__name__)
 
@@ -59,23 +60,9 @@ RESERVED_PATHS = frozenset(
 )
 
 TOKEN_FIELD = "form_token"
-STALE_MESSAGE = "This page was open for a long time. Please check your number and press the button again."
-CAPTCHA_MESSAGE = "Please complete the check below the number, then press the button again."
-USED_MESSAGE = "This form was sent already. To sign up the number below, please press the button again."
 
 
 router = APIRouter(include_in_schema=False)
-
-
-def campaign_headers(campaign: Campaign) -> dict[str, str]:
-    """Headers of every page of a campaign: embeddable where the campaign allows, with
-    the CAPTCHA provider's script only when it has one; never stored by a cache (each
-    form carries its own token)."""
-    scripts = campaign.captcha.kind.origins if campaign.captcha else ()
-    return {
-        "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
-        "cache-control": "no-store",
-    }
 
 
 def _form_context(
@@ -258,7 +245,7 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
     form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
     typed = form.get("phone", "")
     token = form.get(TOKEN_FIELD)
-    attempt = Attempt(
+    submission = Submission(
         phone=typed,
         token=token,
         honeypot=form.get(HONEYPOT_FIELD),
@@ -281,31 +268,18 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
             form_errors=form_errors,
         )
 
-    thanks = f"{campaign.path}/thanks"
-    try:
-        submitted = await sign_up(request, resources, listing, attempt)
-    except PhoneError as exc:
-        return again(422, phone_error=exc.message)
-    except ExpiredFormToken:
-        return again(400, form_errors=[STALE_MESSAGE])
-    except CaptchaFailed:
-        return again(422, form_errors=[CAPTCHA_MESSAGE])
-    except UsedFormToken:
-        # 409: the form was fine, but its token is spent; the fresh one confirms.
-        return again(409, form_errors=[USED_MESSAGE])
-    except RepeatedSignup as repeated:
-        return RedirectResponse(thanks + ("?pending=1" if repeated.waiting else ""), status_code=303)
-    except BotTrapped:
-        return RedirectResponse(thanks, status_code=303)  # exactly what a person gets
-
-    if submitted.rejected is not None:
+    result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    if result.status is Status.REFUSED:
+        phone = [say(p) for p in result.problems if p.field == "phone"]
         return again(
-            422,
-            phone_error=" ".join(submitted.rejected.phone_messages) or None,
-            form_errors=submitted.rejected.form_messages,
+            refused_status(result.problems),
+            phone_error=" ".join(phone) or None,
+            form_errors=[say(p) for p in result.problems if p.field != "phone"],
         )
-    # Delivered, or queued to be: either way the person is done here.
-    if submitted.waiting:
+    # Delivered, or queued to be: either way the person is done here. A trapped bot
+    # gets exactly what a person gets.
+    thanks = f"{campaign.path}/thanks"
+    if result.status is Status.QUEUED:
         thanks += "?pending=1"
     return RedirectResponse(thanks, status_code=303)
 

@@ -1,29 +1,17 @@
-"""Cross-site safety: where a POST comes from, and the headers every response carries.
-
-The origin check follows the OWASP CSRF cheat sheet without cookies: the `Origin`
-(else `Referer`) the browser states, compared with OPTIN_PUBLIC_URL's origin, and
-Fetch Metadata (`Sec-Fetch-Site`) when it states none. A form inside a third-party
-iframe is still our own page posting to our own origin, so it passes; a page
-elsewhere that forges the POST does not.
+"""Cross-site safety at the edge: where a request says it comes from (for the guard's
+origin check, `app.guard.Guard.check_origin`), and the headers every response carries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Collection, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class CrossSiteRequest(Exception):
-    """A browser sent this request from a page on another site."""
-
-
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+from .campaigns import Campaign
+from .guard import origin_of
 
 
 def request_origin(request: Request) -> str | None:
@@ -36,23 +24,15 @@ def request_origin(request: Request) -> str | None:
     return origin_of(referer) if referer else None
 
 
-def check_same_origin(request: Request, *, own: Iterable[str], also: Collection[str] = ()) -> None:
-    """Raise `CrossSiteRequest` unless the request comes from one of our origins (or
-    from `also`, a campaign's allow-list, where "*" allows any).
-
-    Our origins are the configured ones (OPTIN_PUBLIC_URL), never one derived from the
-    request's Host header: a DNS-rebinding page (evil.example resolved to this server)
-    sends `Host: evil.example` with `Origin: http://evil.example` and, its browser
-    being honest, `Sec-Fetch-Site: same-origin`. So a stated origin is always compared,
-    and `Sec-Fetch-Site` alone decides only when the browser states none."""
-    origin = request_origin(request)
-    if origin is None:
-        if request.headers.get("sec-fetch-site") in (None, "same-origin", "none"):
-            return  # no browser signals, or the browser's word: the token and limits still apply
-        raise CrossSiteRequest("cross-site request from an unknown origin")
-    if origin in also or "*" in also or origin in {origin_of(url) for url in own}:
-        return
-    raise CrossSiteRequest(f"cross-site request from {origin or 'an unknown origin'}")
+def campaign_headers(campaign: Campaign) -> dict[str, str]:
+    """Headers of every page of a campaign: embeddable where the campaign allows, with
+    the CAPTCHA provider's script only when it has one; never stored by a cache (each
+    form carries its own token)."""
+    scripts = campaign.captcha.kind.origins if campaign.captcha else ()
+    return {
+        "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
+        "cache-control": "no-store",
+    }
 
 
 # CSP for everything that is not a campaign page: nothing but our own styles, and no

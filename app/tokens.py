@@ -30,6 +30,7 @@ from limits.aio.storage import Storage
 from limits.errors import StorageError
 
 from .counters import InProcessCounters
+from .problems import Problem, Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,16 @@ class InvalidFormToken(Exception):
     """Missing, forged, or from another campaign's page."""
 
 
-class ExpiredFormToken(Exception):
+class ExpiredFormToken(Refusal):
     """Genuine but too old: the page was open a long time."""
 
+    problem = Problem("token", "token.expired")
 
-class UsedFormToken(Exception):
+
+class UsedFormToken(Refusal):
     """The token already signed up another number: the form again, with a fresh token."""
+
+    problem = Problem("token", "token.used")
 
 
 class _Signer(Signer):
