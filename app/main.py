@@ -22,20 +22,21 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import packaged
-from .api import router as api_router
 from .campaigns import load_campaigns
-from .edge import CountSubmissions
-from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
-from .pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
 from .phone import load_metadata
-from .resources import AppState, Resources
-from .security import BodyLimit, SecurityHeaders
+from .resources import Resources
 from .services import limits_for, open_services
 from .settings import Settings, load_settings
 from .throttle import Throttle
 from .tokens import FormTokens
+from .web.api import router as api_router
+from .web.errors import install_error_handlers
+from .web.pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
+from .web.security import BodyLimit, SecurityHeaders
+from .web.state import AppState
+from .web.visits import CountSubmissions
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def create_app(
     app = Starlette(
         routes=[
             # First: the page view is the busiest request, and /{keyword} takes no path
-            # the other routes answer (app.pages.RESERVED_PATHS).
+            # the other routes answer (app.web.pages.RESERVED_PATHS).
             pages,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
             Mount("", rest),

@@ -2,7 +2,7 @@
 
 `normalise()` turns the typed text into the form ProTexting wants, digits with the
 country code first (E.164 without the "+"), or raises `PhoneError` with a code and
-parameters; the edge (`app.messages`) says it in the visitor's words.
+parameters; the edge (`app.web.messages`) says it in the visitor's words.
 """
 
 from __future__ import annotations

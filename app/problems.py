@@ -1,6 +1,6 @@
 """What went wrong with a submission, as the domain says it: a code and parameters.
 
-The words a visitor reads are chosen at the edge (`app.messages`), in one place, so a
+The words a visitor reads are chosen at the edge (`app.web.messages`), in one place, so a
 second language is a second table there, not a rewrite of the checks that found the
 problem. A code names the problem (`phone.not_a_number`); `field` says which part of
 the submission it is about (None: the submission as a whole).

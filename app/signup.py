@@ -1,6 +1,6 @@
 """One signup, from a visit to a stored consent record and a delivery attempt.
 
-The form (`app.pages`) and the JSON API (`app.api`) both call `sign_up()`: the flow
+The form (`app.web.pages`) and the JSON API (`app.web.api`) both call `sign_up()`: the flow
 visit -> guard -> campaign's number rules -> consent record -> outbox -> ProTexting is
 written once, so neither entrance can skip a check the other makes. It knows nothing of
 HTTP: the edge hands it a `Visit` and renders the `Result` it returns.
@@ -74,7 +74,7 @@ async def sign_up(
     (the number, the CAPTCHA, a stale or used token, ProTexting's refusal) is a
     REFUSED result; what refuses the request as a whole is raised: CrossSiteRequest,
     TooManyRequests, InvalidFormToken. The address limit is counted before, by
-    `app.edge.CountSubmissions`.
+    `app.web.visits.CountSubmissions`.
     """
     try:
         return await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)

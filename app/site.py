@@ -1,6 +1,6 @@
 """The site: the campaigns of one loaded campaigns file, as the service shows them.
 
-A `Site` is built once per campaigns file (`app.pages.build_site`, which renders with
+A `Site` is built once per campaigns file (`app.web.pages.build_site`, which renders with
 the templates) and never changed: a reload builds a new one and swaps it whole
 (`app.state.site`), so a request sees one file's campaigns, disclosures and pages,
 never a mix. Keywords ignore case, and this is the one place a visitor's keyword is
@@ -36,7 +36,7 @@ def source_query(pairs: Iterable[tuple[str, str]]) -> str:
 @dataclass(frozen=True, slots=True)
 class PrerenderedPage:
     """A campaign's signup page, rendered once around two holes: each view only
-    splices in the source parameters and a fresh form token (app.pages.prerender)."""
+    splices in the source parameters and a fresh form token (app.web.pages.prerender)."""
 
     # The campaign's key (`Listing.key`), which the page's form tokens name.
     key: str

@@ -1,6 +1,6 @@
 """A visit: what the edge tells the domain about the request behind a submission.
 
-The edge (`app.edge.visit_of`) reads it off the HTTP request; the domain (the guard,
+The edge (`app.web.visits.visit_of`) reads it off the HTTP request; the domain (the guard,
 `app.signup`) never sees the request itself, so the same checks serve the form, the
 JSON API and whatever entrance comes next.
 """

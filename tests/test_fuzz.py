@@ -10,8 +10,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.messages import say
 from app.phone import PhoneError, normalise
+from app.web.messages import say
 from tests.support.blackhole import Relay
 from tests.support.campaigns import CAMPAIGNS_TOML, write_campaigns
 from tests.support.servers import Server, app_server

@@ -576,7 +576,7 @@ def test_every_response_carries_the_security_headers(build: Build) -> None:
         assert "script-src" not in csp and "'unsafe-inline'" not in csp
         assert "default-src 'none'" in csp
         assert headers["x-content-type-options"] == "nosniff"
-        # The one policy the service sets (app.security): other sites learn the origin
+        # The one policy the service sets (app.web.security): other sites learn the origin
         # a visitor came from, never the page's path or query.
         assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
         assert "camera=()" in headers["permissions-policy"]

@@ -67,3 +67,12 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
     # The operator's command, from the same install, finds the same migrations.
     migrated = run([installed / "optin", "migrate"], cwd=empty, env=_child_environment(env))
     assert migrated == "database is up to date\n"
+
+
+def test_the_installed_package_holds_every_module_of_the_checkout(installed: Path) -> None:
+    # A subpackage missing from pyproject's list would install without it, and fail
+    # only when something first imports it.
+    site = next((installed.parent / "lib").glob("python*/site-packages"))
+    source = {path.relative_to(ROOT).as_posix() for path in (ROOT / "app").rglob("*.py")}
+    shipped = {path.relative_to(site).as_posix() for path in (site / "app").rglob("*.py")}
+    assert source - shipped == set()

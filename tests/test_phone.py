@@ -7,8 +7,8 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from app.messages import say
 from app.phone import MAX_LENGTH, NUMBER_TYPES, PhoneError, normalise
+from app.web.messages import say
 
 COUNTRY_NAMES = {
     "US": "United States",

@@ -8,8 +8,8 @@ from fastapi.templating import Jinja2Templates
 from app.campaigns import parse_campaigns
 from app.consent import Disclosure
 from app.main import TEMPLATES_DIR
-from app.pages import build_site
 from app.site import Listing, PageKey, PrerenderedPage, Site
+from app.web.pages import build_site
 
 from .conftest import CAMPAIGNS_TOML
 

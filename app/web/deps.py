@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from .campaigns import Campaign, CampaignNotFound
-from .resources import Resources
-from .site import Listing, Site
+from ..campaigns import Campaign, CampaignNotFound
+from ..resources import Resources
+from ..site import Listing, Site
 
 
 async def _resources(request: Request) -> Resources:

@@ -17,13 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from .campaigns import Campaign
+from ..campaigns import Campaign
+from ..signup import Status, Submission, sign_up
 from .deps import CampaignDep, ListingDep, ResourcesDep
-from .edge import visit_of
 from .errors import json_errors, refused_status
 from .messages import say
 from .security import request_origin
-from .signup import Status, Submission, sign_up
+from .visits import visit_of
 
 router = APIRouter(prefix="/api/v1", tags=["opt-ins"])
 

@@ -10,8 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .campaigns import Campaign
-from .guard import origin_of
+from ..campaigns import Campaign
+from ..guard import origin_of
 
 
 def request_origin(request: Request) -> str | None:

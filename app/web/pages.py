@@ -25,19 +25,19 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
-from .consent import Disclosure
+from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
+from ..consent import Disclosure
+from ..guard import HONEYPOT_FIELD
+from ..resources import Resources
+from ..signup import Status, Submission, sign_up
+from ..site import Listing, PageKey, PrerenderedPage, Site, source_query
+from ..tokens import ExpiredFormToken, InvalidFormToken
 from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
-from .edge import visit_of
 from .errors import refused_status
 from .forms import read_form
-from .guard import HONEYPOT_FIELD
 from .messages import say
-from .resources import Resources
 from .security import campaign_headers, secured
-from .signup import Status, Submission, sign_up
-from .site import Listing, PageKey, PrerenderedPage, Site, source_query
-from .tokens import ExpiredFormToken, InvalidFormToken
+from .visits import visit_of
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import re
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .consent import client_ip, source_params, user_agent
-from .resources import Resources
+from ..consent import client_ip, source_params, user_agent
+from ..resources import Resources
+from ..settings import Settings
+from ..site import Site
+from ..throttle import TooManyRequests
+from ..visit import Visit
 from .security import request_origin
-from .settings import Settings
-from .site import Site
-from .throttle import TooManyRequests
-from .visit import Visit
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from .campaigns import CampaignNotFound
+from ..campaigns import CampaignNotFound
+from ..guard import CrossSiteRequest
+from ..problems import Problem
+from ..throttle import TooManyRequests
+from ..tokens import InvalidFormToken
 from .forms import MalformedForm
-from .guard import CrossSiteRequest
-from .problems import Problem
 from .security import campaign_headers
-from .throttle import TooManyRequests
-from .tokens import InvalidFormToken
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pycountry
 
-from .problems import Problem
+from ..problems import Problem
 
 # Regions phonenumbers knows that ISO 3166 (and so pycountry) does not.
 _NOT_IN_ISO_3166 = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
