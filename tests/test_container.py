@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from app.cli import _parser
 from app.settings import Settings, load_settings
 from tests.support.campaigns import CAMPAIGNS, ROOT
-from tests.support.servers import Server, _child_environment
+from tests.support.servers import Server, child_environment
 from tests.support.wheel import run
 
 # `docker stop` waits this long after SIGTERM before it sends SIGKILL.
@@ -204,7 +204,7 @@ def test_the_image_command_serves_a_campaign_from_an_empty_directory_and_stops_o
     }
     assert "PROTEXTING_ACCESS_TOKEN" not in env  # sandbox mode: nothing leaves this machine
     server = Server("image", image.argv, workdir=workdir, env=env)
-    probe_env = _child_environment({name: value.replace("{port}", str(server.port)) for name, value in env.items()})
+    probe_env = child_environment({name: value.replace("{port}", str(server.port)) for name, value in env.items()})
 
     def probe() -> subprocess.CompletedProcess[str]:
         return subprocess.run(image.healthcheck, cwd=workdir, env=probe_env, capture_output=True, text=True, timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.campaigns import CAMPAIGNS
-from tests.support.servers import LOOPBACK, ROOT, Server, _child_environment
+from tests.support.servers import LOOPBACK, ROOT, Server, child_environment
 from tests.support.visitor import form_fields
 from tests.support.wheel import run
 
@@ -33,7 +33,7 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
         # Only the installed package, not the checkout (an empty PYTHONPATH adds nothing).
         "PYTHONPATH": "",
     }
-    where = run([installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=_child_environment(env))
+    where = run([installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=child_environment(env))
     assert Path(where.strip()).is_relative_to(installed.parent)
 
     server = Server(
@@ -65,7 +65,7 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
         server.stop()
 
     # The operator's command, from the same install, finds the same migrations.
-    migrated = run([installed / "optin", "migrate"], cwd=empty, env=_child_environment(env))
+    migrated = run([installed / "optin", "migrate"], cwd=empty, env=child_environment(env))
     assert migrated == "database is up to date\n"
 
 
