@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from itsdangerous import BadSignature, Signer
+from itsdangerous.encoding import base64_encode
 from itsdangerous.signer import HMACAlgorithm
 from limits.aio.storage import Storage
 from limits.errors import StorageError
@@ -60,10 +61,10 @@ class _Signer(Signer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._key = super().derive_key()
+        self.derived_key = super().derive_key()
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        return self._key if secret_key is None else super().derive_key(secret_key)
+        return self.derived_key if secret_key is None else super().derive_key(secret_key)
 
 
 class _KeyedHMAC(HMACAlgorithm):
@@ -116,7 +117,11 @@ class FormTokens:
         its keyword folded) is `campaign`. A form shown again after an error keeps the
         first issue time, so a person correcting a typo is not slowed down again."""
         issued = issued_at if issued_at is not None else self.clock()
-        return self._signer.sign(f"{campaign}.{issued:.3f}.{_NONCE_PREFIX}{next(_nonces):x}").decode("ascii")
+        value = f"{campaign}.{issued:.3f}.{_NONCE_PREFIX}{next(_nonces):x}".encode("ascii")
+        # What `Signer.sign(value)` returns, made from the signer's own parts without its
+        # per-call coercions and key lookup: a sixth of a page view's cost.
+        signer = self._signer
+        return (value + signer.sep + base64_encode(_HMAC_SHA1.get_signature(signer.derived_key, value))).decode("ascii")
 
     async def claim(self, token: str, phone: str) -> bool:
         """Use a checked token for the accepted signup of `phone` (E.164 digits).
