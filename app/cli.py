@@ -231,6 +231,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # init); it finds this one, which exits 0. Before uvicorn's own is in place,
     # SIGTERM exits at once, as it did.
     signal.signal(signal.SIGTERM, _stopped)
+    workers = args.workers or settings.workers
+    if workers > 1 and settings.metrics_token is not None:
+        _share_metrics()
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
     # 127.0.0.1 and hand the app a client address of the client's choosing. The app
     # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).
@@ -238,7 +241,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "app.main:app",
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         http=args.http,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
@@ -248,6 +251,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         limit_concurrency=args.limit_concurrency,
     )
     return 0
+
+
+def _share_metrics() -> None:
+    """Several workers: each counts in its own process, so they share their counts
+    through prometheus-client's multiprocess mode (`app.metrics`), in a directory that
+    must start empty. A fresh one, unless PROMETHEUS_MULTIPROC_DIR names one: then
+    what an earlier run left there is cleared. Set before the workers start, so each
+    finds it when it imports prometheus-client."""
+    from .metrics import MULTIPROC_DIR
+
+    given = os.environ.get(MULTIPROC_DIR)
+    if not given:
+        os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
+        return
+    for stale in Path(given).glob("*.db"):
+        stale.unlink()
 
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]

@@ -7,6 +7,7 @@ starts the lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,7 @@ from . import packaged
 from .campaigns import load_campaigns
 from .guard import Guard
 from .logs import configure_logging
+from .metrics import Metrics
 from .phone import load_metadata
 from .resources import Resources
 from .services import limits_for, open_services
@@ -33,12 +35,16 @@ from .throttle import Throttle
 from .tokens import FormTokens
 from .web.api import router as api_router
 from .web.errors import install_error_handlers
+from .web.metrics import router as metrics_router
 from .web.pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
 from .web.security import BodyLimit, SecurityHeaders
 from .web.state import AppState
 from .web.visits import CountSubmissions
 
 logger = logging.getLogger(__name__)
+
+# How stale another worker's counts may be in a scrape (multiprocess mode).
+METRICS_FLUSH_SECONDS = 1.0
 
 TEMPLATES_DIR = packaged("templates")
 STATIC_DIR = packaged("static")
@@ -64,6 +70,15 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+async def _flush_metrics(metrics: Metrics) -> None:
+    """The page views' and submissions' counts into prometheus-client's once a second
+    (a scrape flushes its own process's first): in multiprocess mode that is how the
+    other processes' counts reach the shared directory."""
+    while True:
+        await asyncio.sleep(METRICS_FLUSH_SECONDS)
+        metrics.flush()
 
 
 def create_app(
@@ -110,7 +125,9 @@ def create_app(
                 min_fill_seconds=active.min_fill_seconds,
                 own_origins=active.own_origins,
             )
-            app.state.resources = Resources(settings=active, delivery=services.delivery, guard=guard)
+            app.state.resources = Resources(
+                settings=active, delivery=services.delivery, guard=guard, metrics=services.metrics
+            )
             app.state.site = site
             load_metadata(sorted({r for c in site.campaigns for r in (c.default_country, *c.countries)}))
             # What start-up built lives as long as the process: keep it out of the
@@ -119,9 +136,12 @@ def create_app(
             # a process that runs many apps (the tests) can still collect them.
             gc.collect()
             gc.freeze()
+            flushing = asyncio.create_task(_flush_metrics(services.metrics)) if active.metrics_token else None
             try:
                 yield
             finally:
+                if flushing is not None:
+                    flushing.cancel()
                 gc.unfreeze()
 
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -139,6 +159,7 @@ def create_app(
     )
     rest.include_router(api_router)
     rest.include_router(router)
+    rest.include_router(metrics_router)
     pages = campaign_route()
     rest.router.redirect_slashes = False
     rest.router.default = without_trailing_slash([pages, *rest.router.routes])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .delivery import Delivery
 from .guard import Guard
+from .metrics import Metrics
 from .settings import Settings
 
 
@@ -17,6 +18,7 @@ class Resources:
     settings: Settings
     delivery: Delivery
     guard: Guard
+    metrics: Metrics
 
     @property
     def sandbox(self) -> bool:

@@ -22,6 +22,7 @@ from . import upstream
 from .captcha import CaptchaVerifier
 from .counters import close_counters, open_counters
 from .delivery import Delivery
+from .metrics import Metrics
 from .outbox import RetryPolicy
 from .pacing import Pacer
 from .settings import Settings
@@ -41,6 +42,7 @@ class Services:
     protexting: upstream.ProTexting
     captcha: CaptchaVerifier
     delivery: Delivery
+    metrics: Metrics
 
 
 def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> upstream.ProTexting:
@@ -116,6 +118,7 @@ async def open_services(
         )
         stack.push_async_callback(delivery.stop)
         yield Services(
+            metrics=Metrics(),
             settings=settings,
             outbox=outbox,
             counters=counters,

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     campaigns_path: Path = Field(default=Path("campaigns.toml"), validation_alias="OPTIN_CAMPAIGNS")
     public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OPTIN_PUBLIC_URL")
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
+    # GET /metrics exists only when this is set, and answers only `Authorization: Bearer <it>`.
+    metrics_token: SecretStr | None = Field(default=None, min_length=16, validation_alias="OPTIN_METRICS_TOKEN")
 
     # Durable delivery (see README, "Never lose a signup").
     database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")

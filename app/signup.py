@@ -15,13 +15,15 @@ from enum import Enum
 
 from .campaigns import Campaign
 from .consent import ConsentRecord, page_url
-from .guard import BotTrapped
+from .guard import BotTrapped, CrossSiteRequest
+from .metrics import Outcome
 from .outbox import State
 from .phone import normalise
 from .problems import Problem, Refusal
 from .resources import Resources
 from .site import Listing
-from .tokens import MAX_AGE_SECONDS, UsedFormToken
+from .throttle import TooManyRequests
+from .tokens import MAX_AGE_SECONDS, InvalidFormToken, UsedFormToken
 from .upstream import PHONE_FIELD, OptIn, Rejected
 from .visit import Visit
 
@@ -76,12 +78,43 @@ async def sign_up(
     TooManyRequests, InvalidFormToken. The address limit is counted before, by
     `app.web.visits.CountSubmissions`.
     """
+    tally = resources.metrics.tally
     try:
-        return await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)
+        result = await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)
     except Refusal as refusal:
-        return Result(Status.REFUSED, (refusal.problem,))
+        result = Result(Status.REFUSED, (refusal.problem,))
     except BotTrapped:
-        return Result(Status.TRAPPED)
+        result = Result(Status.TRAPPED)
+    except (CrossSiteRequest, InvalidFormToken, TooManyRequests) as refused:
+        tally.submission(listing.key, _REFUSED_AS[type(refused)])
+        raise
+    tally.submission(listing.key, outcome_of(result))
+    return result
+
+
+_REFUSED_AS = {
+    CrossSiteRequest: Outcome.CROSS_SITE,
+    InvalidFormToken: Outcome.BAD_TOKEN,
+    TooManyRequests: Outcome.RATE_LIMITED,
+}
+# A refusal's outcome, by the first part of its problem's code.
+_PROBLEM_OUTCOMES = {
+    "phone": Outcome.INVALID_NUMBER,
+    "token": Outcome.BAD_TOKEN,
+    "captcha": Outcome.CAPTCHA_FAILED,
+    "protexting": Outcome.REFUSED,
+}
+
+
+def outcome_of(result: Result) -> Outcome:
+    """How the metrics count a result."""
+    if result.status is Status.REFUSED:
+        return _PROBLEM_OUTCOMES[result.problems[0].code.partition(".")[0]]
+    return {
+        Status.DELIVERED: Outcome.DELIVERED,
+        Status.QUEUED: Outcome.QUEUED,
+        Status.TRAPPED: Outcome.BOT_TRAPPED,
+    }[result.status]
 
 
 async def _sign_up(

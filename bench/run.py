@@ -458,6 +458,9 @@ class Bench:
             "OPTIN_LIMIT_PER_PREFIX": "",
             "OPTIN_LIMIT_PER_CAMPAIGN": "",
             "OPTIN_MIN_FILL_SECONDS": "0",
+            # Measured as deployed with monitoring: the metrics on (page views and
+            # outcomes counted, flushed once a second).
+            "OPTIN_METRICS_TOKEN": secrets.token_urlsafe(24),
         }
         if number_limits:
             # The limits a burst of distinct numbers meets in production, at their

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _PAGES: dict[int, tuple[str, str]] = {
     400: ("Something was wrong with that request", "Please go back, reload the page and try again."),
+    401: ("Credentials needed", "This address answers only with the right credentials."),
     403: (
         "This form can't be sent from here",
         "For your safety we only accept signups made on our own page. Please open the signup page itself and try again.",

@@ -183,6 +183,7 @@ class CampaignPage:
         page = site.page(keyword)
         if page is None:
             raise CampaignNotFound(keyword)
+        resources.metrics.tally.view(page.key)
         body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..consent import client_ip, source_params, user_agent
+from ..metrics import Outcome
 from ..resources import Resources
 from ..settings import Settings
 from ..site import Site
@@ -74,20 +75,25 @@ class CountSubmissions:
         if scope["type"] == "http" and scope["method"] == "POST":
             state = scope["app"].state
             resources: Resources | None = getattr(state, "resources", None)
-            if resources is not None and _signup_path(scope["path"], state.site):
+            campaign = _signup_campaign(scope["path"], state.site) if resources is not None else None
+            if resources is not None and campaign is not None:
                 request = Request(scope)
                 try:
                     await resources.guard.throttle.client(visitor_ip(request, resources.settings))
                 except TooManyRequests as exc:
+                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED)
                     response = await scope["app"].exception_handlers[TooManyRequests](request, exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
 
-def _signup_path(path: str, site: Site) -> bool:
-    """POST /{keyword} or /api/v1/campaigns/{keyword}/opt-ins of a known campaign."""
+def _signup_campaign(path: str, site: Site) -> str | None:
+    """The campaign's key, for POST /{keyword} or /api/v1/campaigns/{keyword}/opt-ins of
+    a known campaign; else None."""
     if path.count("/") == 1:
-        return site.campaign(path[1:]) is not None
-    api = _API_OPT_IN.fullmatch(path)
-    return api is not None and site.campaign(api.group(1)) is not None
+        listing = site.listing(path[1:])
+    else:
+        api = _API_OPT_IN.fullmatch(path)
+        listing = site.listing(api.group(1)) if api is not None else None
+    return listing.key if listing is not None else None
