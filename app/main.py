@@ -26,6 +26,7 @@ from .api import router as api_router
 from .campaigns import load_campaigns
 from .errors import install_error_handlers
 from .guard import Guard
+from .health import router as health_router
 from .logs import configure_logging
 from .pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
 from .phone import load_metadata
@@ -137,6 +138,7 @@ def create_app(
     )
     rest.include_router(api_router)
     rest.include_router(router)
+    rest.include_router(health_router)
     pages = campaign_route()
     rest.router.redirect_slashes = False
     rest.router.default = without_trailing_slash([pages, *rest.router.routes])
