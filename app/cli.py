@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import csv
 import json
+import logging
 import os
 import re
 import signal
@@ -78,7 +79,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from .logs import configure_logging
 
     # What it delivers, and what it cannot, is told in app.* lines, as by the service.
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     async with open_services(settings) as services:
         delivery = services.delivery
         if args.once:
@@ -89,7 +90,12 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         delivery.start()
-        print(f"delivery worker {delivery.worker_id} running; Ctrl-C to stop", file=sys.stderr)
+        running = f"delivery worker {delivery.worker_id} running; Ctrl-C to stop"
+        if settings.log_format == "json":
+            # Every line a JSON object, this one too.
+            logging.getLogger("app.cli").info(running)
+        else:
+            print(running, file=sys.stderr)
         await stopping.wait()
         await delivery.stop()
     return 0
@@ -217,6 +223,16 @@ _MAX_HEAD_BYTES = 16 * 1024
 _KEEP_ALIVE_SECONDS = 5
 
 
+def _uvicorn_log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's own lines: its default configuration, or the same loggers and streams
+    with JSON lines (OPTIN_LOG_FORMAT=json; app.logs)."""
+    import uvicorn.config
+
+    from .logs import uvicorn_json_config
+
+    return uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+
+
 def _stopped(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -242,7 +258,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         http=args.http,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
-        log_config=args.log_config or uvicorn.config.LOGGING_CONFIG,
+        log_config=args.log_config or _uvicorn_log_config(settings),
         h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
         limit_concurrency=args.limit_concurrency,

@@ -27,7 +27,7 @@ from .campaigns import load_campaigns
 from .errors import install_error_handlers
 from .guard import Guard
 from .health import router as health_router
-from .logs import configure_logging
+from .logs import configure_logging, request_ids
 from .pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
 from .phone import load_metadata
 from .resources import AppState, Resources
@@ -90,7 +90,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
-        configure_logging(active.log_level)
+        configure_logging(active.log_level, active.log_format)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
         site = build_site(templates, campaigns)
@@ -154,6 +154,7 @@ def create_app(
         # Outermost first. Every request goes through all of them.
         middleware=[
             *middleware,
+            Middleware(request_ids, settings=settings),  # JSON logs only: app.logs.request_ids
             Middleware(SecurityHeaders),
             # Outside the body limit: an oversized submission counts against its address too.
             Middleware(CountSubmissions),
