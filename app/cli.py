@@ -8,6 +8,7 @@ optin status                        signups by campaign and delivery state
 optin retry-failed [--campaign K]   queue failed signups again
 optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
                                     consent records, for proof of consent
+optin backup PATH                   copy the SQLite database, safely while it is in use
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -179,14 +181,26 @@ async def _write_export(settings: Settings, args: argparse.Namespace, out: IO[st
     return count
 
 
-def _check_output(settings: Settings, output: Path) -> None:
+def _check_output(settings: Settings, output: Path, *, named: str = "--output ") -> None:
     database = _sqlite_file(settings.database_url)
     if database is not None:
         own = {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}
         if output.resolve() in own or (output.exists() and database.exists() and output.samefile(database)):
-            raise CommandError(f"--output {output} is the database itself; choose another file")
+            raise CommandError(f"{named}{output} is the database itself; choose another file")
     if output.is_dir():
         raise CommandError(f"cannot write {output}: it is a directory")
+
+
+def _partial_beside(output: Path) -> Path:
+    """A new, empty file beside `output`, readable by its owner only, to be renamed over
+    it once complete (as `export --output` does): a failure on the way leaves the old
+    file as it was."""
+    try:
+        handle, name = tempfile.mkstemp(dir=output.resolve().parent, prefix=f".{output.name}.", suffix=".partial")
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    os.close(handle)
+    return Path(name)
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
@@ -213,6 +227,67 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             Path(partial.name).unlink(missing_ok=True)
     print(f"exported {count} consent record(s)", file=sys.stderr)
+    return 0
+
+
+def _copy_sqlite(database: Path, partial: Path) -> None:
+    """`database` into the empty file `partial`, by SQLite's online backup API.
+
+    The copy is made in one step, one read transaction on the live database: in WAL
+    mode the service's writer goes on meanwhile, and the copy is the database as it
+    stood at one commit. It is then made a file on its own (rollback journal, no -wal
+    beside it; the service puts it back in WAL mode when it opens it), checked, and
+    flushed to disk."""
+    try:
+        # mode=rw: never create a database that is not there.
+        source = sqlite3.connect(f"{database.as_uri()}?mode=rw", uri=True, timeout=10)
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                (verdict,) = copy.execute("PRAGMA quick_check").fetchone()
+            finally:
+                copy.close()
+        finally:
+            source.close()
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot back up {database}: {exc}") from None
+    if verdict != "ok":
+        raise CommandError(f"the copy of {database} does not check out ({verdict}); nothing was written")
+    with open(partial, "rb+") as written:
+        os.fsync(written.fileno())
+
+
+async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        raise CommandError(
+            "optin backup copies a SQLite database; OPTIN_DATABASE_URL is PostgreSQL: "
+            "back it up with pg_dump (for example pg_dump --format=custom --file=optin.dump)"
+        )
+    database = _sqlite_file(settings.database_url)
+    if database is None:
+        raise CommandError("OPTIN_DATABASE_URL is an in-memory database: there is nothing to back up")
+    if not database.exists():
+        raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL)")
+    output = Path(args.path)
+    _check_output(settings, output, named="")
+    partial = _partial_beside(output)
+    try:
+        await asyncio.to_thread(_copy_sqlite, database, partial)
+        os.replace(partial, output)
+        # The rename itself survives a power cut once its directory is on disk too.
+        directory = os.open(output.resolve().parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"backed up {database} to {output}")
     return 0
 
 
@@ -313,6 +388,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--campaign", help="only this campaign's keyword")
     export.add_argument("--output", "-o", help="write to this file instead of standard output")
     export.set_defaults(run=_export)
+
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database to PATH, safely while the service runs (PostgreSQL: pg_dump)"
+    )
+    backup.add_argument("path", metavar="PATH", help="the copy; written beside itself, then renamed over PATH")
+    backup.set_defaults(run=_backup)
     return parser
 
 
