@@ -48,11 +48,6 @@ _TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 _request_id: ContextVar[str | None] = ContextVar("optin_request_id", default=None)
 
 
-def current_request_id() -> str | None:
-    """The id of the request this code runs for (JSON mode only), or None."""
-    return _request_id.get()
-
-
 class JsonFormatter(_JsonFormatter):
     """One JSON object a line: time (UTC, ISO 8601), level, logger, message, then the
     request's id and whatever the call gave as `extra=`. uvicorn's access lines also
@@ -135,8 +130,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # A made id: 16 random hex digits for this process, then a count of its requests (32
 # hex digits in all). Unique across processes and restarts without the cost of a
-# uuid4 per request (a third of the middleware's time); nothing relies on it being
-# unguessable.
+# uuid4 per request (more than half of the middleware's time); nothing relies on it
+# being unguessable.
 _PROCESS_PREFIX = secrets.token_hex(8)
 _serial = itertools.count(1)
 
