@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# The optin-pages image (README, "Deploying with a container"): the wheel is built in a
+# The optin-pages image (README, "Deploying"): the wheel is built in a
 # stage of its own; the image installs that wheel, and nothing of the source tree, into
 # a slim Python that has no compilers, and runs `optin serve` as a user that owns
 # nothing but its data directory. Every setting comes from the environment.

@@ -125,5 +125,11 @@ class Guard:
 
     def _caught(self, trap: str, campaign: Campaign, client_ip: str | None) -> None:
         self.trapped[trap] += 1
-        logger.info("bot trap %r caught a submission to %s from %s", trap, campaign.keyword, client_ip)
+        logger.info(
+            "bot trap %r caught a submission to %s from %s",
+            trap,
+            campaign.keyword,
+            client_ip,
+            extra={"campaign": campaign.keyword, "outcome": "bot-trapped"},
+        )
         raise BotTrapped(trap)

@@ -35,8 +35,10 @@ from .throttle import Throttle
 from .tokens import FormTokens
 from .web.api import router as api_router
 from .web.errors import install_error_handlers
+from .web.health import router as health_router
 from .web.metrics import router as metrics_router
 from .web.pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
+from .web.request_ids import request_ids
 from .web.security import BodyLimit, SecurityHeaders
 from .web.state import AppState
 from .web.visits import CountSubmissions
@@ -105,7 +107,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
-        configure_logging(active.log_level)
+        configure_logging(active.log_level, active.log_format)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
         site = build_site(templates, campaigns)
@@ -160,6 +162,7 @@ def create_app(
     rest.include_router(api_router)
     rest.include_router(router)
     rest.include_router(metrics_router)
+    rest.include_router(health_router)
     pages = campaign_route()
     rest.router.redirect_slashes = False
     rest.router.default = without_trailing_slash([pages, *rest.router.routes])
@@ -175,6 +178,7 @@ def create_app(
         # Outermost first. Every request goes through all of them.
         middleware=[
             *middleware,
+            Middleware(request_ids, settings=settings),  # JSON logs only: app.web.request_ids
             Middleware(SecurityHeaders),
             # Outside the body limit: an oversized submission counts against its address too.
             Middleware(CountSubmissions),

@@ -47,6 +47,7 @@ RESERVED_PATHS = frozenset(
         "static",
         "api",
         "healthz",
+        "readyz",
         "favicon.ico",
         "robots.txt",
         "admin",
