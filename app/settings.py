@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # (app.logs). Read by the app's lifespan, `optin serve` (uvicorn's lines) and `optin worker`.
     log_format: str = Field(default="text", validation_alias="OPTIN_LOG_FORMAT")
 
-    @field_validator("protexting_access_token", "secret_key", mode="before")
+    @field_validator("protexting_access_token", "secret_key", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `PROTEXTING_ACCESS_TOKEN=` in a .env file means "not set", i.e. sandbox mode.

@@ -149,3 +149,16 @@ def test_serve_gives_several_workers_a_fresh_shared_directory(monkeypatch: pytes
 
     assert first.is_dir() and second.is_dir() and first != second
     assert list(second.iterdir()) == []
+
+
+def test_a_blank_metrics_token_is_no_token_and_a_short_one_is_refused(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("OPTIN_METRICS_TOKEN", "  ")
+    assert load_settings().metrics_token is None
+    monkeypatch.setenv("OPTIN_METRICS_TOKEN", "tooshort-secret")
+    with pytest.raises(SettingsError, match="OPTIN_METRICS_TOKEN") as refused:
+        load_settings()
+    assert "tooshort-secret" not in str(refused.value)
