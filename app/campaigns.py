@@ -17,12 +17,22 @@ import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .captcha import PROVIDERS, Provider
 from .phone import DEFAULT_NUMBER_TYPES, NUMBER_TYPES
@@ -64,6 +74,40 @@ def _origin(value: str) -> str:
 
 
 NonBlank = Annotated[str, Field(min_length=1, max_length=2000)]
+
+# A short code is 5 or 6 digits in the US and Canada (the CTIA's and the CWTA's).
+_SHORT_CODE = re.compile(r"^[0-9]{5,6}$")
+
+
+def _sms_number(value: str, default_country: str) -> str:
+    """A short code as its digits; a phone number as E.164 ("+12015550123"), read in
+    `default_country` when typed without a country code."""
+    if _SHORT_CODE.match(value):
+        return value
+    hint = f"must be a short code of 5 or 6 digits or a phone number such as '+1 201 555 0123', got {value!r}"
+    try:
+        number = phonenumbers.parse(value, default_country)
+    except phonenumbers.NumberParseException:
+        raise ValueError(hint) from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(hint)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True, slots=True)
+class TextTo:
+    """Signing up by text instead of the form: send `keyword` to `number` (a short
+    code's digits, or E.164), printed as `shown`."""
+
+    keyword: str
+    number: str
+    shown: str
+
+    @property
+    def uri(self) -> str:
+        """The `sms:` link that opens the phone's messages with the keyword typed in
+        (RFC 5724: the number, then the body percent-encoded)."""
+        return f"sms:{self.number}?body={quote(self.keyword, safe='')}"
 
 
 class Captcha(BaseModel):
@@ -123,6 +167,11 @@ class Campaign(BaseModel):
     frame_ancestors: tuple[str, ...] = ("*",)
     # Origins whose scripts may call the JSON API from a browser (CORS); none by default.
     api_origins: tuple[str, ...] = ()
+    # Signing up by text: the short code or number the keyword is texted to, and the
+    # keyword (the campaign's own by default). Declared after default_country, which
+    # a number without a country code is read in.
+    sms_number: str | None = None
+    sms_keyword: str | None = None
 
     @field_validator("number_types")
     @classmethod
@@ -152,6 +201,35 @@ class Campaign(BaseModel):
     def _countries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(_region(code) for code in value))
 
+    @field_validator("sms_number", mode="before")
+    @classmethod
+    def _sms_number_as_text(cls, value: object) -> object:
+        # `sms_number = 12345` reads naturally in TOML; a bool is not a number here.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("sms_number")
+    @classmethod
+    def _sms_number(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        # A bad default_country is reported on its own; read the number as US meanwhile.
+        return _sms_number(value, info.data.get("default_country", "US"))
+
+    @field_validator("sms_keyword")
+    @classmethod
+    def _sms_keyword(cls, value: str | None) -> str | None:
+        if value is not None and not _KEYWORD.match(value):
+            raise ValueError(
+                f"must be 1-64 letters, digits, '-' or '_', starting with a letter or digit, got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sms_keyword_needs_a_number(self) -> Campaign:
+        if self.sms_keyword is not None and self.sms_number is None:
+            raise ValueError("key 'sms_keyword': set sms_number too, the short code or number to text it to")
+        return self
+
     @model_validator(mode="after")
     def _default_country_allowed(self) -> Campaign:
         if not self.countries:
@@ -165,6 +243,19 @@ class Campaign(BaseModel):
     @property
     def path(self) -> str:
         return f"/{self.keyword}"
+
+    @property
+    def text_to(self) -> TextTo | None:
+        """How to sign up by text, when the campaign has an `sms_number`; else None."""
+        if self.sms_number is None:
+            return None
+        shown = self.sms_number
+        if shown.startswith("+"):
+            number = phonenumbers.parse(shown)
+            home = phonenumbers.region_code_for_number(number) == self.default_country
+            style = phonenumbers.PhoneNumberFormat.NATIONAL if home else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+            shown = phonenumbers.format_number(number, style)
+        return TextTo(keyword=self.sms_keyword or self.keyword, number=self.sms_number, shown=shown)
 
 
 def _describe(error: Mapping[str, Any]) -> str:
