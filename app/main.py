@@ -38,6 +38,7 @@ from .web.errors import install_error_handlers
 from .web.health import router as health_router
 from .web.metrics import router as metrics_router
 from .web.pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
+from .web.qr import router as qr_router
 from .web.request_ids import request_ids
 from .web.security import BodyLimit, SecurityHeaders
 from .web.state import AppState
@@ -163,6 +164,7 @@ def create_app(
     rest.include_router(router)
     rest.include_router(metrics_router)
     rest.include_router(health_router)
+    rest.include_router(qr_router)
     pages = campaign_route()
     rest.router.redirect_slashes = False
     rest.router.default = without_trailing_slash([pages, *rest.router.routes])
