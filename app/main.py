@@ -37,7 +37,7 @@ from .web.api import router as api_router
 from .web.errors import install_error_handlers
 from .web.health import router as health_router
 from .web.metrics import router as metrics_router
-from .web.pages import RESERVED_PATHS, build_site, campaign_route, router, without_trailing_slash
+from .web.pages import RESERVED_PATHS, build_site, campaign_route, embed_route, router, without_trailing_slash
 from .web.request_ids import request_ids
 from .web.security import BodyLimit, SecurityHeaders
 from .web.state import AppState
@@ -163,15 +163,16 @@ def create_app(
     rest.include_router(router)
     rest.include_router(metrics_router)
     rest.include_router(health_router)
-    pages = campaign_route()
+    pages, embed = campaign_route(), embed_route()
     rest.router.redirect_slashes = False
-    rest.router.default = without_trailing_slash([pages, *rest.router.routes])
+    rest.router.default = without_trailing_slash([pages, embed, *rest.router.routes])
 
     app = Starlette(
         routes=[
             # First: the page view is the busiest request, and /{keyword} takes no path
             # the other routes answer (app.web.pages.RESERVED_PATHS).
             pages,
+            embed,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
             Mount("", rest),
         ],

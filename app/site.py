@@ -23,7 +23,15 @@ from .consent import Disclosure, source_params
 # The page variants the site prerenders. Today each campaign has one page; the embed
 # and each language become further entries beside it, not new tables.
 PLAIN = "plain"
+# The form alone, for an iframe on the business's own site (`/embed/{keyword}`).
+EMBED = "embed"
+VARIANTS = (PLAIN, EMBED)
 ENGLISH = "en"
+
+
+def variant_path(campaign: Campaign, variant: str) -> str:
+    """Where a campaign's page of `variant` is: `/JOIN`, `/embed/JOIN`."""
+    return campaign.path if variant == PLAIN else f"/{variant}{campaign.path}"
 
 
 def source_query(pairs: Iterable[tuple[str, str]]) -> str:
