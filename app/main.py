@@ -110,6 +110,7 @@ def create_app(
         configure_logging(active.log_level, active.log_format)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
+        templates.env.globals["public_url"] = active.public_url
         site = build_site(templates, campaigns)
         if active.sandbox:
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")
