@@ -162,3 +162,41 @@ def test_a_blank_metrics_token_is_no_token_and_a_short_one_is_refused(
     with pytest.raises(SettingsError, match="OPTIN_METRICS_TOKEN") as refused:
         load_settings()
     assert "tooshort-secret" not in str(refused.value)
+
+
+def test_deliveries_calls_to_protexting_and_pauses_are_counted(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    from .conftest import answers
+
+    client = make_client(metrics_token=METRICS_TOKEN, retry_base_seconds=0.001, retry_max_seconds=0.001)
+    assert Visitor(client).submit("(201) 555-0101").status_code == 303  # 201: delivered at once
+    upstream.respond = answers(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}])
+    assert Visitor(client).submit("(201) 555-0102").status_code == 422  # rejected
+    upstream.respond = answers(503, {"message": "Service Unavailable"})
+    assert Visitor(client).submit("(201) 555-0103").status_code == 303  # queued: to be tried again
+    upstream.respond = answers(201, {"id": 1})
+    # The worker's round, as `optin worker --once` runs it: the queued signup waits for
+    # the pace, then is delivered.
+    client.portal.call(client.app.state.resources.delivery.drain)
+    upstream.respond = answers(401, {"message": "Unauthorized"})
+    assert Visitor(client).submit("(201) 555-0104").status_code == 303  # the token refused: paused
+
+    scraped = samples(client.get("/metrics", headers=BEARER).text)
+
+    def total(name: str, **labels: str) -> float:
+        return scraped.get((name, tuple(sorted(labels.items()))), 0)
+
+    assert {r: total("optin_deliveries_total", result=r) for r in ("delivered", "rejected", "retry")} == {
+        "delivered": 2,
+        "rejected": 1,
+        "retry": 2,
+    }
+    assert {s: total("optin_protexting_responses_total", status=s) for s in ("201", "422", "503", "401")} == {
+        "201": 2,
+        "422": 1,
+        "503": 1,
+        "401": 1,
+    }
+    assert total("optin_protexting_request_duration_seconds_count") == 5
+    assert total("optin_pacing_wait_seconds_count") == 1
+    assert total("optin_delivery_pauses_total", reason="unauthorized") == 1
+    assert total("optin_delivery_paused") == 1
