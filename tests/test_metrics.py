@@ -4,7 +4,6 @@ or across several workers."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -137,18 +136,21 @@ def test_two_workers_in_one_process_group_give_one_total(tmp_path: Path) -> None
         wait_until(lambda: scraped_total() == views, timeout=30, what=lambda: f"{scraped_total()} of {views} views")
 
 
-def test_serve_gives_several_workers_a_fresh_shared_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_serve_gives_several_workers_a_fresh_shared_directory(tmp_path: Path) -> None:
     from app.cli import _share_metrics
 
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    _share_metrics()
-    first = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    _share_metrics()
-    second = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    first: dict[str, str] = {}
+    second: dict[str, str] = {}
+    _share_metrics(first)
+    _share_metrics(second)
+    made = [Path(first["PROMETHEUS_MULTIPROC_DIR"]), Path(second["PROMETHEUS_MULTIPROC_DIR"])]
+    assert all(path.is_dir() and list(path.iterdir()) == [] for path in made) and made[0] != made[1]
 
-    assert first.is_dir() and second.is_dir() and first != second
-    assert list(second.iterdir()) == []
+    given = tmp_path / "chosen"
+    given.mkdir()
+    (given / "counter_99.db").write_bytes(b"an earlier run's")
+    _share_metrics(chosen := {"PROMETHEUS_MULTIPROC_DIR": str(given)})
+    assert chosen == {"PROMETHEUS_MULTIPROC_DIR": str(given)} and list(given.iterdir()) == []
 
 
 def test_a_blank_metrics_token_is_no_token_and_a_short_one_is_refused(
