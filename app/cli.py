@@ -323,6 +323,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # SIGTERM exits at once, as it did.
     signal.signal(signal.SIGTERM, _stopped)
     workers = args.workers or settings.workers
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    # The app reads its settings again in each worker: where it listens, as given here,
+    # is what OPTIN_PUBLIC_URL defaults to (app.settings).
+    os.environ["OPTIN_HOST"], os.environ["OPTIN_PORT"] = host, str(port)
     if workers > 1 and settings.metrics_token is not None:
         _share_metrics()
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
@@ -330,8 +335,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).
     uvicorn.run(
         "app.main:app",
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
+        host=host,
+        port=port,
         workers=workers,
         http=args.http,
         proxy_headers=False,
