@@ -24,7 +24,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -323,6 +323,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # SIGTERM exits at once, as it did.
     signal.signal(signal.SIGTERM, _stopped)
     workers = args.workers or settings.workers
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    # The app reads its settings again in each worker: where it listens, as given here,
+    # is what OPTIN_PUBLIC_URL defaults to (app.settings).
+    os.environ["OPTIN_HOST"], os.environ["OPTIN_PORT"] = host, str(port)
     if workers > 1 and settings.metrics_token is not None:
         _share_metrics()
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
@@ -330,8 +335,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).
     uvicorn.run(
         "app.main:app",
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
+        host=host,
+        port=port,
         workers=workers,
         http=args.http,
         proxy_headers=False,
@@ -344,7 +349,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _share_metrics() -> None:
+def _share_metrics(environ: MutableMapping[str, str] = os.environ) -> None:
     """Several workers: each counts in its own process, so they share their counts
     through prometheus-client's multiprocess mode (`app.metrics`), in a directory that
     must start empty. A fresh one, unless PROMETHEUS_MULTIPROC_DIR names one: then
@@ -352,9 +357,9 @@ def _share_metrics() -> None:
     finds it when it imports prometheus-client."""
     from .metrics import MULTIPROC_DIR
 
-    given = os.environ.get(MULTIPROC_DIR)
+    given = environ.get(MULTIPROC_DIR)
     if not given:
-        os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
+        environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
         return
     for stale in Path(given).glob("*.db"):
         stale.unlink()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -112,6 +112,17 @@ class Settings(BaseSettings):
             # Never echo the value: it is a secret.
             raise ValueError("must not contain whitespace")
         return value
+
+    @model_validator(mode="after")
+    def _public_url_where_served(self) -> Settings:
+        # Unset, OPTIN_PUBLIC_URL is where the service listens (`optin serve --port 9000`
+        # opens on :9000, and its form must post from there), on loopback when it
+        # listens on every address.
+        if "public_url" not in self.model_fields_set:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = f"[{host}]" if ":" in host else host
+            object.__setattr__(self, "public_url", f"http://{host}:{self.port}")
+        return self
 
     @field_validator("protexting_api_url", "public_url")
     @classmethod

@@ -84,3 +84,24 @@ def test_the_log_level_setting_quietens_them(tmp_path: Path) -> None:
         assert _sign_up(client, "(201) 555-0123", website="http://spam.example").status_code == 303
     assert "bot trap" not in app.stderr
     assert "WARNING app.main: PROTEXTING_ACCESS_TOKEN is not set: sandbox mode" in app.stderr
+
+
+def test_without_a_public_url_the_form_posts_from_where_serve_listens(tmp_path: Path) -> None:
+    # `make run PORT=9000` with no OPTIN_PUBLIC_URL: the page is opened on :9000, and its
+    # form must be taken from there, not refused as another site's.
+    server = app_server(tmp_path, env={"OPTIN_MIN_FILL_SECONDS": "0"})
+    del server.env["OPTIN_PUBLIC_URL"]
+    with server, httpx.Client(base_url=server.url) as client:
+        origin = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+        assert Visitor(client).submit(headers=origin).status_code == 303
+
+
+def test_an_unset_public_url_is_the_address_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    assert Settings(_env_file=None, port=9000).public_url == "http://127.0.0.1:9000"
+    assert Settings(_env_file=None, host="0.0.0.0", port=9000).public_url == "http://127.0.0.1:9000"
+    assert Settings(_env_file=None, host="::1", port=9000).public_url == "http://[::1]:9000"
+    assert Settings(_env_file=None, public_url="https://texts.example.com", port=9000).public_url == (
+        "https://texts.example.com"
+    )

@@ -30,8 +30,10 @@ def test_every_campaign_is_found_with_its_disclosure_and_page_in_any_case() -> N
     listing, page = site.listing("JOIN"), site.page("Join")
     assert listing is not None and page is not None and listing.key == page.key == "join"
     assert site.listing("nope") is None and site.campaign("nope") is None and site.page("nope") is None
-    # Variants are entries beside the plain page: none is made up for a campaign.
-    assert site.page("join", "embed") is None and site.page("join", language="es") is None
+    # Variants are entries beside the plain page: the embed's is built, none is made up.
+    embed = site.page("join", "embed")
+    assert embed is not None and listing.disclosure.text in embed.body(query_string=b"", token="t").decode()
+    assert site.page("join", "poster-sized") is None and site.page("join", language="es") is None
 
 
 def test_a_variant_is_an_entry_of_the_same_site() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -25,14 +26,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from ..consent import Disclosure
 from ..guard import HONEYPOT_FIELD
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
-from ..site import Listing, PageKey, PrerenderedPage, Site, source_query
+from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
 from ..tokens import ExpiredFormToken, InvalidFormToken
-from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
+from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
 from .forms import read_form
 from .messages import say
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 RESERVED_PATHS = frozenset(
     {
         "static",
+        "assets",
         "api",
         "healthz",
         "readyz",
@@ -67,9 +70,9 @@ router = APIRouter(include_in_schema=False)
 
 
 def _form_context(
-    campaign: Campaign,
-    disclosure: str,
+    listing: Listing,
     *,
+    variant: str,
     query: str,
     form_token: str,
     phone: str = "",
@@ -78,10 +81,11 @@ def _form_context(
 ) -> dict[str, object]:
     """Everything signup.html reads: the prerendered page and the form shown again
     after an error are rendered from the same context."""
+    campaign = listing.campaign
     return {
-        "campaign": campaign,
-        "action": campaign.path + query,
-        "disclosure": Markup(disclosure),
+        **_variant_context(listing, variant),
+        "action": variant_path(campaign, variant) + query,
+        "disclosure": Markup(listing.disclosure.text),
         "form_token": form_token,
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
@@ -92,11 +96,26 @@ def _form_context(
     }
 
 
+def _variant_context(listing: Listing, variant: str) -> dict[str, object]:
+    """What base.html reads: the campaign's look, and to tell the embed from the page:
+    in the embed, the frame script (static/frame.js) and the origins it may tell its
+    size and signups to."""
+    embed = variant == EMBED
+    campaign = listing.campaign
+    return {
+        "campaign": campaign,
+        "brand": listing.brand,
+        "embed": embed,
+        "parents": " ".join(campaign.frame_ancestors) if embed else "",
+    }
+
+
 def render_form(
     request: Request,
     templates: Jinja2Templates,
     listing: Listing,
     *,
+    variant: str = PLAIN,
     issued_at: float | None = None,
     phone: str = "",
     phone_error: str | None = None,
@@ -106,8 +125,8 @@ def render_form(
     resources: Resources = request.app.state.resources
     campaign = listing.campaign
     context = _form_context(
-        campaign,
-        listing.disclosure.text,
+        listing,
+        variant=variant,
         query=source_query(request.query_params.multi_items()),
         form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
         phone=phone,
@@ -115,7 +134,11 @@ def render_form(
         form_errors=form_errors,
     )
     return templates.TemplateResponse(
-        request, "signup.html", context, status_code=status_code, headers=campaign_headers(campaign)
+        request,
+        "signup.html",
+        context,
+        status_code=status_code,
+        headers=campaign_headers(campaign, embed=variant == EMBED),
     )
 
 
@@ -142,13 +165,13 @@ _QUERY_MARK = "\ufdd0"
 _TOKEN_MARK = "\ufdd1"
 
 
-def prerender(templates: Jinja2Templates, listing: Listing) -> PrerenderedPage:
+def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN) -> PrerenderedPage:
     campaign = listing.campaign
-    context = _form_context(campaign, listing.disclosure.text, query=_QUERY_MARK, form_token=_TOKEN_MARK)
+    context = _form_context(listing, variant=variant, query=_QUERY_MARK, form_token=_TOKEN_MARK)
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
-    headers = {**campaign_headers(campaign), "content-type": "text/html; charset=utf-8"}
+    headers = {**campaign_headers(campaign, embed=variant == EMBED), "content-type": "text/html; charset=utf-8"}
     raw = secured(
         headers["content-security-policy"], {k: v for k, v in headers.items() if k != "content-security-policy"}
     )
@@ -159,15 +182,40 @@ def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) ->
     """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
     rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
     disclosure = templates.get_template("_disclosure.html")
-    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c))) for c in campaigns.values()]
-    pages = {PageKey(item.campaign.keyword): prerender(templates, item) for item in listings}
+    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c)), _brand(c)) for c in campaigns.values()]
+    pages = {
+        PageKey(item.campaign.keyword, variant): prerender(templates, item, variant)
+        for item in listings
+        for variant in VARIANTS
+    }
     return Site(listings, pages)
 
 
+def _brand(campaign: Campaign) -> Brand:
+    return Brand(
+        logo=load_logo(Path(campaign.logo)) if campaign.logo else None,
+        stylesheet=stylesheet(campaign.accent_color) if campaign.accent_color else None,
+    )
+
+
+@router.get("/assets/{name}")
+async def brand_asset(name: str, site: SiteDep) -> Response:
+    """A campaign's logo or stylesheet: its URL names its content, so it is kept a year."""
+    found = site.asset(name)
+    if found is None:
+        raise HTTPException(404)
+    headers = {"cache-control": "public, max-age=31536000, immutable", "etag": f'"{found.name}"'}
+    return Response(found.body, media_type=found.content_type, headers=headers)
+
+
 class CampaignPage:
-    """The ASGI endpoint of `/{keyword}`: GET answers the prerendered page (see above),
-    POST signs up. An unknown keyword raises CampaignNotFound, which the app's handler
-    answers with the 404 page."""
+    """The ASGI endpoint of `/{keyword}` (and, for the `embed` variant, of
+    `/embed/{keyword}`): GET answers the prerendered page (see above), POST signs up.
+    An unknown keyword raises CampaignNotFound, which the app's handler answers with
+    the 404 page."""
+
+    def __init__(self, variant: str = PLAIN) -> None:
+        self.variant = variant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
@@ -178,10 +226,12 @@ class CampaignPage:
             listing = site.listing(keyword)
             if listing is None:
                 raise CampaignNotFound(keyword)
-            response = await signup(Request(scope, receive), listing, resources=resources, templates=state.templates)
+            response = await signup(
+                Request(scope, receive), listing, resources=resources, templates=state.templates, variant=self.variant
+            )
             await response(scope, receive, send)
             return
-        page = site.page(keyword)
+        page = site.page(keyword, self.variant)
         if page is None:
             raise CampaignNotFound(keyword)
         resources.metrics.tally.view(page.key)
@@ -213,6 +263,13 @@ def campaign_route() -> Route:
     return Route("/{keyword:campaign_keyword}", CampaignPage(), methods=["GET", "POST"], include_in_schema=False)
 
 
+def embed_route() -> Route:
+    """`/embed/{keyword}`: the same page's form alone, for an iframe."""
+    return Route(
+        "/embed/{keyword:campaign_keyword}", CampaignPage(EMBED), methods=["GET", "POST"], include_in_schema=False
+    )
+
+
 def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
     """The answer to a path none of `routes` matches: a redirect to the same path
     without its trailing slash when one of them matches that (`/join/` to `/join`),
@@ -240,7 +297,9 @@ def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
     return default
 
 
-async def signup(request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates) -> Response:
+async def signup(
+    request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates, variant: str = PLAIN
+) -> Response:
     """POST /{keyword}: the form's signup (see the module's docstring)."""
     campaign = listing.campaign
     captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
@@ -263,6 +322,7 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
             request,
             templates,
             listing,
+            variant=variant,
             issued_at=issued,
             phone=typed,
             status_code=status_code,
@@ -280,7 +340,7 @@ async def signup(request: Request, listing: Listing, *, resources: Resources, te
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
-    thanks = f"{campaign.path}/thanks"
+    thanks = f"{variant_path(campaign, variant)}/thanks"
     if result.status is Status.QUEUED:
         thanks += "?pending=1"
     return RedirectResponse(thanks, status_code=303)
@@ -294,8 +354,22 @@ def _issued_at(resources: Resources, token: str | None, listing: Listing) -> flo
 
 
 @router.get("/{keyword}/thanks")
-async def thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
+async def thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+    return _thanks(request, listing, templates, PLAIN)
+
+
+@router.get("/embed/{keyword}/thanks")
+async def embed_thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+    """The thanks page inside the frame: it tells the host page of the signup."""
+    return _thanks(request, listing, templates, EMBED)
+
+
+def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, variant: str) -> HTMLResponse:
+    campaign = listing.campaign
     pending = request.query_params.get("pending") == "1"
+    context = {**_variant_context(listing, variant), "pending": pending}
+    if variant == EMBED:
+        context["signup_state"] = "pending" if pending else "delivered"
     return templates.TemplateResponse(
-        request, "thanks.html", {"campaign": campaign, "pending": pending}, headers=campaign_headers(campaign)
+        request, "thanks.html", context, headers=campaign_headers(campaign, embed=variant == EMBED)
     )

@@ -24,11 +24,12 @@ def request_origin(request: Request) -> str | None:
     return origin_of(referer) if referer else None
 
 
-def campaign_headers(campaign: Campaign) -> dict[str, str]:
+def campaign_headers(campaign: Campaign, *, embed: bool = False) -> dict[str, str]:
     """Headers of every page of a campaign: embeddable where the campaign allows, with
-    the CAPTCHA provider's script only when it has one; never stored by a cache (each
-    form carries its own token)."""
-    scripts = campaign.captcha.kind.origins if campaign.captcha else ()
+    the CAPTCHA provider's script only when it has one, and our own frame script in
+    the embed (the page itself runs none); never stored by a cache (each form carries
+    its own token)."""
+    scripts = (*(("'self'",) if embed else ()), *(campaign.captcha.kind.origins if campaign.captcha else ()))
     return {
         "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
         "cache-control": "no-store",

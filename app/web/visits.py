@@ -22,6 +22,7 @@ from .security import request_origin
 logger = logging.getLogger(__name__)
 
 _API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
+_EMBED = re.compile(r"/embed/([^/]+)")
 
 
 def visitor_ip(request: Request, settings: Settings) -> str | None:
@@ -89,11 +90,11 @@ class CountSubmissions:
 
 
 def _signup_campaign(path: str, site: Site) -> str | None:
-    """The campaign's key, for POST /{keyword} or /api/v1/campaigns/{keyword}/opt-ins of
-    a known campaign; else None."""
+    """The campaign's key, for POST /{keyword}, /embed/{keyword} or
+    /api/v1/campaigns/{keyword}/opt-ins of a known campaign; else None."""
     if path.count("/") == 1:
         listing = site.listing(path[1:])
     else:
-        api = _API_OPT_IN.fullmatch(path)
-        listing = site.listing(api.group(1)) if api is not None else None
+        named = _API_OPT_IN.fullmatch(path) or _EMBED.fullmatch(path)
+        listing = site.listing(named.group(1)) if named is not None else None
     return listing.key if listing is not None else None
