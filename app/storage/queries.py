@@ -114,7 +114,7 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
             earlier = next(((i, st) for i, st, at in found.get(_number(item), ()) if at >= since), None)
         earliers.append(earlier)
         job_rows.append(_job_row(item, earlier, lease))
-    ids = conn.execute(_INSERT_JOB, job_rows).scalars().all()
+    ids = _insert_jobs(conn, job_rows)
     conn.execute(_INSERT_SIGNUP, [_signup_row(item.record, job_id) for item, job_id in zip(batch, ids, strict=True)])
 
     events = []
@@ -130,6 +130,21 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
         )  # fmt: skip
     conn.execute(_INSERT_EVENT, events)
     return written
+
+
+def _insert_jobs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the jobs; their ids, in the order of the rows."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(_INSERT_JOB, rows).scalars())
+    # SQLite cannot tie the ids of a multi-row INSERT ... RETURNING to its rows, so
+    # SQLAlchemy would run one INSERT per row: a batch's costliest statement. The
+    # transaction holds SQLite's one write lock from BEGIN IMMEDIATE (app.storage.
+    # engine), so nobody else can insert meanwhile, and the ids are the ones SQLite
+    # gives an INTEGER PRIMARY KEY anyway: one more than the largest, in order.
+    first = (conn.execute(_LAST_JOB_ID).scalar() or 0) + 1
+    ids = list(range(first, first + len(rows)))
+    conn.execute(_INSERT_JOB_WITH_ID, [{**row, "id": job_id} for row, job_id in zip(rows, ids, strict=True)])
+    return ids
 
 
 def _job_row(item: Add, earlier: tuple[int, State] | None, lease: timedelta) -> dict[str, Any]:
@@ -174,7 +189,11 @@ def _apply_updates(conn: Connection, updates: list[Update]) -> set[int]:
     # Only the lease holder may write: a worker whose lease ran out must not overwrite
     # what the job's next holder recorded. Read the holders first (locking the rows on
     # PostgreSQL), then write each group of same-shaped updates in one executemany.
-    holders = dict((conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]})).all())
+    holders = {
+        job_id: holder
+        for job_id, holder, state in conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]})
+        if state == State.PENDING
+    }
     held = [u for u in updates if holders.get(u.job_id) == u.worker]
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for u in held:
@@ -199,9 +218,10 @@ def recent(conn: Connection, numbers: list[Number], since: datetime) -> dict[Num
         "r_since": since,
     }
     for row in conn.execute(_RECENT, params):
-        # The query matches kinds, campaigns and numbers apart: keep the ones asked for.
+        # The query matches kinds, campaigns and numbers apart: keep the ones asked for,
+        # in the states that count (see _RECENT for why not in SQL).
         number = (Kind(row.kind), row.campaign, row.phone)
-        if number in wanted:
+        if number in wanted and row.state in _LIVE:
             found.setdefault(number, []).append((row.id, State(row.state), row.created_at))
     return found
 
@@ -276,6 +296,8 @@ def remember_disclosures(conn: Connection, texts: Sequence[Disclosure]) -> None:
 # execute time, and the compiled form is cached.
 # Many rows in one INSERT ... RETURNING, ids in the order of the rows given.
 _INSERT_JOB = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
+_INSERT_JOB_WITH_ID = insert(jobs)
+_LAST_JOB_ID = select(func.max(jobs.c.id))
 _INSERT_SIGNUP = insert(signups)
 _INSERT_EVENT = insert(job_events)
 # SET takes the columns named in the parameters; only the lease holder may write.
@@ -284,13 +306,18 @@ _UPDATE_HELD = update(jobs).where(
     jobs.c.state == State.PENDING.value,
     jobs.c.leased_by == bindparam("held_by"),
 )
+# The states are compared in Python, not in SQL, here and in _RECENT: given a state
+# condition, SQLite's planner (which has no statistics on a database nobody ANALYZEd)
+# takes ix_jobs_due for it and reads every pending or delivered job, the whole table
+# soon enough, on every batch, instead of the few rows of the ids or numbers asked for
+# (tests/test_outbox.py, the query plans).
 _HOLDERS = (
-    select(jobs.c.id, jobs.c.leased_by)
-    .where(jobs.c.id.in_(bindparam("h_ids", expanding=True)), jobs.c.state == State.PENDING.value)
+    select(jobs.c.id, jobs.c.leased_by, jobs.c.state)
+    .where(jobs.c.id.in_(bindparam("h_ids", expanding=True)))
     .with_for_update()
 )
-# Jobs of some kinds for some numbers to some campaigns since a time that were or will
-# be delivered, newest first (a superset: the caller keeps the numbers asked for).
+# Jobs of some kinds for some numbers to some campaigns since a time, newest first (a
+# superset: the caller keeps the numbers asked for, in the states in _LIVE).
 _RECENT = (
     select(jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.campaign, jobs.c.phone, jobs.c.created_at)
     .where(
@@ -298,10 +325,12 @@ _RECENT = (
         jobs.c.kind.in_(bindparam("r_kinds", expanding=True)),
         jobs.c.campaign.in_(bindparam("r_campaigns", expanding=True)),
         jobs.c.created_at >= bindparam("r_since", type_=UTCDateTime),
-        jobs.c.state.in_([State.PENDING.value, State.DELIVERED.value]),
     )
     .order_by(jobs.c.id.desc())
 )
+# A job in these states was or will be delivered: a second one of its number within
+# the window is its duplicate.
+_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value})
 # PostgreSQL: one advisory lock per number, taken in one statement and in one order
 # everywhere, so two replicas never wait on each other in a cycle.
 _LOCK_NUMBERS = text(
