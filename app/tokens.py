@@ -61,17 +61,25 @@ class _Signer(Signer):
         return self._key if secret_key is None else super().derive_key(secret_key)
 
 
-class _OneShotHMAC(HMACAlgorithm):
-    """itsdangerous' HMAC, made with the standard library's one-shot `hmac.digest`
-    (OpenSSL's, in one call) rather than an `hmac.new` object per signature: the same
-    bytes, at a fraction of the cost, on every page view."""
+class _KeyedHMAC(HMACAlgorithm):
+    """itsdangerous' HMAC-SHA1, each signature made from a copy of an HMAC already keyed
+    (the same bytes). Not `hmac.digest`: OpenSSL's one-shot HMAC lets go of the GIL,
+    and on a form POST the event loop then waits for the database writer's thread to
+    hand it back; nor `hmac.new` per signature, which keys it anew each time."""
+
+    def __init__(self) -> None:
+        super().__init__(hashlib.sha1)
+        self._keyed: tuple[bytes, hmac.HMAC] | None = None
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
-        return hmac.digest(key, value, "sha1")
+        keyed = self._keyed
+        if keyed is None or keyed[0] != key:
+            keyed = self._keyed = (key, hmac.new(key, digestmod=hashlib.sha1))
+        mac = keyed[1].copy()
+        mac.update(value)
+        return mac.digest()
 
 
-# SHA-1 as itsdangerous' default, but hashlib's own: its default is a Python wrapper.
-_HMAC_SHA1 = _OneShotHMAC(hashlib.sha1)
 # The nonce makes each token a new one; it need not be secret (the signature covers it),
 # only never repeat: a random prefix per process and a count, cheaper than fresh
 # randomness on every page view.
@@ -91,7 +99,10 @@ class FormTokens:
         used: Storage | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._signer = _Signer(secret, salt="optin-pages/form-token", digest_method=hashlib.sha1, algorithm=_HMAC_SHA1)
+        # SHA-1 as itsdangerous' default, but hashlib's own: its default is a Python wrapper.
+        self._signer = _Signer(
+            secret, salt="optin-pages/form-token", digest_method=hashlib.sha1, algorithm=_KeyedHMAC()
+        )
         self._max_age = max_age
         self._used = used if used is not None else InProcessCounters()
         self.clock = clock
