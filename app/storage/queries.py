@@ -89,15 +89,21 @@ def write_batch(conn: Connection, batch: list[Write], *, lease: timedelta) -> li
     whether the lease was held for an Update)."""
     adds = [item for item in batch if isinstance(item, Add)]
     updates = [item for item in batch if isinstance(item, Update)]
-    added = _insert(conn, adds, lease) if adds else []
-    held = _apply_updates(conn, updates) if updates else set()
+    # Each statement costs about as much as a dozen of its rows: the history of the
+    # whole batch, new jobs and outcomes alike, goes in one INSERT.
+    events: list[dict[str, Any]] = []
+    added = _insert(conn, adds, lease, events) if adds else []
+    held = _apply_updates(conn, updates, events) if updates else set()
+    if events:
+        conn.execute(_INSERT_EVENT, events)
     results = iter(added)
     return [next(results) if isinstance(item, Add) else item.job_id in held for item in batch]
 
 
-def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
+def _insert(conn: Connection, batch: list[Add], lease: timedelta, events: list[dict[str, Any]]) -> list[Job]:
     """Store new jobs and their records: a duplicate check for all their numbers, one
-    multi-row INSERT for the jobs, one for their records, one for their first events."""
+    multi-row INSERT for the jobs, one for their records; their first events are added
+    to `events`."""
     checked = [item for item in batch if item.window > timedelta(0)]
     numbers = sorted({_number(i) for i in checked})
     found: dict[Number, list[tuple[int, State, datetime]]] = {}
@@ -117,7 +123,6 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
     ids = _insert_jobs(conn, job_rows)
     conn.execute(_INSERT_SIGNUP, [_signup_row(item.record, job_id) for item, job_id in zip(batch, ids, strict=True)])
 
-    events = []
     written = []
     for item, job_id, earlier, row in zip(batch, ids, earliers, job_rows, strict=True):
         detail = f"duplicate of {earlier[0]}" if earlier else None
@@ -128,7 +133,6 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
                 earlier[1] if earlier else None,
             )
         )  # fmt: skip
-    conn.execute(_INSERT_EVENT, events)
     return written
 
 
@@ -184,8 +188,9 @@ def _signup_row(record: ConsentRecord, job_id: int) -> dict[str, Any]:
     }
 
 
-def _apply_updates(conn: Connection, updates: list[Update]) -> set[int]:
-    """Write the updates whose worker still holds the job's lease; their ids."""
+def _apply_updates(conn: Connection, updates: list[Update], events: list[dict[str, Any]]) -> set[int]:
+    """Write the updates whose worker still holds the job's lease; their ids. Their
+    events are added to `events`."""
     # Only the lease holder may write: a worker whose lease ran out must not overwrite
     # what the job's next holder recorded. Read the holders first (locking the rows on
     # PostgreSQL), then write each group of same-shaped updates in one executemany.
@@ -200,10 +205,7 @@ def _apply_updates(conn: Connection, updates: list[Update]) -> set[int]:
         shapes.setdefault(tuple(sorted(u.values)), []).append({"held_id": u.job_id, "held_by": u.worker, **u.values})
     for params in shapes.values():
         conn.execute(_UPDATE_HELD, params)
-    if held:
-        conn.execute(
-            _INSERT_EVENT, [{"job_id": u.job_id, "at": u.at, "state": u.state, "detail": u.detail} for u in held]
-        )
+    events.extend({"job_id": u.job_id, "at": u.at, "state": u.state, "detail": u.detail} for u in held)
     return {u.job_id for u in held}
 
 
