@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
 from app.consent import ConsentRecord, Disclosure
 from app.outbox import Job, Kind, RetryPolicy, State, transition
 from app.storage import Outbox, create_engine, migrate
+from app.storage.tables import jobs
 from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -365,6 +367,14 @@ async def test_sqlite_keeps_every_time_as_utc_text_in_one_format(tmp_path: Path)
         ("2026-11-27 12:00:00.000005", "2026-11-27 12:00:00.000005"),
     ]
     assert records == ["2026-11-27 12:00:00.000000", "2026-11-27 12:00:00.000005"]
+
+
+def test_a_time_printed_into_sqlite_sql_is_the_text_sqlite_holds() -> None:
+    # Offline migrations and logged statements render times as literals.
+    since = datetime(2026, 11, 27, 7, 0, tzinfo=timezone(timedelta(hours=-5)))
+    sql = select(jobs.c.id).where(jobs.c.created_at >= since)
+    printed = str(sql.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert printed.endswith("jobs.created_at >= '2026-11-27 12:00:00.000000'")
 
 
 async def test_in_one_batch_the_second_submission_of_a_number_is_its_duplicate(outbox: Outbox) -> None:

@@ -13,6 +13,7 @@ signups       one row per valid submission: the consent record, whose id is the
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,6 +142,10 @@ def _sqlite_datetime() -> TypeEngine[Any]:
 
         def bind_processor(self, dialect: Dialect) -> None:
             return None
+
+        def literal_processor(self, dialect: Dialect) -> Callable[[str], str]:
+            # A literal in SQL text (an offline migration, a printed statement).
+            return lambda text: f"'{text}'"
 
     return FormattedDATETIME()  # type: ignore[no-untyped-call]  # DATETIME.__init__ has no annotations
 
