@@ -32,11 +32,13 @@ $(CHROMIUM):
 run: install
 	$(BIN)/optin serve --host $(HOST) --port $(PORT)
 
-# ruff (lint and format) over the code and its tests, mypy (strict) over the service.
+# ruff (lint and format) over the code and its tests, mypy (strict) over the service,
+# hadolint over the Dockerfile.
 lint: install
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test: install browser
 	OPTIN_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
@@ -52,12 +54,14 @@ $(WRK):
 
 # The servers under measurement run from a venv with the service's own dependencies,
 # as deployed: the dev tools in .venv (pytest's pygments, rich) would be imported by
-# httpx and weigh on the memory figure.
+# httpx and weigh on the memory figure. Installed editable, so that it always runs the
+# code of the checkout: a copy made when pyproject.toml last changed would measure an
+# older service than the one being changed.
 BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet .
+	$(BENCH_VENV)/bin/pip install --quiet -e .
 	touch $@
 
 bench: install browser $(WRK) $(BENCH_VENV)/.installed

@@ -28,7 +28,8 @@ from .captcha import PROVIDERS, Provider
 from .phone import DEFAULT_NUMBER_TYPES, NUMBER_TYPES
 
 # A keyword becomes a URL path segment and an SMS keyword: letters, digits, - and _.
-_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+KEYWORD_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_KEYWORD = re.compile(f"^{KEYWORD_PATTERN}$")
 
 
 class CampaignsError(Exception):

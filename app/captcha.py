@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from .problems import Problem, Refusal
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,8 +47,10 @@ PROVIDERS = {
 }
 
 
-class CaptchaFailed(Exception):
+class CaptchaFailed(Refusal):
     """The person did not pass (or we could not check) the CAPTCHA."""
+
+    problem = Problem("captcha", "captcha.failed")
 
 
 class CaptchaVerifier:

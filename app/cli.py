@@ -8,6 +8,7 @@ optin status                        signups by campaign and delivery state
 optin retry-failed [--campaign K]   queue failed signups again
 optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
                                     consent records, for proof of consent
+optin backup PATH                   copy the SQLite database, safely while it is in use
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import argparse
 import asyncio
 import csv
 import json
+import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -32,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
+from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
 from .storage import EXPORT_FIELDS, Outbox, StorageError, create_engine, migrate
 
@@ -56,17 +60,11 @@ async def _outbox(settings: Settings, *, existing: bool = False) -> AsyncIterato
     """The outbox on the configured database. `existing`: a command that only reads or
     revises signups refuses a SQLite file that is not there, rather than create an
     empty one and report nothing (a typo in OPTIN_DATABASE_URL is not "no signups")."""
-    from .main import outbox_for
-
     database = _sqlite_file(settings.database_url)
     if existing and database is not None and not database.exists():
         raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL); `optin migrate` creates one")
-    engine = create_engine(settings.database_url, timeout=settings.database_timeout_seconds)
-    try:
-        await migrate(engine)
-        yield outbox_for(engine, settings)
-    finally:
-        await engine.dispose()
+    async with open_outbox(settings) as outbox:
+        yield outbox
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,23 +78,12 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from .counters import close_counters, open_counters
     from .logs import configure_logging
-    from .main import delivery_for, upstream_client
-    from .pacing import Pacer
 
     # What it delivers, and what it cannot, is told in app.* lines, as by the service.
-    configure_logging(settings.log_level)
-    async with AsyncExitStack() as stack:
-        outbox = await stack.enter_async_context(_outbox(settings))
-        counters = open_counters(
-            settings.redis_url, namespace=settings.redis_prefix, timeout=settings.redis_timeout_seconds
-        )
-        stack.push_async_callback(close_counters, counters)
-        pacer = Pacer(settings.rate_limit, storage=counters)
-        protexting = upstream_client(settings, None)
-        stack.push_async_callback(protexting.aclose)
-        delivery = delivery_for(settings, outbox=outbox, protexting=protexting, pacer=pacer)
+    configure_logging(settings.log_level, settings.log_format)
+    async with open_services(settings) as services:
+        delivery = services.delivery
         if args.once:
             await delivery.drain()
             return 0
@@ -105,7 +92,12 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         delivery.start()
-        print(f"delivery worker {delivery.worker_id} running; Ctrl-C to stop", file=sys.stderr)
+        running = f"delivery worker {delivery.worker_id} running; Ctrl-C to stop"
+        if settings.log_format == "json":
+            # Every line a JSON object, this one too.
+            logging.getLogger("app.cli").info(running)
+        else:
+            print(running, file=sys.stderr)
         await stopping.wait()
         await delivery.stop()
     return 0
@@ -189,14 +181,26 @@ async def _write_export(settings: Settings, args: argparse.Namespace, out: IO[st
     return count
 
 
-def _check_output(settings: Settings, output: Path) -> None:
+def _check_output(settings: Settings, output: Path, *, named: str = "--output ") -> None:
     database = _sqlite_file(settings.database_url)
     if database is not None:
         own = {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}
         if output.resolve() in own or (output.exists() and database.exists() and output.samefile(database)):
-            raise CommandError(f"--output {output} is the database itself; choose another file")
+            raise CommandError(f"{named}{output} is the database itself; choose another file")
     if output.is_dir():
         raise CommandError(f"cannot write {output}: it is a directory")
+
+
+def _partial_beside(output: Path) -> Path:
+    """A new, empty file beside `output`, readable by its owner only, to be renamed over
+    it once complete (as `export --output` does): a failure on the way leaves the old
+    file as it was."""
+    try:
+        handle, name = tempfile.mkstemp(dir=output.resolve().parent, prefix=f".{output.name}.", suffix=".partial")
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    os.close(handle)
+    return Path(name)
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,6 +230,67 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_sqlite(database: Path, partial: Path) -> None:
+    """`database` into the empty file `partial`, by SQLite's online backup API.
+
+    The copy is made in one step, one read transaction on the live database: in WAL
+    mode the service's writer goes on meanwhile, and the copy is the database as it
+    stood at one commit. It is then made a file on its own (rollback journal, no -wal
+    beside it; the service puts it back in WAL mode when it opens it), checked, and
+    flushed to disk."""
+    try:
+        # mode=rw: never create a database that is not there.
+        source = sqlite3.connect(f"{database.as_uri()}?mode=rw", uri=True, timeout=10)
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                (verdict,) = copy.execute("PRAGMA quick_check").fetchone()
+            finally:
+                copy.close()
+        finally:
+            source.close()
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot back up {database}: {exc}") from None
+    if verdict != "ok":
+        raise CommandError(f"the copy of {database} does not check out ({verdict}); nothing was written")
+    with open(partial, "rb+") as written:
+        os.fsync(written.fileno())
+
+
+async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        raise CommandError(
+            "optin backup copies a SQLite database; OPTIN_DATABASE_URL is PostgreSQL: "
+            "back it up with pg_dump (for example pg_dump --format=custom --file=optin.dump)"
+        )
+    database = _sqlite_file(settings.database_url)
+    if database is None:
+        raise CommandError("OPTIN_DATABASE_URL is an in-memory database: there is nothing to back up")
+    if not database.exists():
+        raise CommandError(f"no database at {database} (OPTIN_DATABASE_URL)")
+    output = Path(args.path)
+    _check_output(settings, output, named="")
+    partial = _partial_beside(output)
+    try:
+        await asyncio.to_thread(_copy_sqlite, database, partial)
+        os.replace(partial, output)
+        # The rename itself survives a power cut once its directory is on disk too.
+        directory = os.open(output.resolve().parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"backed up {database} to {output}")
+    return 0
+
+
 # h11 answers 400 to a request head still incomplete past this many bytes (its own
 # default, said out loud); httptools has no such bound (README, "Serving").
 _MAX_HEAD_BYTES = 16 * 1024
@@ -233,9 +298,33 @@ _MAX_HEAD_BYTES = 16 * 1024
 _KEEP_ALIVE_SECONDS = 5
 
 
+def _uvicorn_log_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's own lines: its default configuration, or the same loggers and streams
+    with JSON lines (OPTIN_LOG_FORMAT=json; app.logs)."""
+    import uvicorn.config
+
+    from .logs import uvicorn_json_config
+
+    return uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    # SIGTERM is how a container, systemd or a supervisor stops the service: a stop
+    # asked for and carried out is success (exit 0), as for `optin worker`. uvicorn
+    # shuts down gracefully on it, then puts back the handler it found and raises the
+    # signal again, which would end the process killed by it (-15, or 143 under an
+    # init); it finds this one, which exits 0. Before uvicorn's own is in place,
+    # SIGTERM exits at once, as it did.
+    signal.signal(signal.SIGTERM, _stopped)
+    workers = args.workers or settings.workers
+    if workers > 1 and settings.metrics_token is not None:
+        _share_metrics()
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
     # 127.0.0.1 and hand the app a client address of the client's choosing. The app
     # alone reads that header, from OPTIN_TRUSTED_PROXIES (app.consent.client_ip).
@@ -243,16 +332,32 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "app.main:app",
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         http=args.http,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
-        log_config=args.log_config or uvicorn.config.LOGGING_CONFIG,
+        log_config=args.log_config or _uvicorn_log_config(settings),
         h11_max_incomplete_event_size=_MAX_HEAD_BYTES,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
         limit_concurrency=args.limit_concurrency,
     )
     return 0
+
+
+def _share_metrics() -> None:
+    """Several workers: each counts in its own process, so they share their counts
+    through prometheus-client's multiprocess mode (`app.metrics`), in a directory that
+    must start empty. A fresh one, unless PROMETHEUS_MULTIPROC_DIR names one: then
+    what an earlier run left there is cleared. Set before the workers start, so each
+    finds it when it imports prometheus-client."""
+    from .metrics import MULTIPROC_DIR
+
+    given = os.environ.get(MULTIPROC_DIR)
+    if not given:
+        os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
+        return
+    for stale in Path(given).glob("*.db"):
+        stale.unlink()
 
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -302,6 +407,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--campaign", help="only this campaign's keyword")
     export.add_argument("--output", "-o", help="write to this file instead of standard output")
     export.set_defaults(run=_export)
+
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database to PATH, safely while the service runs (PostgreSQL: pg_dump)"
+    )
+    backup.add_argument("path", metavar="PATH", help="the copy; written beside itself, then renamed over PATH")
+    backup.set_defaults(run=_backup)
     return parser
 
 

@@ -260,6 +260,17 @@ def open_counters(
     return InProcessCounters()
 
 
+async def counters_answer(storage: Storage) -> bool:
+    """Whether the shared counters answer now (Redis's PING; in-process ones always do).
+
+    Asked past the breaker: a readiness probe must find out even while the breaker
+    stops the signups' calls, and must not close it either, which a check that reports
+    a failure as False (limits' own) would do."""
+    if isinstance(storage, Breaker):
+        storage = storage.storage
+    return bool(await storage.check())
+
+
 async def close_counters(storage: Storage) -> None:
     # limits has no close(): shut the Redis client it made, so it does not outlive the
     # lifespan that made it. In-process counters hold nothing to close.

@@ -227,7 +227,14 @@ class Delivery:
         if answered is not None and not answered.done():
             answered.set_result(outcome)
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
-        logger.info("signup %s (%s): %s after %s attempt(s)", signup.id, signup.campaign, step.state, step.attempts)
+        logger.info(
+            "signup %s (%s): %s after %s attempt(s)",
+            signup.id,
+            signup.campaign,
+            step.state,
+            step.attempts,
+            extra={"campaign": signup.campaign, "outcome": str(step.state)},
+        )
         return step, outcome
 
     async def _call(self, job: Job) -> Outcome:

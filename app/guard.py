@@ -2,7 +2,7 @@
 consent record is made and ProTexting is called.
 
     limits      too many from this address (every submission)  -> 429 + Retry-After
-    origin      a browser POST from another site              -> 403
+    origin      a browser POST from another site              -> 403 (`check_origin`)
     form token  missing or forged                             -> 400 (expired: form again)
     bot traps   honeypot filled, or filled faster than a person -> answered like success
     CAPTCHA     when the campaign has one, not passed          -> the form again, 422
@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection, Iterable
+from urllib.parse import urlsplit
 
 from .campaigns import Campaign
 from .captcha import CaptchaVerifier
+from .site import Listing
 from .throttle import Throttle
 from .tokens import FormTokens
+from .visit import Visit
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +43,27 @@ class BotTrapped(Exception):
         self.trap = trap
 
 
+class CrossSiteRequest(Exception):
+    """A browser sent this submission from a page on another site."""
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 class Guard:
     def __init__(
-        self, *, tokens: FormTokens, throttle: Throttle, captcha: CaptchaVerifier, min_fill_seconds: float
+        self,
+        *,
+        tokens: FormTokens,
+        throttle: Throttle,
+        captcha: CaptchaVerifier,
+        min_fill_seconds: float,
+        own_origins: Iterable[str] = (),
     ) -> None:
+        # The origins our own pages are served from (OPTIN_PUBLIC_URL's, `Settings.own_origins`).
+        self.own_origins = frozenset(origin_of(url) for url in own_origins)
         self.tokens = tokens
         self.throttle = throttle
         self.captcha = captcha
@@ -50,9 +71,29 @@ class Guard:
         # What the traps caught, by trap, since start-up (for logs now, metrics later).
         self.trapped: Counter[str] = Counter()
 
+    def check_origin(self, visit: Visit, *, also: Collection[str] = ()) -> None:
+        """Raise `CrossSiteRequest` unless the submission comes from one of our origins
+        (or from `also`, a campaign's allow-list, where "*" allows any).
+
+        The OWASP CSRF cheat sheet's check without cookies. Our origins are the
+        configured ones, never one derived from the request's Host header: a
+        DNS-rebinding page (evil.example resolved to this server) sends
+        `Host: evil.example` with `Origin: http://evil.example` and, its browser being
+        honest, `Sec-Fetch-Site: same-origin`. So a stated origin is always compared,
+        and `Sec-Fetch-Site` alone decides only when the browser states none. A form
+        inside a third-party iframe is still our page posting to our origin: it passes."""
+        origin = visit.origin
+        if origin is None:
+            if visit.fetch_site in (None, "same-origin", "none"):
+                return  # no browser signals, or the browser's word: the token and limits still apply
+            raise CrossSiteRequest("cross-site request from an unknown origin")
+        if origin in self.own_origins or origin in also or "*" in also:
+            return
+        raise CrossSiteRequest(f"cross-site request from {origin or 'an unknown origin'}")
+
     async def admit(
         self,
-        campaign: Campaign,
+        listing: Listing,
         *,
         token: str | None,
         honeypot: str | None,
@@ -62,7 +103,8 @@ class Guard:
         """Run the checks that come before the number; return the form's issue time.
 
         Raises InvalidFormToken, ExpiredFormToken, BotTrapped or CaptchaFailed."""
-        issued = self.tokens.check(token, campaign.keyword)
+        campaign = listing.campaign
+        issued = self.tokens.check(token, listing.key)
         if honeypot:
             self._caught("honeypot", campaign, client_ip)
         # Timed on the clock that stamped the token.
@@ -77,11 +119,17 @@ class Guard:
             )
         return issued
 
-    async def number(self, campaign: Campaign, phone: str) -> None:
+    async def number(self, listing: Listing, phone: str) -> None:
         """Count a valid number against its limits (raises TooManyRequests)."""
-        await self.throttle.signup(campaign.keyword, phone)
+        await self.throttle.signup(listing.key, phone)
 
     def _caught(self, trap: str, campaign: Campaign, client_ip: str | None) -> None:
         self.trapped[trap] += 1
-        logger.info("bot trap %r caught a submission to %s from %s", trap, campaign.keyword, client_ip)
+        logger.info(
+            "bot trap %r caught a submission to %s from %s",
+            trap,
+            campaign.keyword,
+            client_ip,
+            extra={"campaign": campaign.keyword, "outcome": "bot-trapped"},
+        )
         raise BotTrapped(trap)

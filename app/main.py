@@ -7,134 +7,80 @@ starts the lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import packaged, upstream
-from .api import router as api_router
+from . import packaged
 from .campaigns import load_campaigns
-from .captcha import CaptchaVerifier
-from .consent import Disclosure
-from .counters import close_counters, open_counters
-from .delivery import Delivery
-from .errors import install_error_handlers
 from .guard import Guard
 from .logs import configure_logging
-from .outbox import RetryPolicy
-from .pacing import Pacer
-from .pages import (
-    RESERVED_PATHS,
-    campaign_keyword,
-    form_post_app,
-    prerender,
-    router,
-    serve_prerendered,
-    signup_page,
-    without_trailing_slash,
-)
+from .metrics import Metrics
 from .phone import load_metadata
 from .resources import Resources
-from .sandbox import FakeProTexting
-from .security import BodyLimit, SecurityHeaders
+from .services import limits_for, open_services
 from .settings import Settings, load_settings
-from .signup import CountSubmissions
-from .storage import Outbox, create_engine, migrate
-from .throttle import Limits, Throttle
+from .throttle import Throttle
 from .tokens import FormTokens
+from .web.api import router as api_router
+from .web.errors import install_error_handlers
+from .web.health import router as health_router
+from .web.metrics import router as metrics_router
+from .web.pages import RESERVED_PATHS, build_site, campaign_route, embed_route, router, without_trailing_slash
+from .web.request_ids import request_ids
+from .web.security import BodyLimit, SecurityHeaders
+from .web.state import AppState
+from .web.visits import CountSubmissions
 
 logger = logging.getLogger(__name__)
+
+# How stale another worker's counts may be in a scrape (multiprocess mode).
+METRICS_FLUSH_SECONDS = 1.0
 
 TEMPLATES_DIR = packaged("templates")
 STATIC_DIR = packaged("static")
 
-SANDBOX_API_URL = "http://sandbox.protexting.invalid/v1"
-SANDBOX_TOKEN = "sandbox-token"
 
+class HeadAsGet:
+    """HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's routes
+    answer only the methods they list. The app below sees a copy of the scope with
+    GET; the middleware above, and the server, still see HEAD. (Starlette's own
+    `Route`, the campaign pages', answers HEAD by itself.)"""
 
-def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> upstream.ProTexting:
-    if settings.sandbox:
-        # Sandbox: the fake answers in-process, so no text is ever sent.
-        http = upstream.http_client(token=SANDBOX_TOKEN, transport=httpx.ASGITransport(FakeProTexting().app()))
-        return upstream.ProTexting(http, base_url=SANDBOX_API_URL, deadline=settings.upstream_deadline_seconds)
-    assert settings.protexting_access_token is not None
-    http = upstream.http_client(token=settings.protexting_access_token.get_secret_value(), transport=transport)
-    return upstream.ProTexting(http, base_url=settings.protexting_api_url, deadline=settings.upstream_deadline_seconds)
-
-
-def outbox_for(engine: AsyncEngine, settings: Settings) -> Outbox:
-    policy = RetryPolicy(
-        max_attempts=settings.delivery_max_attempts,
-        max_age=timedelta(seconds=settings.delivery_max_age_seconds),
-        base=settings.retry_base_seconds,
-        cap=settings.retry_max_seconds,
-    )
-    return Outbox(engine, policy=policy, lease=timedelta(seconds=settings.lease_seconds))
-
-
-def delivery_for(settings: Settings, *, outbox: Outbox, protexting: upstream.ProTexting, pacer: Pacer) -> Delivery:
-    return Delivery(
-        outbox=outbox,
-        protexting=protexting,
-        pacer=pacer,
-        inline_deadline=settings.inline_deadline_seconds,
-        duplicate_window=timedelta(seconds=settings.duplicate_window_seconds),
-        concurrency=settings.worker_concurrency,
-    )
-
-
-def limits_for(settings: Settings) -> Limits:
-    return Limits(
-        per_ip=settings.limit_per_ip,
-        per_number=settings.limit_per_number,
-        per_prefix=settings.limit_per_prefix,
-        per_campaign=settings.limit_per_campaign,
-    )
-
-
-def _without_body(send: Send) -> Send:
-    async def send_headers_only(message: Message) -> None:
-        if message["type"] == "http.response.body" and message.get("body"):
-            message = {**message, "body": b""}
-        await send(message)
-
-    return send_headers_only
-
-
-class OptinPages(FastAPI):
-    """FastAPI, with a campaign's page and its form answered before routing: they are
-    what a QR code on a stadium screen sends thousands of phones to in a minute."""
-
-    _form_post: ASGIApp | None = None
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resources = getattr(self.state, "resources", None) if scope["type"] == "http" else None
-        if resources is not None:
-            if scope["method"] == "GET" and await serve_prerendered(scope, send, resources):
-                return
-            form_post = self._form_post
-            if form_post is not None and scope["method"] == "POST" and (keyword := campaign_keyword(scope, resources)):
-                scope["app"] = self
-                scope["path_params"] = {"keyword": keyword}
-                await form_post(scope, receive, send)
-                return
-        if scope["type"] == "http" and scope["method"] == "HEAD":
-            # HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's
-            # routes answer only the methods they list. A copy of the scope, so the
-            # server still knows it was HEAD; checked after the page's GET, which it
-            # must not slow down.
-            await self({**scope, "method": "GET"}, receive, _without_body(send))
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+async def _flush_metrics(metrics: Metrics) -> None:
+    """The page views' and submissions' counts into prometheus-client's once a second
+    (a scrape flushes its own process's first): in multiprocess mode that is how the
+    other processes' counts reach the shared directory."""
+    while True:
+        await asyncio.sleep(METRICS_FLUSH_SECONDS)
+        metrics.flush()
 
 
 def create_app(
@@ -142,86 +88,113 @@ def create_app(
     *,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     captcha_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
+    middleware: Sequence[Middleware] = (),
+) -> Starlette:
     """Build the app. `settings` defaults to the environment, read at start-up.
 
     `upstream_transport` replaces the network below the ProTexting client, and
     `captcha_transport` the one below CAPTCHA verification: tests pass an
     `httpx.MockTransport` at these seams, where a third party would be called.
+    `middleware` is wrapped around the app's own, outermost: it sees every request.
+
+    The app is Starlette, with the campaign pages as its first route and FastAPI
+    (the JSON API and the other pages) mounted below them: every request goes through
+    the middleware declared here, and a page view skips the layers FastAPI adds for
+    its own routes (a stack of exits per request, its telemetry and body-limit
+    wrappers), which cost a page view more than the page itself (README, Performance).
     """
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
-        configure_logging(active.log_level)
+        configure_logging(active.log_level, active.log_format)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
-        disclosure = templates.get_template("_disclosure.html")
-        disclosures = {key: Disclosure.of(disclosure.render(campaign=c)) for key, c in campaigns.items()}
+        site = build_site(templates, campaigns)
         if active.sandbox:
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")
 
-        async with AsyncExitStack() as stack:
-            engine = create_engine(active.database_url, timeout=active.database_timeout_seconds)
-            stack.push_async_callback(engine.dispose)
-            await migrate(engine)
-            outbox = outbox_for(engine, active)
-            stack.push_async_callback(outbox.close)
-            await outbox.remember_disclosures(list(disclosures.values()))
-            counters = open_counters(
-                active.redis_url, namespace=active.redis_prefix, timeout=active.redis_timeout_seconds
-            )
-            stack.push_async_callback(close_counters, counters)
-            pacer = Pacer(active.rate_limit, storage=counters)
-            protexting = upstream_client(active, upstream_transport)
-            stack.push_async_callback(protexting.aclose)
-            captcha = CaptchaVerifier(httpx.AsyncClient(transport=captcha_transport, timeout=httpx.Timeout(5.0)))
-            stack.push_async_callback(captcha.aclose)
-            delivery = delivery_for(active, outbox=outbox, protexting=protexting, pacer=pacer)
+        async with open_services(
+            active, upstream_transport=upstream_transport, captcha_transport=captcha_transport
+        ) as services:
+            await services.outbox.remember_disclosures([item.disclosure for item in site.listings])
             if active.run_worker:
-                delivery.start()
-            stack.push_async_callback(delivery.stop)
+                services.delivery.start()
             guard = Guard(
-                tokens=FormTokens(active.signing_key(), used=counters),
-                throttle=Throttle(counters, limits_for(active)),
-                captcha=captcha,
+                tokens=FormTokens(active.signing_key(), used=services.counters),
+                throttle=Throttle(services.counters, limits_for(active)),
+                captcha=services.captcha,
                 min_fill_seconds=active.min_fill_seconds,
+                own_origins=active.own_origins,
             )
-            pages = {key: prerender(templates, c, disclosures[key].text) for key, c in campaigns.items()}
             app.state.resources = Resources(
-                settings=active,
-                campaigns=campaigns,
-                disclosures=disclosures,
-                delivery=delivery,
-                guard=guard,
-                pages=pages,
+                settings=active, delivery=services.delivery, guard=guard, metrics=services.metrics
             )
-            load_metadata(sorted({r for c in campaigns.values() for r in (c.default_country, *c.countries)}))
+            app.state.site = site
+            load_metadata(sorted({r for c in site.campaigns for r in (c.default_country, *c.countries)}))
             # What start-up built lives as long as the process: keep it out of the
             # collector's full scans, which otherwise stop the event loop for ~90 ms
             # every few thousand signups (README, Performance). Undone at shutdown, so
             # a process that runs many apps (the tests) can still collect them.
             gc.collect()
             gc.freeze()
-            stack.callback(gc.unfreeze)
-            yield
+            flushing = asyncio.create_task(_flush_metrics(services.metrics)) if active.metrics_token else None
+            try:
+                yield
+            finally:
+                if flushing is not None:
+                    flushing.cancel()
+                gc.unfreeze()
 
-    app = OptinPages(title="optin-pages", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    # The JSON API and the pages other than the campaign's own, with FastAPI's
+    # parameters and dependencies. The app's middleware, below, wraps it.
+    rest = FastAPI(
+        title="optin-pages",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        # The service sets up no OpenTelemetry provider; saying so spares every request
+        # FastAPI's look for one (three reads of the environment).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        middleware=[Middleware(HeadAsGet)],
+    )
+    rest.include_router(api_router)
+    rest.include_router(router)
+    rest.include_router(metrics_router)
+    rest.include_router(health_router)
+    pages, embed = campaign_route(), embed_route()
+    rest.router.redirect_slashes = False
+    rest.router.default = without_trailing_slash([pages, embed, *rest.router.routes])
+
+    app = Starlette(
+        routes=[
+            # First: the page view is the busiest request, and /{keyword} takes no path
+            # the other routes answer (app.web.pages.RESERVED_PATHS).
+            pages,
+            embed,
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Mount("", rest),
+        ],
+        # Outermost first. Every request goes through all of them.
+        middleware=[
+            *middleware,
+            Middleware(request_ids, settings=settings),  # JSON logs only: app.web.request_ids
+            Middleware(SecurityHeaders),
+            # Outside the body limit: an oversized submission counts against its address too.
+            Middleware(CountSubmissions),
+            Middleware(BodyLimit),
+        ],
+        lifespan=lifespan,
+    )
+    # One state for both: what the lifespan builds, FastAPI's endpoints read too.
+    app.state = rest.state = AppState()
     app.state.templates = templates
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(api_router)
-    app.include_router(router)
-    app.add_route("/{keyword}", signup_page, methods=["GET"], include_in_schema=False)
-    app.router.redirect_slashes = False
-    app.router.default = without_trailing_slash(app.router)
+    # Each answers the errors raised below it the same way: the campaign pages' by the
+    # app's handlers, FastAPI's endpoints' by its own (its error middleware would
+    # otherwise turn them into a 500 before they reached the app's).
     install_error_handlers(app, templates)
-    app.add_middleware(BodyLimit)
-    # Outside the body limit: an oversized submission counts against its address too.
-    app.add_middleware(CountSubmissions)
-    app.add_middleware(SecurityHeaders)
-    # After the middleware and the error handlers, which the form's POST goes through.
-    app._form_post = form_post_app(app)
+    install_error_handlers(rest, templates)
     return app
 
 

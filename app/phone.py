@@ -1,18 +1,19 @@
 """Phone numbers: what a person typed, checked against a campaign's rules.
 
 `normalise()` turns the typed text into the form ProTexting wants, digits with the
-country code first (E.164 without the "+"), or raises `PhoneError` with a message
-written for the person who typed it.
+country code first (E.164 without the "+"), or raises `PhoneError` with a code and
+parameters; the edge (`app.web.messages`) says it in the visitor's words.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+from typing import Any
 
 import phonenumbers
-import pycountry
 from phonenumbers import NumberParseException
+
+from .problems import Problem, Refusal
 
 # Number types by their phonenumbers names, lower-cased: what a campaign may allow.
 NUMBER_TYPES: dict[str, int] = {
@@ -22,54 +23,25 @@ NUMBER_TYPES: dict[str, int] = {
 # UAN and the like are what SMS-pumping bots submit, so they are refused by default.
 DEFAULT_NUMBER_TYPES = ("mobile", "fixed_line_or_mobile")
 
-_TYPE_WORDS = {
-    "fixed_line": "a landline",
-    "mobile": "a mobile",
-    "fixed_line_or_mobile": "a landline or mobile",
-    "toll_free": "a toll-free",
-    "premium_rate": "a premium-rate",
-    "shared_cost": "a shared-cost",
-    "voip": "an internet (VoIP)",
-    "personal_number": "a personal-forwarding",
-    "pager": "a pager",
-    "uan": "a company (UAN)",
-    "voicemail": "a voicemail",
-    "unknown": "an unrecognised",
-}
-
 # Longer than any real number with spaces, dashes and an extension prefix; anything
 # longer is not a phone number and is refused before phonenumbers parses it.
 MAX_LENGTH = 40
 
 
-class PhoneError(Exception):
-    """The typed number cannot be used; `message` is shown beside the field."""
+class PhoneError(Refusal):
+    """The typed number cannot be used. Its problem's code, one of:
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    phone.missing               nothing typed
+    phone.too_long              longer than MAX_LENGTH
+    phone.not_a_number          not a phone number anywhere
+    phone.invalid_in_country    not valid in `region`, the country its digits name
+    phone.type_not_allowed      a `number_type` (a NUMBER_TYPES name) the campaign refuses
+    phone.country_not_served    a valid number outside `regions`, the campaign's countries
+    """
 
-
-# Regions phonenumbers knows that ISO 3166 (and so pycountry) does not.
-_NOT_IN_ISO_3166 = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
-
-
-@lru_cache(maxsize=512)
-def country_name(region: str) -> str:
-    """English name of an ISO region code, as people say it ("South Korea", not
-    "Korea, Republic of"). From pycountry: phonenumbers' own geocoder would do, but
-    it holds every carrier and place name in memory (about 100 MB)."""
-    country = pycountry.countries.get(alpha_2=region)
-    if country is None:
-        return _NOT_IN_ISO_3166.get(region, region)
-    return getattr(country, "common_name", None) or country.name
-
-
-def _countries_phrase(regions: Sequence[str]) -> str:
-    names = [country_name(region) for region in regions]
-    if len(names) == 1:
-        return names[0]
-    return ", ".join(names[:-1]) + " or " + names[-1]
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(f"phone.{code}")
+        self.problem = Problem("phone", f"phone.{code}", params)
 
 
 def normalise(
@@ -84,33 +56,30 @@ def normalise(
     `types` are the allowed number types, by `NUMBER_TYPES` name."""
     text = raw.strip()
     if not text:
-        raise PhoneError("Enter your mobile number.")
+        raise PhoneError("missing")
     if len(text) > MAX_LENGTH:
-        raise PhoneError("That is too long to be a phone number.")
+        raise PhoneError("too_long")
     try:
         number = phonenumbers.parse(text, default_country)
     except NumberParseException:
-        raise PhoneError("That doesn't look like a phone number. Check it and try again.") from None
+        raise PhoneError("not_a_number") from None
 
     if not phonenumbers.is_valid_number(number):
         region = phonenumbers.region_code_for_country_code(number.country_code or 0)
         if region == phonenumbers.UNKNOWN_REGION:
-            raise PhoneError("That doesn't look like a phone number. Check it and try again.")
-        raise PhoneError(f"That isn't a valid {country_name(region)} phone number. Check the digits and try again.")
+            raise PhoneError("not_a_number")
+        raise PhoneError("invalid_in_country", region=region)
 
     # The kind of line first: a toll-free +1 800 number is filed under the US by
     # phonenumbers, and "toll-free" is the useful thing to tell a Canadian.
     kind = phonenumbers.number_type(number)
     if kind not in {NUMBER_TYPES[name] for name in types}:
         name = next((n for n, v in NUMBER_TYPES.items() if v == kind), "unknown")
-        raise PhoneError(
-            f"That looks like {_TYPE_WORDS.get(name, 'an unrecognised')} number, which can't receive these texts. "
-            "Please use a mobile number."
-        )
+        raise PhoneError("type_not_allowed", number_type=name)
 
     found = phonenumbers.region_code_for_number(number)
     if found not in countries:
-        raise PhoneError(f"Sorry, this program only texts numbers in {_countries_phrase(countries)}.")
+        raise PhoneError("country_not_served", regions=tuple(countries))
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
 
@@ -123,4 +92,3 @@ def load_metadata(regions: Sequence[str]) -> None:
         example = phonenumbers.example_number(region)
         if example is not None:
             phonenumbers.is_valid_number(example)
-            country_name(region)

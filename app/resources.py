@@ -1,35 +1,25 @@
-"""What the running service holds: built by the lifespan, read by the endpoints."""
+"""What the running service holds: built by the lifespan, read by the endpoints.
+
+The campaigns, their disclosures and pages are not here but in `app.state.site`
+(`app.site.Site`), which a reload of the campaigns file swaps whole."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from .campaigns import Campaign
-from .consent import Disclosure
 from .delivery import Delivery
 from .guard import Guard
+from .metrics import Metrics
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .pages import PrerenderedPage
 
 
 @dataclass(frozen=True)
 class Resources:
     settings: Settings
-    campaigns: dict[str, Campaign]
-    # Rendered once at start-up, keyed like `campaigns`: the page shows exactly this
-    # text and each consent record points at its hash.
-    disclosures: dict[str, Disclosure]
     delivery: Delivery
     guard: Guard
-    # Each campaign's signup page, rendered once (see app.pages.prerender).
-    pages: dict[str, PrerenderedPage] = field(default_factory=dict)
+    metrics: Metrics
 
     @property
     def sandbox(self) -> bool:
         return self.settings.sandbox
-
-    def campaign(self, keyword: str) -> Campaign | None:
-        return self.campaigns.get(keyword.lower())

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 logger = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
 
 
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     campaigns_path: Path = Field(default=Path("campaigns.toml"), validation_alias="OPTIN_CAMPAIGNS")
     public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OPTIN_PUBLIC_URL")
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
+    # GET /metrics exists only when this is set, and answers only `Authorization: Bearer <it>`.
+    metrics_token: SecretStr | None = Field(default=None, min_length=16, validation_alias="OPTIN_METRICS_TOKEN")
 
     # Durable delivery (see README, "Never lose a signup").
     database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")
@@ -90,8 +93,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="OPTIN_PORT")
     workers: int = Field(default=1, ge=1, le=64, validation_alias="OPTIN_WORKERS")
     log_level: str = Field(default="INFO", validation_alias="OPTIN_LOG_LEVEL")
+    # text for a person at a terminal; json, one object a line, for a log collector
+    # (app.logs). Read by the app's lifespan, `optin serve` (uvicorn's lines) and `optin worker`.
+    log_format: str = Field(default="text", validation_alias="OPTIN_LOG_FORMAT")
 
-    @field_validator("protexting_access_token", "secret_key", mode="before")
+    @field_validator("protexting_access_token", "secret_key", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `PROTEXTING_ACCESS_TOKEN=` in a .env file means "not set", i.e. sandbox mode.
@@ -184,6 +190,16 @@ class Settings(BaseSettings):
             if level not in _LOG_LEVELS:
                 raise ValueError(f"{value!r} is not one of {', '.join(_LOG_LEVELS)}")
             return level
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        if isinstance(value, str):
+            log_format = value.strip().lower()
+            if log_format not in _LOG_FORMATS:
+                raise ValueError(f"{value!r} is not one of {', '.join(_LOG_FORMATS)}")
+            return log_format
         return value
 
     @field_validator("secret_key")

@@ -1,39 +1,37 @@
-"""One signup, from a request to a stored consent record and a delivery attempt.
+"""One signup, from a visit to a stored consent record and a delivery attempt.
 
-The form (`app.pages`) and the JSON API (`app.api`) both call `sign_up()`: the flow
-request -> guard -> campaign's number rules -> consent record -> outbox -> ProTexting is
-written once, so neither entrance can skip a check the other makes.
+The form (`app.web.pages`) and the JSON API (`app.web.api`) both call `sign_up()`: the flow
+visit -> guard -> campaign's number rules -> consent record -> outbox -> ProTexting is
+written once, so neither entrance can skip a check the other makes. It knows nothing of
+HTTP: the edge hands it a `Visit` and renders the `Result` it returns.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from datetime import timedelta
-
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 from .campaigns import Campaign
-from .consent import ConsentRecord, client_ip, page_url, source_params, user_agent
-from .delivery import Submitted
+from .consent import ConsentRecord, page_url
+from .guard import BotTrapped, CrossSiteRequest
+from .metrics import Outcome
 from .outbox import State
 from .phone import normalise
+from .problems import Problem, Refusal
 from .resources import Resources
-from .security import check_same_origin
-from .storage import utcnow
+from .site import Listing
 from .throttle import TooManyRequests
-from .tokens import MAX_AGE_SECONDS, UsedFormToken
-from .upstream import OptIn
+from .tokens import MAX_AGE_SECONDS, InvalidFormToken, UsedFormToken
+from .upstream import PHONE_FIELD, OptIn, Rejected
+from .visit import Visit
 
 logger = logging.getLogger(__name__)
 
-_API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
-
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
+class Submission:
     """What the visitor sent."""
 
     phone: str
@@ -42,38 +40,20 @@ class Attempt:
     captcha: str | None = None
 
 
-class RepeatedSignup(Exception):
-    """The same form sent again for the same number (the button pressed twice): answer
-    as the first did, and send nothing. `waiting`: no text has gone out yet."""
-
-    def __init__(self, *, waiting: bool) -> None:
-        super().__init__("signup sent again with the same form token")
-        self.waiting = waiting
+class Status(Enum):
+    DELIVERED = "delivered"  # ProTexting has it: the text is on its way
+    QUEUED = "queued"  # stored; ProTexting gets it shortly (slow, busy or paced)
+    REFUSED = "refused"  # nothing stored: `problems` say what the visitor can put right
+    TRAPPED = "trapped"  # a bot trap caught it: answered as a signup, nothing stored
 
 
-def visitor_ip(request: Request, resources: Resources) -> str | None:
-    peer = request.client.host if request.client else None
-    forwarded_for = request.headers.getlist("x-forwarded-for")
-    trusted = resources.settings.trusted_proxies
-    if forwarded_for and not trusted:
-        _warn_untrusted_forwarded_for(peer)
-    return client_ip(peer, forwarded_for, trusted)
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How a submission ended, for the edge to render: the form and the JSON API each
+    turn it into an answer in one place."""
 
-
-_WARNED: list[bool] = []
-
-
-def _warn_untrusted_forwarded_for(peer: str | None) -> None:
-    # Once per process: behind a proxy every signup carries the header, and one line
-    # is enough for the operator to act on.
-    if not _WARNED:
-        _WARNED.append(True)
-        logger.warning(
-            "X-Forwarded-For received from %s but OPTIN_TRUSTED_PROXIES is unset: signups record "
-            "and limit the connection's address. If the service is behind a reverse proxy, "
-            "set OPTIN_TRUSTED_PROXIES to the proxy's address or network",
-            peer,
-        )
+    status: Status
+    problems: tuple[Problem, ...] = ()
 
 
 def optin_for(campaign: Campaign, phone: str) -> OptIn:
@@ -87,89 +67,114 @@ def optin_for(campaign: Campaign, phone: str) -> OptIn:
 
 
 async def sign_up(
-    request: Request, resources: Resources, campaign: Campaign, attempt: Attempt, *, cross_origin: bool = False
-) -> Submitted:
-    """Check, record and deliver one signup.
+    resources: Resources, visit: Visit, listing: Listing, submission: Submission, *, cross_origin: bool = False
+) -> Result:
+    """Check, record and deliver one signup to `listing`'s campaign.
 
-    `cross_origin` lets the campaign's `api_origins` call from their own pages (the
-    JSON API); the form accepts only our own origin. Raises the guard's errors
-    (CrossSiteRequest, TooManyRequests, InvalidFormToken, ExpiredFormToken,
-    BotTrapped, CaptchaFailed), PhoneError, and for a token used before
-    RepeatedSignup or UsedFormToken. The address limit is counted before, by
-    `CountSubmissions`.
+    `cross_origin` lets the campaign's `api_origins` submit from their own pages (the
+    JSON API); the form accepts only our own origin. What the visitor can put right
+    (the number, the CAPTCHA, a stale or used token, ProTexting's refusal) is a
+    REFUSED result; what refuses the request as a whole is raised: CrossSiteRequest,
+    TooManyRequests, InvalidFormToken. The address limit is counted before, by
+    `app.web.visits.CountSubmissions`.
     """
-    settings = resources.settings
-    check_same_origin(request, own=settings.own_origins, also=campaign.api_origins if cross_origin else ())
-    ip = visitor_ip(request, resources)
-    await resources.guard.admit(
-        campaign, token=attempt.token, honeypot=attempt.honeypot, captcha_answer=attempt.captcha, client_ip=ip
+    tally = resources.metrics.tally
+    try:
+        result = await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)
+    except Refusal as refusal:
+        result = Result(Status.REFUSED, (refusal.problem,))
+    except BotTrapped:
+        result = Result(Status.TRAPPED)
+    except (CrossSiteRequest, InvalidFormToken, TooManyRequests) as refused:
+        tally.submission(listing.key, _REFUSED_AS[type(refused)])
+        raise
+    tally.submission(listing.key, outcome_of(result))
+    return result
+
+
+_REFUSED_AS = {
+    CrossSiteRequest: Outcome.CROSS_SITE,
+    InvalidFormToken: Outcome.BAD_TOKEN,
+    TooManyRequests: Outcome.RATE_LIMITED,
+}
+# A refusal's outcome, by the first part of its problem's code.
+_PROBLEM_OUTCOMES = {
+    "phone": Outcome.INVALID_NUMBER,
+    "token": Outcome.BAD_TOKEN,
+    "captcha": Outcome.CAPTCHA_FAILED,
+    "protexting": Outcome.REFUSED,
+}
+
+
+def outcome_of(result: Result) -> Outcome:
+    """How the metrics count a result."""
+    if result.status is Status.REFUSED:
+        return _PROBLEM_OUTCOMES[result.problems[0].code.partition(".")[0]]
+    return {
+        Status.DELIVERED: Outcome.DELIVERED,
+        Status.QUEUED: Outcome.QUEUED,
+        Status.TRAPPED: Outcome.BOT_TRAPPED,
+    }[result.status]
+
+
+async def _sign_up(
+    resources: Resources, visit: Visit, listing: Listing, submission: Submission, *, cross_origin: bool
+) -> Result:
+    guard = resources.guard
+    campaign = listing.campaign
+    guard.check_origin(visit, also=campaign.api_origins if cross_origin else ())
+    await guard.admit(
+        listing,
+        token=submission.token,
+        honeypot=submission.honeypot,
+        captcha_answer=submission.captcha,
+        client_ip=visit.client_ip,
     )
     phone = normalise(
-        attempt.phone,
+        submission.phone,
         default_country=campaign.default_country,
         countries=campaign.countries,
         types=campaign.number_types,
     )
-    await resources.guard.number(campaign, phone)
+    await guard.number(listing, phone)
     # Only now is the token used up: a typo or a limit leaves it good for the next try.
-    assert attempt.token is not None  # the guard admitted it
-    if not await resources.guard.tokens.claim(attempt.token, phone):
-        raise await _repeated(resources, campaign, phone)
+    assert submission.token is not None  # the guard admitted it
+    if not await guard.tokens.claim(submission.token, phone):
+        return await _repeated(resources, campaign, phone)
 
-    source = source_params(request.query_params.multi_items())
     record = ConsentRecord(
-        created_at=utcnow(),
+        created_at=datetime.now(UTC),
         campaign=campaign.keyword,
         phone=phone,
         group_ids=campaign.group_ids,
-        disclosure_sha256=resources.disclosures[campaign.keyword.lower()].sha256,
-        page_url=page_url(settings.public_url, campaign, source),
-        source=source,
-        client_ip=ip,
-        user_agent=user_agent(request.headers.get("user-agent")),
+        disclosure_sha256=listing.disclosure.sha256,
+        page_url=page_url(resources.settings.public_url, campaign, visit.source),
+        source=dict(visit.source),
+        client_ip=visit.client_ip,
+        user_agent=visit.user_agent,
     )
-    return await resources.delivery.submit(record, optin_for(campaign, phone))
+    submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
+    if submitted.rejected is not None:
+        return Result(Status.REFUSED, _refused_by_protexting(submitted.rejected))
+    return Result(Status.QUEUED if submitted.waiting else Status.DELIVERED)
 
 
-async def _repeated(resources: Resources, campaign: Campaign, phone: str) -> Exception:
-    """What to answer the same token and number again: the thanks the first got, as
-    far as its stored signup tells. When nothing is stored, or it was refused or failed
-    (or the first is a moment from being stored), the form again: pressing once more
-    signs up afresh, and the outbox's duplicate check keeps a second text from going."""
+def _refused_by_protexting(rejected: Rejected) -> tuple[Problem, ...]:
+    # ProTexting's words, as it sent them; about the number, or the form as a whole.
+    return tuple(
+        Problem("phone" if error.field == PHONE_FIELD else None, "protexting.refused", {"message": error.message})
+        for error in rejected.errors
+    )
+
+
+async def _repeated(resources: Resources, campaign: Campaign, phone: str) -> Result:
+    """What to answer the same token and number again (the button pressed twice): the
+    answer the first got, as far as its stored signup tells, and nothing sent. When
+    nothing is stored, or it was refused or failed (or the first is a moment from being
+    stored), the form again: pressing once more signs up afresh, and the outbox's
+    duplicate check keeps a second text from going."""
     window = timedelta(seconds=MAX_AGE_SECONDS)
     found = await resources.delivery.outbox.recent(campaign.keyword, phone, window=window)
     if found is None:
-        return UsedFormToken("form token already used; the first signup is not stored as sent")
-    return RepeatedSignup(waiting=found[1] != State.DELIVERED)
-
-
-class CountSubmissions:
-    """Every POST to a campaign's form or to the opt-in API counts once against the
-    per-address limit, whatever becomes of it: counted here, outside the body limit and
-    before the form is read, since a malformed, oversized, cross-site or bad-token
-    submission is refused before `sign_up` would count it. Over the limit: the app's
-    own 429 answer, before the body is read."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            resources: Resources | None = getattr(scope["app"].state, "resources", None)
-            if resources is not None and _signup_path(scope["path"], resources):
-                request = Request(scope)
-                try:
-                    await resources.guard.throttle.client(visitor_ip(request, resources))
-                except TooManyRequests as exc:
-                    response = await scope["app"].exception_handlers[TooManyRequests](request, exc)
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-def _signup_path(path: str, resources: Resources) -> bool:
-    """POST /{keyword} or /api/v1/campaigns/{keyword}/opt-ins of a known campaign."""
-    if path.count("/") == 1:
-        return resources.campaign(path[1:]) is not None
-    api = _API_OPT_IN.fullmatch(path)
-    return api is not None and resources.campaign(api.group(1)) is not None
+        raise UsedFormToken("form token already used; the first signup is not stored as sent")
+    return Result(Status.DELIVERED if found[1] == State.DELIVERED else Status.QUEUED)

@@ -70,8 +70,8 @@ class Throttle:
             await self._take("address", [(self._per_ip, ("ip", client_key(ip)))])
 
     async def signup(self, campaign: str, phone: str) -> None:
-        """Count one valid signup of `phone` (E.164 digits) to `campaign`."""
-        campaign = campaign.lower()
+        """Count one valid signup of `phone` (E.164 digits) to `campaign` (its key,
+        `app.site.Listing.key`: the same count for /JOIN and /join)."""
         await self._take(
             "number",
             [

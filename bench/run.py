@@ -79,6 +79,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+# What the tests' servers and browser share with the bench (tests/support stands on its
+# own, without pytest): from the checkout, whichever venv runs this script.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.browser import CHROMIUM_ARGS
+from tests.support.servers import child_environment, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LOOPBACK = "127.0.0.1"
@@ -87,7 +93,7 @@ SECTIONS = ("pageview", "signup", "openloop", "burst", "pageweight")
 ALIASES = {"memory": "burst"}
 
 # Budgets from the issue.
-BUDGET_PAGEVIEW_RATIO = 0.8
+BUDGET_PAGEVIEW_RATIO = 1.0  # the project keeps page views at least as fast as bare Starlette
 BUDGET_SIGNUP_ADDED_P99_MS = 10.0
 BUDGET_OPENLOOP_ADDED_P99_MS = 10.0
 BUDGET_BURST_ACCEPT_S = 10.0
@@ -113,17 +119,6 @@ NUMBERS_END = 3130000000
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-_SCRUBBED_PREFIXES = ("PROTEXTING_", "OPTIN_", "BENCH_")
-_PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 class BenchError(Exception):
@@ -153,24 +148,6 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 def rnd(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_SCRUBBED_PREFIXES) and name.lower() not in _PROXY_VARIABLES
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -481,6 +458,9 @@ class Bench:
             "OPTIN_LIMIT_PER_PREFIX": "",
             "OPTIN_LIMIT_PER_CAMPAIGN": "",
             "OPTIN_MIN_FILL_SECONDS": "0",
+            # Measured as deployed with monitoring: the metrics on (page views and
+            # outcomes counted, flushed once a second).
+            "OPTIN_METRICS_TOKEN": secrets.token_urlsafe(24),
         }
         if number_limits:
             # The limits a burst of distinct numbers meets in production, at their

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.middleware import Middleware
 
 # Starlette now prefers `httpx2` for its TestClient and warns, once, at import when it
 # finds only `httpx`. The suite runs with warnings as errors and may not add a
@@ -151,9 +152,9 @@ def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -
 
     `make_client()` talks to the `upstream` fixture with `TOKEN`. Pass `handler=` for
     another fake, `handler=None` for the real network (with `api_url=`), or `token=None`
-    for sandbox mode. Each app gets its own database, so apps never see each other's
-    signups, and no background worker: what a visitor sees comes from the request alone.
-    Any other keyword is a `Settings` field.
+    for sandbox mode, `middleware=` to wrap the app's own. Each app gets its own
+    database, so apps never see each other's signups, and no background worker: what a
+    visitor sees comes from the request alone. Any other keyword is a `Settings` field.
     """
     with ExitStack() as stack:
         made = 0
@@ -164,6 +165,7 @@ def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -
             token: str | None = TOKEN,
             api_url: str = API_URL,
             campaigns: Path = campaigns_file,
+            middleware: Sequence[Middleware] = (),
             **settings: Any,
         ) -> TestClient:
             nonlocal made
@@ -185,11 +187,20 @@ def make_client(clean_env: Path, campaigns_file: Path, upstream: FakeUpstream) -
             if handler is _DEFAULT:
                 handler = upstream
             transport = httpx.MockTransport(handler) if handler is not None else None
-            app = create_app(active, upstream_transport=transport)
+            app = create_app(active, upstream_transport=transport, middleware=middleware)
             client = TestClient(app, follow_redirects=False)
             return stack.enter_context(client)
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ directory of a fresh venv holding the wheel built from this checkout
+    (tests/support/wheel.py): one per session, shared by the package and container tests."""
+    from tests.support.wheel import install_wheel
+
+    return install_wheel(tmp_path_factory.mktemp("installed"))
 
 
 # Databases and Redis for the storage, delivery and scale-out tests (tests/support/databases.py).

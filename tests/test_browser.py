@@ -21,19 +21,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.servers import LOOPBACK, Server, app_server
 from tests.support.visitor import token_of
 
-CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking switches chromium calls Google's hosts at start-up.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path("/tmp/signup.png")
 SCREENSHOT_ERROR = Path("/tmp/signup-error.png")
 PHONE_VIEWPORT = {"width": 390, "height": 844}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.campaigns import CampaignsError, load_campaigns, parse_campaigns
-from app.pages import RESERVED_PATHS
+from app.web.pages import RESERVED_PATHS
 
 SHIPPED = Path(__file__).resolve().parent.parent / "campaigns.toml"
 SOURCE = "/etc/optin/campaigns.toml"

@@ -13,9 +13,10 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,18 @@ EXPORT_FIELDS = {
     "state",
     "history",
 }
+
+
+def _run(
+    command: list[str], *, database_url: str, cwd: Path, env: Mapping[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    """Run any command with only the service settings given here (no `.env` in `cwd`)."""
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("OPTIN_", "PROTEXTING_"))}
+    child["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    child["OPTIN_DATABASE_URL"] = database_url
+    child.update(env or {})
+    assert not (cwd / ".env").exists()
+    return subprocess.run(command, cwd=cwd, env=child, capture_output=True, text=True, timeout=60)
 
 
 def sqlite_url(path: Path) -> str:
@@ -387,6 +400,27 @@ def test_worker_once_delivers_and_retry_failed_queues_failures_again(tmp_path: P
     assert [state for state, _ in steps] == ["pending", "failed", "pending", "delivered"]
     assert "gave up after 1 attempts" in (steps[1][1] or "")
     assert steps[2][1] == "retry requested by operator"
+
+
+# The worker's own process, as `optin worker --once` runs it, then what it had imported.
+_WORKER_IMPORTS = """
+import sys
+from app.cli import main
+code = main(["worker", "--once"])
+print(" ".join(sorted(m for m in sys.modules if m in ("fastapi", "app.main") or m.startswith("fastapi."))))
+sys.exit(code)
+"""
+
+
+def test_the_worker_delivers_without_building_the_web_app(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "queue.db")
+    add_signups(url, [("12015552101", "JOIN", None)])
+    with fake_protexting(tmp_path, token=TOKEN) as fake:
+        env = {"PROTEXTING_ACCESS_TOKEN": TOKEN, "PROTEXTING_API_URL": fake.url + "/v1"}
+        result = _run([sys.executable, "-c", _WORKER_IMPORTS], database_url=url, cwd=tmp_path, env=env)
+        assert ok(result).strip() == ""  # neither FastAPI nor app.main
+        assert [call["PhoneNumber"] for call in calls(fake)] == ["12015552101"]
+    assert counts(url) == {("JOIN", "delivered"): 1}
 
 
 # -- bad settings -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.phone import PhoneError, normalise
+from app.web.messages import say
 from tests.support.blackhole import Relay
 from tests.support.campaigns import CAMPAIGNS_TOML, write_campaigns
 from tests.support.servers import Server, app_server
@@ -24,7 +25,7 @@ def test_any_text_is_a_number_or_a_phone_error(text: str, region: str) -> None:
     try:
         digits = normalise(text, default_country=region, countries=[region])
     except PhoneError as exc:
-        assert exc.message  # something the person can read
+        assert say(exc.problem)  # something the person can read
     else:
         assert digits.isdigit() and 8 <= len(digits) <= 15
 

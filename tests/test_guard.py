@@ -108,7 +108,7 @@ def test_a_token_signed_with_another_key_is_refused(build: Build, upstream: Fake
     from app.tokens import FormTokens
 
     client = build()
-    foreign = FormTokens("another-deployments-key-xyz").issue("JOIN", issued_at=time.time() - 60)
+    foreign = FormTokens("another-deployments-key-xyz").issue("join", issued_at=time.time() - 60)
     assert client.post("/join", data={"phone": GOOD, "form_token": foreign}).status_code == 400
     assert upstream.requests == []
 
@@ -117,7 +117,7 @@ def test_an_expired_form_asks_to_press_again_and_keeps_the_number(build: Build, 
     from app.tokens import FormTokens
 
     client = build()
-    old = FormTokens("test-signing-key-0123456789").issue("JOIN", issued_at=time.time() - 25 * 3600)
+    old = FormTokens("test-signing-key-0123456789").issue("join", issued_at=time.time() - 25 * 3600)
     answer = client.post("/join", data={"phone": GOOD, "form_token": old})
     assert answer.status_code == 400
     page = Page(answer.text)
@@ -576,7 +576,7 @@ def test_every_response_carries_the_security_headers(build: Build) -> None:
         assert "script-src" not in csp and "'unsafe-inline'" not in csp
         assert "default-src 'none'" in csp
         assert headers["x-content-type-options"] == "nosniff"
-        # The one policy the service sets (app.security): other sites learn the origin
+        # The one policy the service sets (app.web.security): other sites learn the origin
         # a visitor came from, never the page's path or query.
         assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
         assert "camera=()" in headers["permissions-policy"]
@@ -823,7 +823,7 @@ def test_a_loopback_public_url_answers_to_each_name_of_loopback(
 
 
 def test_form_tokens_are_itsdangerous_signatures_that_never_repeat() -> None:
-    # The signer computes its key once and its HMAC in one call: the bytes must stay
+    # The signer computes its key once and keys its HMAC once: the bytes must stay
     # itsdangerous' own, so tokens a running replica issued verify after an upgrade.
     import hashlib
 
@@ -833,8 +833,8 @@ def test_form_tokens_are_itsdangerous_signatures_that_never_repeat() -> None:
 
     tokens = FormTokens("a-secret-of-sixteen-chars-or-more")
     plain = Signer("a-secret-of-sixteen-chars-or-more", salt="optin-pages/form-token", digest_method=hashlib.sha1)
-    issued = [tokens.issue("JOIN") for _ in range(1000)]
+    issued = [tokens.issue("join") for _ in range(1000)]
     assert len(set(issued)) == 1000
     assert all(plain.unsign(token).decode().startswith("join.") for token in issued)
     legacy = plain.sign(f"join.{tokens.clock():.3f}.abc").decode()
-    assert tokens.check(legacy, "JOIN") == pytest.approx(tokens.clock(), abs=5)
+    assert tokens.check(legacy, "join") == pytest.approx(tokens.clock(), abs=5)

@@ -9,47 +9,14 @@ travel inside the installed `app` package.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.campaigns import CAMPAIGNS
-from tests.support.servers import LOOPBACK, ROOT, Server, _child_environment
+from tests.support.servers import LOOPBACK, ROOT, Server, child_environment
 from tests.support.visitor import form_fields
-
-# What the build must not see: a stale build/lib would slip old files into the wheel.
-_NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "var", ".*_cache", ".hypothesis"
-)
-
-
-def _run(argv: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([str(part) for part in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bin/ directory of a fresh venv holding the wheel built from this checkout."""
-    source = tmp_path_factory.mktemp("source") / "optin-pages"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=_NOT_SOURCE)
-    wheels = tmp_path_factory.mktemp("wheels")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", wheels, source], cwd=source)
-    (wheel,) = wheels.glob("optin_pages-*.whl")
-
-    venv = tmp_path_factory.mktemp("venv")
-    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=venv)
-    # This venv's pip installs into the new one; no bytecode, to keep the test quick.
-    _run(
-        [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet", "--no-compile", wheel],
-        cwd=venv,
-    )
-    return venv / "bin"
+from tests.support.wheel import run
 
 
 def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(installed: Path, tmp_path: Path) -> None:
@@ -66,9 +33,7 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
         # Only the installed package, not the checkout (an empty PYTHONPATH adds nothing).
         "PYTHONPATH": "",
     }
-    where = _run(
-        [installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=_child_environment(env)
-    )
+    where = run([installed / "python", "-c", "import app; print(app.__file__)"], cwd=empty, env=child_environment(env))
     assert Path(where.strip()).is_relative_to(installed.parent)
 
     server = Server(
@@ -100,5 +65,14 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
         server.stop()
 
     # The operator's command, from the same install, finds the same migrations.
-    migrated = _run([installed / "optin", "migrate"], cwd=empty, env=_child_environment(env))
+    migrated = run([installed / "optin", "migrate"], cwd=empty, env=child_environment(env))
     assert migrated == "database is up to date\n"
+
+
+def test_the_installed_package_holds_every_module_of_the_checkout(installed: Path) -> None:
+    # A subpackage missing from pyproject's list would install without it, and fail
+    # only when something first imports it.
+    site = next((installed.parent / "lib").glob("python*/site-packages"))
+    source = {path.relative_to(ROOT).as_posix() for path in (ROOT / "app").rglob("*.py")}
+    shipped = {path.relative_to(site).as_posix() for path in (site / "app").rglob("*.py")}
+    assert source - shipped == set()

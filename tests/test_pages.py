@@ -517,17 +517,27 @@ def _get_paths(routes: list[BaseRoute]) -> Iterator[str]:
     """A path for each GET route (and the static files)."""
     for route in routes:
         if isinstance(route, Mount):
-            yield route.path + "/style.css"
+            # The static files, or the FastAPI app mounted below the campaign pages.
+            yield from (
+                (route.path + path for path in _get_paths(route.routes))
+                if route.routes
+                else [route.path + "/style.css"]
+            )
         elif (included := getattr(route, "original_router", None)) is not None:  # FastAPI's include_router
             yield from _get_paths(included.routes)
         elif "GET" in (getattr(route, "methods", None) or ()):
-            yield route.path.replace("{keyword}", "join")
+            yield re.sub(r"\{keyword(:\w+)?\}", "join", route.path)
 
 
 def test_head_answers_like_get_on_every_get_route(make_client: MakeClient) -> None:
-    client = make_client(token=None)  # sandbox: the front page lists the campaigns
+    # Sandbox: the front page lists the campaigns. With the metrics on, and their token
+    # on every request.
+    client = make_client(token=None, metrics_token="a-metrics-token-of-32-characters")
+    client.headers["authorization"] = "Bearer a-metrics-token-of-32-characters"
     paths = list(_get_paths(client.app.routes))
-    assert {"/healthz", "/", "/join", "/join/thanks", "/api/v1/campaigns/join", "/openapi.json"} <= set(paths)
+    assert {"/healthz", "/", "/join", "/join/thanks", "/api/v1/campaigns/join", "/openapi.json", "/metrics"} <= set(
+        paths
+    )
     for path in paths:
         get, head = client.get(path), client.head(path)
         assert (path, head.status_code) == (path, 200)

@@ -8,6 +8,7 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from app.phone import MAX_LENGTH, NUMBER_TYPES, PhoneError, normalise
+from app.web.messages import say
 
 COUNTRY_NAMES = {
     "US": "United States",
@@ -52,10 +53,12 @@ def e164_digits(number: phonenumbers.PhoneNumber) -> str:
 def refusal(
     raw: str, *, default_country: str = "US", countries: tuple[str, ...] = ("US",), **rules: tuple[str, ...]
 ) -> str:
+    """The words the person reads beside the field (the edge's, for the refusal's code)."""
     with pytest.raises(PhoneError) as caught:
         normalise(raw, default_country=default_country, countries=countries, **rules)
-    assert caught.value.message == str(caught.value)
-    return caught.value.message
+    problem = caught.value.problem
+    assert problem.field == "phone" and problem.code.startswith("phone.")
+    return say(problem)
 
 
 @pytest.mark.parametrize(("region", "kind", "style"), EXAMPLES)

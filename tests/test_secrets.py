@@ -3,6 +3,7 @@ log line at any level, the console, or an outcome's repr, whatever ProTexting an
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -16,8 +17,11 @@ import httpx
 import pytest
 
 from app import upstream
+from app.logs import JsonFormatter
 from app.upstream import Accepted, OptIn, ProTexting, Rejected, Unavailable
-from tests.support.visitor import submit
+from tests.support.campaigns import write_campaigns
+from tests.support.servers import Server, app_server, calls, fake_protexting, wait_until
+from tests.support.visitor import Visitor, submit
 
 from .conftest import API_URL, TOKEN, FakeUpstream, MakeClient, answers, closed_port, contact, raises
 
@@ -339,3 +343,91 @@ async def test_a_failure_reading_the_body_never_carries_the_token_up(debug_logs:
     assert outcome == Accepted(status=201, verified=False, reason="body cut off (TransportError)")
     assert_no_token("the outcome", repr(outcome))
     assert_no_token("the log", debug_logs.text)
+
+
+# -- JSON logs (OPTIN_LOG_FORMAT=json) ---------------------------------------------------
+
+
+def _json_lines(where: str, text: str) -> list[dict[str, Any]]:
+    """Every line of `text` parsed as the JSON object it must be, the token in none."""
+    assert_no_token(where, text)
+    parsed = []
+    for line in text.splitlines():
+        value = json.loads(line)
+        assert isinstance(value, dict) and {"time", "level", "logger", "message"} <= value.keys(), line
+        parsed.append(value)
+    return parsed
+
+
+@pytest.fixture
+def json_debug_logs(debug_logs: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
+    """Every logger at DEBUG (as `debug_logs`), written as the JSON lines of
+    OPTIN_LOG_FORMAT=json, exceptions' tracebacks included."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_json_logs_at_debug_never_carry_the_token(
+    make_client: MakeClient,
+    json_debug_logs: io.StringIO,
+    debug_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    loopback_protexting: tuple[str, list[str]],
+) -> None:
+    responses: list[httpx.Response] = []
+    for respond in FLOWS.values():
+        client = make_client(handler=FakeUpstream(respond), log_format="json")
+        responses.append(submit(client, "/join", PHONE))
+        responses.append(client.get("/readyz"))
+    refused = make_client(handler=None, api_url=f"http://127.0.0.1:{closed_port()}/v1", log_format="json")
+    responses.append(submit(refused, "/join", PHONE))
+    api_url, paths = loopback_protexting
+    responses.append(submit(make_client(handler=None, api_url=api_url, log_format="json"), "/join", PHONE))
+
+    for response in responses:
+        assert_no_token("a page", response.text)
+        assert response.headers["x-request-id"]
+    lines = _json_lines("the JSON log", json_debug_logs.getvalue())
+    assert_logs_and_console_clean(debug_logs, capsys)
+    # It watched what could leak: httpx's request lines at DEBUG, each signup's outcome
+    # with its request's id, and the signed URL did reach ProTexting.
+    assert any(line["logger"] == "httpx" for line in lines)
+    outcomes = [line for line in lines if line["logger"] == "app.delivery" and "outcome" in line]
+    assert outcomes and all(line["campaign"] == "JOIN" and line["request_id"] for line in outcomes)
+    assert len(paths) == 1 and f"access_token={TOKEN}" in paths[0]
+
+
+def test_optin_serve_with_json_logs_at_debug_never_writes_the_token(tmp_path: Path) -> None:
+    campaigns = write_campaigns(tmp_path)
+    env = {"OPTIN_LOG_FORMAT": "json", "OPTIN_MIN_FILL_SECONDS": "0"}
+    with (
+        fake_protexting(tmp_path, token=TOKEN) as fake,
+        app_server(tmp_path, token=TOKEN, fake=fake, campaigns=campaigns, log_level="debug", env=env) as app,
+        httpx.Client(base_url=app.url, trust_env=False, timeout=10.0) as client,
+    ):
+        answers_ = [
+            Visitor(client).submit("(201) 555-0123"),  # accepted
+            Visitor(client).submit("(201) 555-0100"),  # refused by ProTexting, 422
+            Visitor(client).submit("(201) 555-0104"),  # ProTexting down: 503, queued
+            client.get("/readyz"),
+        ]
+        wait_until(lambda: app.stderr.count("after 1 attempt(s)") >= 3, timeout=20, what="three outcomes")
+        assert_sent_to(fake)
+    assert [a.status_code for a in answers_] == [303, 422, 303, 200]
+
+    errors = _json_lines("optin serve's stderr", app.stderr)
+    access = _json_lines("optin serve's stdout", app.stdout)
+    assert {line["level"] for line in errors} >= {"INFO", "WARNING"}
+    assert {line["outcome"] for line in errors if "outcome" in line} == {"delivered", "rejected", "pending"}
+    assert len([line for line in access if line["method"] == "POST"]) == 3
+
+
+def assert_sent_to(fake: Server) -> None:
+    """The fake ProTexting took calls, which it does only with the token (--token)."""
+    assert calls(fake), "ProTexting was not called"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.campaigns import write_campaigns
-from tests.support.servers import PLAIN_UVICORN, SERVE, Server, _child_environment, app_server
+from tests.support.servers import PLAIN_UVICORN, SERVE, Server, app_server, child_environment
 from tests.support.visitor import Visitor
 
 FORGED = "203.0.113.9"
@@ -29,7 +29,7 @@ def _exported(workdir: Path) -> list[dict[str, object]]:
     """The consent records, as `optin export` gives them to the operator."""
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "export", "--format", "jsonl"],
-        cwd=workdir, env=_child_environment({}), capture_output=True, text=True, timeout=60, check=True,
+        cwd=workdir, env=child_environment({}), capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines()]
 

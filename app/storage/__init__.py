@@ -15,6 +15,7 @@ from .engine import (
     StorageError,
     create_engine,
     migrate,
+    schema_is_current,
     thread_engine_for,
     unreachable,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "jobs",
     "metadata",
     "migrate",
+    "schema_is_current",
     "signups",
     "thread_engine_for",
     "unreachable",

@@ -144,14 +144,21 @@ def _at_head(connection: Connection) -> bool:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_REVISION]
 
 
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """Whether the database's schema is this release's (`SCHEMA_REVISION`, Alembic's
+    head), read without loading Alembic; raises what the database raises when it
+    cannot be asked (readiness, app.web.health, and `migrate` both ask it)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_at_head)
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration (safe to run from several replicas)."""
     try:
         # A replica restarting on an up-to-date database does not import Alembic at
         # all: it would hold several MB for the life of the process (make bench).
-        async with engine.connect() as connection:
-            if await connection.run_sync(_at_head):
-                return
+        if await schema_is_current(engine):
+            return
         await _upgrade_with(engine)
     except (TimeoutError, OSError) as exc:
         raise StorageError(f"cannot reach the database: {type(exc).__name__}: {exc}") from None

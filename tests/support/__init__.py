@@ -7,6 +7,7 @@
     visitor     `Visitor` / `AsyncVisitor`: open a signup page and send its form
     records     what was kept: `optin status`/`export`, the fake's calls, `settled`
     clocks      `Clock`: time that passes only when a test says so
+    wheel       the wheel built from this checkout, installed into a fresh venv
 
 `campaigns` and `servers` import no pytest: bench/ can use them as they are.
 """

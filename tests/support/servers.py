@@ -53,7 +53,8 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
 # Settings of the service and proxy variables: never inherited from the developer's shell.
-_SCRUBBED_PREFIXES = ("PROTEXTING_", "OPTIN_")
+# The bench's own settings (BENCH_*) too: it starts its servers through this.
+_SCRUBBED_PREFIXES = ("PROTEXTING_", "OPTIN_", "BENCH_")
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 # `optin serve --log-config`: everything, httpx and httpcore included, at DEBUG to stderr,
@@ -121,7 +122,9 @@ def happens(check: Callable[[], bool], *, within: float) -> bool:
             _ACTIVITY.wait_for(lambda seen=seen: _activity_count != seen, timeout=left)
 
 
-def _child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment a server or command starts with: this one without the service's
+    settings or a proxy (a stray OPTIN_* or http_proxy must not steer it), plus `extra`."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -235,7 +238,7 @@ class Server:
         process = subprocess.Popen(
             argv,
             cwd=self.workdir,
-            env=_child_environment({k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}),
+            env=child_environment({k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from .campaigns import Campaign, CampaignNotFound
-from .resources import Resources
+from ..campaigns import Campaign, CampaignNotFound
+from ..resources import Resources
+from ..site import Listing, Site
 
 
 async def _resources(request: Request) -> Resources:
@@ -21,14 +22,26 @@ async def _templates(request: Request) -> Jinja2Templates:
     return templates
 
 
-async def _campaign(keyword: str, resources: Annotated[Resources, Depends(_resources)]) -> Campaign:
-    campaign = resources.campaign(keyword)
-    if campaign is None:
+async def _site(request: Request) -> Site:
+    site: Site = request.app.state.site
+    return site
+
+
+async def _listing(keyword: str, site: Annotated[Site, Depends(_site)]) -> Listing:
+    listing = site.listing(keyword)
+    if listing is None:
         raise CampaignNotFound(keyword)
-    return campaign
+    return listing
+
+
+async def _campaign(listing: Annotated[Listing, Depends(_listing)]) -> Campaign:
+    return listing.campaign
 
 
 # (async functions on purpose: FastAPI runs plain `def` dependencies in a thread pool)
 ResourcesDep = Annotated[Resources, Depends(_resources)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(_templates)]
+SiteDep = Annotated[Site, Depends(_site)]
+# The campaign of the path's {keyword}, with its disclosure; CampaignNotFound (404) else.
+ListingDep = Annotated[Listing, Depends(_listing)]
 CampaignDep = Annotated[Campaign, Depends(_campaign)]

@@ -17,14 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from .campaigns import Campaign
-from .captcha import CaptchaFailed
-from .deps import CampaignDep, ResourcesDep
-from .guard import BotTrapped
-from .phone import PhoneError
+from ..campaigns import Campaign
+from ..signup import Status, Submission, sign_up
+from .deps import CampaignDep, ListingDep, ResourcesDep
+from .errors import json_errors, refused_status
+from .messages import say
 from .security import request_origin
-from .signup import Attempt, RepeatedSignup, sign_up
-from .tokens import ExpiredFormToken, UsedFormToken
+from .visits import visit_of
 
 router = APIRouter(prefix="/api/v1", tags=["opt-ins"])
 
@@ -107,14 +106,10 @@ def cors_headers(request: Request, campaign: Campaign) -> dict[str, str]:
     return {"access-control-allow-origin": origin, "vary": "Origin"}
 
 
-def errors(status: int, *problems: tuple[str | None, str], headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"errors": [{"field": field, "message": message} for field, message in problems]}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 @router.get("/campaigns/{keyword}", response_model=CampaignInfo, responses={404: _ERRORS[404]})
-async def campaign_info(request: Request, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+async def campaign_info(request: Request, listing: ListingDep, resources: ResourcesDep) -> JSONResponse:
     """What a custom form must show, and the token its opt-in must carry."""
+    campaign = listing.campaign
     info = CampaignInfo(
         keyword=campaign.keyword,
         title=campaign.title,
@@ -123,8 +118,8 @@ async def campaign_info(request: Request, campaign: CampaignDep, resources: Reso
         message_frequency=campaign.message_frequency,
         terms_url=campaign.terms_url,
         privacy_url=campaign.privacy_url,
-        disclosure_html=resources.disclosures[campaign.keyword.lower()].text,
-        token=resources.guard.tokens.issue(campaign.keyword),
+        disclosure_html=listing.disclosure.text,
+        token=resources.guard.tokens.issue(listing.key),
         captcha=CaptchaInfo(provider=campaign.captcha.provider, site_key=campaign.captcha.site_key)
         if campaign.captcha
         else None,
@@ -152,33 +147,16 @@ async def preflight(request: Request, campaign: CampaignDep) -> Response:
     response_model=OptInResult,
     responses={202: {"model": OptInResult, "description": "Accepted; the text follows shortly."}, **_ERRORS},
 )
-async def opt_in(request: Request, body: OptInRequest, campaign: CampaignDep, resources: ResourcesDep) -> JSONResponse:
+async def opt_in(request: Request, body: OptInRequest, listing: ListingDep, resources: ResourcesDep) -> JSONResponse:
     """Sign a number up to the campaign: 201 when ProTexting has accepted it, 202 when it
     is queued (ProTexting slow or busy); either way the person gets a text."""
-    cors = cors_headers(request, campaign)
-    attempt = Attempt(phone=body.phone, token=body.token, honeypot=body.website, captcha=body.captcha)
-    try:
-        submitted = await sign_up(request, resources, campaign, attempt, cross_origin=True)
-    except PhoneError as exc:
-        return errors(422, ("phone", exc.message), headers=cors)
-    except ExpiredFormToken:
-        return errors(400, ("token", "The token is too old: fetch a new one."), headers=cors)
-    except CaptchaFailed:
-        return errors(422, ("captcha", "The CAPTCHA was not passed."), headers=cors)
-    except UsedFormToken:
-        message = "The token was used for a signup already: fetch a new one from GET /api/v1/campaigns/{keyword}."
-        return errors(409, ("token", message), headers=cors)
-    except RepeatedSignup as repeated:
-        # The same number with the same token again: the first's answer, nothing sent.
-        if repeated.waiting:
-            return JSONResponse({"state": "pending"}, status_code=202, headers=cors)
+    cors = cors_headers(request, listing.campaign)
+    submission = Submission(phone=body.phone, token=body.token, honeypot=body.website, captcha=body.captcha)
+    result = await sign_up(resources, visit_of(request, resources.settings), listing, submission, cross_origin=True)
+    if result.status is Status.REFUSED:
+        problems = [(p.field, say(p, api=True)) for p in result.problems]
+        return json_errors(refused_status(result.problems), *problems, headers=cors)
+    if result.status is Status.DELIVERED:
         return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)
-    except BotTrapped:
-        return JSONResponse({"state": "pending"}, status_code=202, headers=cors)  # like success
-    if submitted.rejected is not None:
-        problems: list[tuple[str | None, str]] = [("phone", m) for m in submitted.rejected.phone_messages]
-        problems += [(None, m) for m in submitted.rejected.form_messages]
-        return errors(422, *problems, headers=cors)
-    if submitted.waiting:
-        return JSONResponse({"state": "pending"}, status_code=202, headers=cors)
-    return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)
+    # Queued; or trapped, answered like a signup that is.
+    return JSONResponse({"state": "pending"}, status_code=202, headers=cors)

@@ -1,30 +1,17 @@
-"""Cross-site safety: where a POST comes from, and the headers every response carries.
-
-The origin check follows the OWASP CSRF cheat sheet without cookies: the `Origin`
-(else `Referer`) the browser states, compared with OPTIN_PUBLIC_URL's origin, and
-Fetch Metadata (`Sec-Fetch-Site`) when it states none. A form inside a third-party
-iframe is still our own page posting to our own origin, so it passes; a page
-elsewhere that forges the POST does not.
+"""Cross-site safety at the edge: where a request says it comes from (for the guard's
+origin check, `app.guard.Guard.check_origin`), and the headers every response carries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from urllib.parse import urlsplit
+from collections.abc import Collection, Mapping
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class CrossSiteRequest(Exception):
-    """A browser sent this request from a page on another site."""
-
-
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+from ..campaigns import Campaign
+from ..guard import origin_of
 
 
 def request_origin(request: Request) -> str | None:
@@ -37,23 +24,16 @@ def request_origin(request: Request) -> str | None:
     return origin_of(referer) if referer else None
 
 
-def check_same_origin(request: Request, *, own: Iterable[str], also: Collection[str] = ()) -> None:
-    """Raise `CrossSiteRequest` unless the request comes from one of our origins (or
-    from `also`, a campaign's allow-list, where "*" allows any).
-
-    Our origins are the configured ones (OPTIN_PUBLIC_URL), never one derived from the
-    request's Host header: a DNS-rebinding page (evil.example resolved to this server)
-    sends `Host: evil.example` with `Origin: http://evil.example` and, its browser
-    being honest, `Sec-Fetch-Site: same-origin`. So a stated origin is always compared,
-    and `Sec-Fetch-Site` alone decides only when the browser states none."""
-    origin = request_origin(request)
-    if origin is None:
-        if request.headers.get("sec-fetch-site") in (None, "same-origin", "none"):
-            return  # no browser signals, or the browser's word: the token and limits still apply
-        raise CrossSiteRequest("cross-site request from an unknown origin")
-    if origin in also or "*" in also or origin in {origin_of(url) for url in own}:
-        return
-    raise CrossSiteRequest(f"cross-site request from {origin or 'an unknown origin'}")
+def campaign_headers(campaign: Campaign, *, embed: bool = False) -> dict[str, str]:
+    """Headers of every page of a campaign: embeddable where the campaign allows, with
+    the CAPTCHA provider's script only when it has one, and our own frame script in
+    the embed (the page itself runs none); never stored by a cache (each form carries
+    its own token)."""
+    scripts = (*(("'self'",) if embed else ()), *(campaign.captcha.kind.origins if campaign.captcha else ()))
+    return {
+        "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
+        "cache-control": "no-store",
+    }
 
 
 # CSP for everything that is not a campaign page: nothing but our own styles, and no
@@ -102,13 +82,30 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in FIXED_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("content-security-policy", DEFAULT_CSP)
+                headers = message.get("headers", ())
+                # A response whose headers begin as `secured()` makes them (the
+                # prerendered pages, the busiest) has them all: no scan of its names.
+                if headers[:_FIXED_COUNT] != _FIXED_RAW or headers[_FIXED_COUNT][0] != b"content-security-policy":
+                    # One pass over the names (ASGI's are lower-case bytes).
+                    present = {name.lower() for name, _ in headers}
+                    missing = [(name, value) for name, value in _DEFAULTS if name not in present]
+                    if missing:
+                        message = {**message, "headers": [*headers, *missing]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+_FIXED_RAW = [(name.encode(), value.encode()) for name, value in FIXED_HEADERS.items()]
+_FIXED_COUNT = len(_FIXED_RAW)
+_DEFAULTS = [*_FIXED_RAW, (b"content-security-policy", DEFAULT_CSP.encode())]
+
+
+def secured(csp: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI headers for a response made ahead of time: every security header first,
+    in the order `SecurityHeaders` recognises without looking further, then `headers`."""
+    rest = [(name.encode(), value.encode()) for name, value in headers.items()]
+    return [*_FIXED_RAW, (b"content-security-policy", csp.encode()), *rest]
 
 
 DEFAULT_BODY_LIMIT = 16384
@@ -122,7 +119,8 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # GET and HEAD carry no body worth reading: the page views pass straight through.
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             limit = _limit(scope)
             for name, value in scope["headers"]:
                 if name == b"content-length" and (not value.isdigit() or int(value) > limit):

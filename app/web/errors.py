@@ -8,26 +8,30 @@ the site's own look, embeddable wherever the campaign's pages are.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from .campaigns import CampaignNotFound
+from ..campaigns import CampaignNotFound
+from ..guard import CrossSiteRequest
+from ..problems import Problem
+from ..throttle import TooManyRequests
+from ..tokens import InvalidFormToken
 from .forms import MalformedForm
-from .pages import campaign_headers
-from .security import CrossSiteRequest
-from .throttle import TooManyRequests
-from .tokens import InvalidFormToken
+from .security import campaign_headers
 
 logger = logging.getLogger(__name__)
 
 _PAGES: dict[int, tuple[str, str]] = {
     400: ("Something was wrong with that request", "Please go back, reload the page and try again."),
+    401: ("Credentials needed", "This address answers only with the right credentials."),
     403: (
         "This form can't be sent from here",
         "For your safety we only accept signups made on our own page. Please open the signup page itself and try again.",
@@ -51,7 +55,23 @@ _PAGES: dict[int, tuple[str, str]] = {
 }
 
 
-def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
+def json_errors(
+    status: int, *problems: tuple[str | None, str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The JSON API's error answer, `{"errors": [{"field": ..., "message": ...}]}`: made
+    here for every error the API gives."""
+    body = {"errors": [{"field": field, "message": message} for field, message in problems]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refused_status(problems: Sequence[Problem]) -> int:
+    """The status of a refused submission: 400 for a form open too long, 409 for a
+    spent token (the form was fine; the fresh token confirms), else 422."""
+    codes = {p.code for p in problems}
+    return 400 if "token.expired" in codes else 409 if "token.used" in codes else 422
+
+
+def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     def answer(
         request: Request,
         status: int,
@@ -62,15 +82,11 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
     ) -> Response:
         heading, message = _PAGES.get(status, _PAGES[400])
         if request.url.path.startswith("/api/"):
-            body = {"errors": [{"field": field, "message": detail or message}]}
-            return JSONResponse(body, status_code=status, headers=headers)
+            return json_errors(status, (field, detail or message), headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        campaign = (
-            request.app.state.resources.campaign(keyword)
-            if keyword and hasattr(request.app.state, "resources")
-            else None
-        )
+        site = getattr(request.app.state, "site", None)
+        campaign = site.campaign(keyword) if keyword and site is not None else None
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
             headers |= campaign_headers(campaign)
@@ -132,18 +148,13 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
         assert isinstance(exc, RequestValidationError)
         problems = list(exc.errors())
         if any(p.get("type") == "json_invalid" for p in problems):
-            return JSONResponse(
-                {"errors": [{"field": None, "message": "The body is not valid JSON."}]}, status_code=400
-            )
+            return json_errors(400, (None, "The body is not valid JSON."))
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return JSONResponse(
-                {"errors": [{"field": None, "message": "Send the body as application/json."}]}, status_code=415
-            )
-        errors = []
-        for problem in problems:
-            loc = [str(part) for part in problem.get("loc", ()) if part != "body"]
-            errors.append({"field": ".".join(loc) or None, "message": str(problem.get("msg", "invalid"))})
-        return JSONResponse({"errors": errors}, status_code=422)
+            return json_errors(415, (None, "Send the body as application/json."))
+        fields = [".".join(str(part) for part in p.get("loc", ()) if part != "body") or None for p in problems]
+        return json_errors(
+            422, *((field, str(p.get("msg", "invalid"))) for field, p in zip(fields, problems, strict=True))
+        )
 
     async def storage_down(request: Request, exc: Exception) -> Response:
         # The database is unreachable or refused the write: nothing was stored, so say

@@ -1,0 +1,351 @@
+"""The campaign pages: GET shows the signup form, POST signs a number up.
+
+Post/Redirect/Get: a POST that fails validation (ours or ProTexting's) renders the
+same form again with the typed value and the message beside the field, status 422;
+a POST that succeeds answers 303 to the thanks page.
+
+`GET`/`POST /{keyword}` is one Starlette route (`campaign_route`) to a raw ASGI
+endpoint, declared by `app.main.create_app` after the others: it goes through every
+middleware and error handler the app declares, and skips only FastAPI's per-route
+work (request parsing, dependency injection), which it does not need.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
+from ..consent import Disclosure
+from ..guard import HONEYPOT_FIELD
+from ..resources import Resources
+from ..signup import Status, Submission, sign_up
+from ..site import EMBED, PLAIN, VARIANTS, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
+from ..tokens import ExpiredFormToken, InvalidFormToken
+from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
+from .errors import refused_status
+from .forms import read_form
+from .messages import say
+from .security import campaign_headers, secured
+from .visits import visit_of
+
+logger = logging.getLogger(__name__)
+
+# First path segments the service keeps for itself; no campaign keyword may take one.
+RESERVED_PATHS = frozenset(
+    {
+        "static",
+        "api",
+        "healthz",
+        "readyz",
+        "favicon.ico",
+        "robots.txt",
+        "admin",
+        "metrics",
+        "qr",
+        "embed",
+        "stop",
+        "opt-out",
+        "_fake",
+    }
+)
+
+TOKEN_FIELD = "form_token"
+
+
+router = APIRouter(include_in_schema=False)
+
+
+def _form_context(
+    campaign: Campaign,
+    disclosure: str,
+    *,
+    variant: str,
+    query: str,
+    form_token: str,
+    phone: str = "",
+    phone_error: str | None = None,
+    form_errors: list[str] | None = None,
+) -> dict[str, object]:
+    """Everything signup.html reads: the prerendered page and the form shown again
+    after an error are rendered from the same context."""
+    return {
+        **_variant_context(campaign, variant),
+        "campaign": campaign,
+        "action": variant_path(campaign, variant) + query,
+        "disclosure": Markup(disclosure),
+        "form_token": form_token,
+        "token_field": TOKEN_FIELD,
+        "honeypot_field": HONEYPOT_FIELD,
+        "captcha": campaign.captcha,
+        "phone": phone,
+        "phone_error": phone_error,
+        "form_errors": form_errors or [],
+    }
+
+
+def _variant_context(campaign: Campaign, variant: str) -> dict[str, object]:
+    """What base.html reads to tell the embed from the page: in the embed, the frame
+    script (static/frame.js) and the origins it may tell its size and signups to."""
+    embed = variant == EMBED
+    return {"embed": embed, "parents": " ".join(campaign.frame_ancestors) if embed else ""}
+
+
+def render_form(
+    request: Request,
+    templates: Jinja2Templates,
+    listing: Listing,
+    *,
+    variant: str = PLAIN,
+    issued_at: float | None = None,
+    phone: str = "",
+    phone_error: str | None = None,
+    form_errors: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    resources: Resources = request.app.state.resources
+    campaign = listing.campaign
+    context = _form_context(
+        campaign,
+        listing.disclosure.text,
+        variant=variant,
+        query=source_query(request.query_params.multi_items()),
+        form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
+        phone=phone,
+        phone_error=phone_error,
+        form_errors=form_errors,
+    )
+    return templates.TemplateResponse(
+        request,
+        "signup.html",
+        context,
+        status_code=status_code,
+        headers=campaign_headers(campaign, embed=variant == EMBED),
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@router.get("/")
+async def index(request: Request, resources: ResourcesDep, site: SiteDep, templates: TemplatesDep) -> Response:
+    # The demo's front door: in sandbox mode list the campaigns; a live service has no
+    # public directory of its campaigns.
+    if not resources.sandbox:
+        raise CampaignNotFound("")
+    return templates.TemplateResponse(request, "index.html", {"campaigns": list(site.campaigns)})
+
+
+# The signup page is the hot path: a QR code on a stadium screen sends thousands of
+# phones to it in a minute. So each campaign's page is rendered once, when its `Site`
+# is built, around two markers, and each view only splices in the source parameters
+# and a fresh token (`CampaignPage`), in raw ASGI: no Request object, no dependency
+# injection, no template. Markers are noncharacters no template emits.
+_QUERY_MARK = "\ufdd0"
+_TOKEN_MARK = "\ufdd1"
+
+
+def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN) -> PrerenderedPage:
+    campaign = listing.campaign
+    context = _form_context(
+        campaign, listing.disclosure.text, variant=variant, query=_QUERY_MARK, form_token=_TOKEN_MARK
+    )
+    html = templates.get_template("signup.html").render(context)
+    head, rest = html.split(_QUERY_MARK)
+    middle, tail = rest.split(_TOKEN_MARK)
+    headers = {**campaign_headers(campaign, embed=variant == EMBED), "content-type": "text/html; charset=utf-8"}
+    raw = secured(
+        headers["content-security-policy"], {k: v for k, v in headers.items() if k != "content-security-policy"}
+    )
+    return PrerenderedPage(listing.key, head.encode(), middle.encode(), tail.encode(), headers, raw)
+
+
+def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
+    """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
+    rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
+    disclosure = templates.get_template("_disclosure.html")
+    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c))) for c in campaigns.values()]
+    pages = {
+        PageKey(item.campaign.keyword, variant): prerender(templates, item, variant)
+        for item in listings
+        for variant in VARIANTS
+    }
+    return Site(listings, pages)
+
+
+class CampaignPage:
+    """The ASGI endpoint of `/{keyword}` (and, for the `embed` variant, of
+    `/embed/{keyword}`): GET answers the prerendered page (see above), POST signs up.
+    An unknown keyword raises CampaignNotFound, which the app's handler answers with
+    the 404 page."""
+
+    def __init__(self, variant: str = PLAIN) -> None:
+        self.variant = variant
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        site: Site = state.site
+        keyword: str = scope["path_params"]["keyword"]
+        resources: Resources = state.resources
+        if scope["method"] == "POST":
+            listing = site.listing(keyword)
+            if listing is None:
+                raise CampaignNotFound(keyword)
+            response = await signup(
+                Request(scope, receive), listing, resources=resources, templates=state.templates, variant=self.variant
+            )
+            await response(scope, receive, send)
+            return
+        page = site.page(keyword, self.variant)
+        if page is None:
+            raise CampaignNotFound(keyword)
+        resources.metrics.tally.view(page.key)
+        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
+        headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _Keyword(Convertor[str]):
+    """A path segment that could be a campaign's keyword: the keyword grammar, and none
+    of the paths the service keeps for itself. So `/{keyword}` can be the app's first
+    route, and a page view is matched at the first try of the router."""
+
+    regex = "(?!(?:" + "|".join(re.escape(path) for path in sorted(RESERVED_PATHS)) + ")$)" + KEYWORD_PATTERN
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("campaign_keyword", _Keyword())
+
+
+def campaign_route() -> Route:
+    """`/{keyword}`, for the app to declare before its other routes (see `_Keyword`)."""
+    return Route("/{keyword:campaign_keyword}", CampaignPage(), methods=["GET", "POST"], include_in_schema=False)
+
+
+def embed_route() -> Route:
+    """`/embed/{keyword}`: the same page's form alone, for an iframe."""
+    return Route(
+        "/embed/{keyword:campaign_keyword}", CampaignPage(EMBED), methods=["GET", "POST"], include_in_schema=False
+    )
+
+
+def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
+    """The answer to a path none of `routes` matches: a redirect to the same path
+    without its trailing slash when one of them matches that (`/join/` to `/join`),
+    else 404.
+
+    It stands in for Starlette's `redirect_slashes`, which builds the Location from the
+    request's Host header: anyone can send `Host: evil.example`, and a shared cache
+    would keep the redirect for everyone. Ours starts from OPTIN_PUBLIC_URL."""
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        trimmed = "/" + path.strip("/")
+        if scope["type"] == "http" and path.endswith("/") and trimmed != "/":
+            target = {**scope, "path": trimmed}
+            if any(route.matches(target)[0] is not Match.NONE for route in routes):
+                resources: Resources | None = getattr(scope["app"].state, "resources", None)
+                location = (resources.settings.public_url if resources is not None else "") + trimmed
+                if scope["query_string"]:
+                    location += "?" + scope["query_string"].decode("latin-1")
+                response = RedirectResponse(location, status_code=307, headers={"cache-control": "no-store"})
+                await response(scope, receive, send)
+                return
+        raise HTTPException(404)
+
+    return default
+
+
+async def signup(
+    request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates, variant: str = PLAIN
+) -> Response:
+    """POST /{keyword}: the form's signup (see the module's docstring)."""
+    campaign = listing.campaign
+    captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
+    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
+    typed = form.get("phone", "")
+    token = form.get(TOKEN_FIELD)
+    submission = Submission(
+        phone=typed,
+        token=token,
+        honeypot=form.get(HONEYPOT_FIELD),
+        captcha=form.get(captcha_field) if captcha_field else None,
+    )
+
+    def again(
+        status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
+    ) -> HTMLResponse:
+        # The same form, the typed number kept, the first page view's time kept.
+        issued = _issued_at(resources, token, listing)
+        return render_form(
+            request,
+            templates,
+            listing,
+            variant=variant,
+            issued_at=issued,
+            phone=typed,
+            status_code=status_code,
+            phone_error=phone_error,
+            form_errors=form_errors,
+        )
+
+    result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    if result.status is Status.REFUSED:
+        phone = [say(p) for p in result.problems if p.field == "phone"]
+        return again(
+            refused_status(result.problems),
+            phone_error=" ".join(phone) or None,
+            form_errors=[say(p) for p in result.problems if p.field != "phone"],
+        )
+    # Delivered, or queued to be: either way the person is done here. A trapped bot
+    # gets exactly what a person gets.
+    thanks = f"{variant_path(campaign, variant)}/thanks"
+    if result.status is Status.QUEUED:
+        thanks += "?pending=1"
+    return RedirectResponse(thanks, status_code=303)
+
+
+def _issued_at(resources: Resources, token: str | None, listing: Listing) -> float | None:
+    try:
+        return resources.guard.tokens.check(token, listing.key)
+    except (InvalidFormToken, ExpiredFormToken):
+        return None
+
+
+@router.get("/{keyword}/thanks")
+async def thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
+    return _thanks(request, campaign, templates, PLAIN)
+
+
+@router.get("/embed/{keyword}/thanks")
+async def embed_thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
+    """The thanks page inside the frame: it tells the host page of the signup."""
+    return _thanks(request, campaign, templates, EMBED)
+
+
+def _thanks(request: Request, campaign: Campaign, templates: Jinja2Templates, variant: str) -> HTMLResponse:
+    pending = request.query_params.get("pending") == "1"
+    context = {**_variant_context(campaign, variant), "campaign": campaign, "pending": pending}
+    if variant == EMBED:
+        context["signup_state"] = "pending" if pending else "delivered"
+    return templates.TemplateResponse(
+        request, "thanks.html", context, headers=campaign_headers(campaign, embed=variant == EMBED)
+    )
