@@ -18,12 +18,13 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from . import branding
 from .captcha import PROVIDERS, Provider
 from .phone import DEFAULT_NUMBER_TYPES, NUMBER_TYPES
 
@@ -123,6 +124,14 @@ class Campaign(BaseModel):
     frame_ancestors: tuple[str, ...] = ("*",)
     # Origins whose scripts may call the JSON API from a browser (CORS); none by default.
     api_origins: tuple[str, ...] = ()
+    # The look (app.branding): a logo file (relative to the campaigns file), the
+    # button's colour, light or dark (or the visitor's choice), the button's words, and
+    # where the thanks page links back to.
+    logo: str | None = None
+    accent_color: str | None = None
+    theme: Literal["auto", "light", "dark"] = "auto"
+    button_text: Annotated[str, Field(min_length=1, max_length=40)] = "Sign up for texts"
+    back_url: str | None = None
 
     @field_validator("number_types")
     @classmethod
@@ -137,10 +146,15 @@ class Campaign(BaseModel):
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_origin(v) for v in value)
 
-    @field_validator("terms_url", "privacy_url")
+    @field_validator("terms_url", "privacy_url", "back_url")
     @classmethod
-    def _urls(cls, value: str) -> str:
-        return _http_url(value)
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("accent_color")
+    @classmethod
+    def _accent(cls, value: str | None) -> str | None:
+        return None if value is None else branding.accent(value)
 
     @field_validator("default_country")
     @classmethod
@@ -179,8 +193,12 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"key {key!r}: {message}"
 
 
-def parse_campaigns(text: str, *, source: str, reserved: Collection[str] = ()) -> dict[str, Campaign]:
-    """Parse a campaigns file's text; the result is keyed by lower-cased keyword."""
+def parse_campaigns(
+    text: str, *, source: str, reserved: Collection[str] = (), base: Path | None = None
+) -> dict[str, Campaign]:
+    """Parse a campaigns file's text; the result is keyed by lower-cased keyword. A
+    campaign's `logo` is a file relative to `base` (the campaigns file's folder; the
+    working directory when None), checked here and given as its absolute path."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -214,9 +232,17 @@ def parse_campaigns(text: str, *, source: str, reserved: Collection[str] = ()) -
         if "keyword" in table:
             raise CampaignsError(f"{where}: key 'keyword': unknown key (the table name is the keyword)")
         try:
-            campaigns[keyword.lower()] = Campaign(keyword=keyword, **table)
+            campaign = Campaign(keyword=keyword, **table)
         except ValidationError as exc:
             raise CampaignsError(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        if campaign.logo is not None:
+            logo = ((base or Path.cwd()) / campaign.logo).resolve()
+            try:
+                branding.load_logo(logo)
+            except branding.BrandError as exc:
+                raise CampaignsError(f"{where}: key 'logo': {exc}") from None
+            campaign = campaign.model_copy(update={"logo": str(logo)})
+        campaigns[keyword.lower()] = campaign
     return campaigns
 
 
@@ -228,4 +254,4 @@ def load_campaigns(path: Path, *, reserved: Collection[str] = ()) -> dict[str, C
         raise CampaignsError(f"{path}: campaigns file not found (set OPTIN_CAMPAIGNS)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CampaignsError(f"{path}: cannot read campaigns file: {exc}") from None
-    return parse_campaigns(text, source=str(path), reserved=reserved)
+    return parse_campaigns(text, source=str(path), reserved=reserved, base=path.parent)

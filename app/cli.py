@@ -24,7 +24,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -344,7 +344,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _share_metrics() -> None:
+def _share_metrics(environ: MutableMapping[str, str] = os.environ) -> None:
     """Several workers: each counts in its own process, so they share their counts
     through prometheus-client's multiprocess mode (`app.metrics`), in a directory that
     must start empty. A fresh one, unless PROMETHEUS_MULTIPROC_DIR names one: then
@@ -352,9 +352,9 @@ def _share_metrics() -> None:
     finds it when it imports prometheus-client."""
     from .metrics import MULTIPROC_DIR
 
-    given = os.environ.get(MULTIPROC_DIR)
+    given = environ.get(MULTIPROC_DIR)
     if not given:
-        os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
+        environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="optin-metrics-")
         return
     for stale in Path(given).glob("*.db"):
         stale.unlink()

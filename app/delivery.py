@@ -21,11 +21,13 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from .consent import ConsentRecord
+from .metrics import Metrics
 from .outbox import Job, State, Transition, transition
 from .pacing import Pacer
 from .storage import Outbox, unreachable, utcnow
@@ -75,6 +77,7 @@ class Delivery:
         duplicate_window: timedelta = timedelta(minutes=10),
         concurrency: int = 4,
         name: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if outbox.lease.total_seconds() < protexting.deadline + LEASE_MARGIN_SECONDS:
             raise ValueError(
@@ -87,6 +90,8 @@ class Delivery:
         self.inline_deadline = inline_deadline
         self.duplicate_window = duplicate_window
         self.concurrency = concurrency
+        # Deliveries, calls to ProTexting, pace waits and pauses (app.metrics).
+        self.metrics = metrics if metrics is not None else Metrics()
         self.worker_id = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -201,7 +206,9 @@ class Delivery:
         # The slot wait, the call and recording its outcome all fit in the lease, so
         # no other worker can claim the row while this one may still be sending it.
         wait = self.outbox.lease.total_seconds() - self.protexting.deadline - LEASE_MARGIN_SECONDS
+        waited = time.monotonic()
         got_slot = await self.pacer.acquire(self._stop, timeout=wait)
+        self.metrics.pacing_wait_seconds.observe(time.monotonic() - waited)
         if not got_slot:
             await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
             return False
@@ -220,13 +227,17 @@ class Delivery:
     async def _deliver(
         self, signup: Job, answered: asyncio.Future[Outcome] | None = None
     ) -> tuple[Transition, Outcome]:
+        called = time.monotonic()
         outcome = await self._call(signup)
+        self.metrics.protexting_seconds.observe(time.monotonic() - called)
+        self.metrics.protexting_responses.labels(_status_of(outcome)).inc()
         # A pause ProTexting asks for holds before anyone (the next signup included)
         # can ask for a slot.
         await self._respect(outcome, signup)
         if answered is not None and not answered.done():
             answered.set_result(outcome)
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
+        self.metrics.deliveries.labels(_RESULTS.get(step.state, str(step.state))).inc()
         logger.info(
             "signup %s (%s): %s after %s attempt(s)",
             signup.id,
@@ -258,6 +269,7 @@ class Delivery:
                 "ProTexting refused the access token (HTTP %s): delivery paused; check PROTEXTING_ACCESS_TOKEN",
                 outcome.status,
             )
+            self.metrics.delivery_pauses.labels("unauthorized").inc()
             await self.pacer.pause(UNAUTHORIZED_PAUSE_SECONDS)
         elif isinstance(outcome, Unavailable) and outcome.misconfigured:
             # A wrong URL would otherwise swallow every signup as "delivered".
@@ -266,8 +278,10 @@ class Delivery:
                 "check PROTEXTING_API_URL",
                 outcome.status,
             )
+            self.metrics.delivery_pauses.labels("misconfigured").inc()
             await self.pacer.pause(UNAUTHORIZED_PAUSE_SECONDS)
         elif isinstance(outcome, Unavailable) and outcome.rate_limited:
+            self.metrics.delivery_pauses.labels("rate_limited").inc()
             wait = limits.reset if limits.reset else self.pacer.interval
             logger.warning("ProTexting rate limit hit: pausing delivery for %.0fs", wait)
             await self.pacer.pause(wait)
@@ -276,6 +290,25 @@ class Delivery:
             await self.pacer.pause(limits.reset / limits.limit if limits.limit else limits.reset)
         elif isinstance(outcome, Unavailable):
             logger.warning("ProTexting unavailable for signup %s: %s", signup.id, outcome.reason)
+
+
+# A settled attempt's state, as `optin_deliveries_total{result}` counts it.
+_RESULTS = {
+    State.DELIVERED: "delivered",
+    State.REJECTED: "rejected",
+    State.FAILED: "failed",
+    State.PENDING: "retry",
+    State.DUPLICATE: "duplicate",
+}
+
+
+def _status_of(outcome: Outcome) -> str:
+    """The HTTP status ProTexting answered, for `optin_protexting_responses_total`."""
+    if isinstance(outcome, Accepted):
+        return str(outcome.status)
+    if isinstance(outcome, Rejected):
+        return "422"
+    return str(outcome.status) if outcome.status is not None else "none"
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -20,7 +20,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import packaged
 from .campaigns import load_campaigns
@@ -35,6 +34,7 @@ from .throttle import Throttle
 from .tokens import FormTokens
 from .web.api import router as api_router
 from .web.errors import install_error_handlers
+from .web.head import HeadAsGet
 from .web.health import router as health_router
 from .web.metrics import router as metrics_router
 from .web.pages import RESERVED_PATHS, build_site, campaign_route, embed_route, router, without_trailing_slash
@@ -50,28 +50,6 @@ METRICS_FLUSH_SECONDS = 1.0
 
 TEMPLATES_DIR = packaged("templates")
 STATIC_DIR = packaged("static")
-
-
-class HeadAsGet:
-    """HEAD is GET without the body (RFC 9110 9.3.2), on every route: FastAPI's routes
-    answer only the methods they list. The app below sees a copy of the scope with
-    GET; the middleware above, and the server, still see HEAD. (Starlette's own
-    `Route`, the campaign pages', answers HEAD by itself.)"""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body" and message.get("body"):
-                message = {**message, "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
 
 async def _flush_metrics(metrics: Metrics) -> None:
@@ -110,6 +88,7 @@ def create_app(
         configure_logging(active.log_level, active.log_format)
         campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
+        templates.env.globals["public_url"] = active.public_url
         site = build_site(templates, campaigns)
         if active.sandbox:
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")

@@ -108,7 +108,9 @@ async def open_services(
         stack.push_async_callback(protexting.aclose)
         captcha = CaptchaVerifier(httpx.AsyncClient(transport=captcha_transport, timeout=httpx.Timeout(5.0)))
         stack.push_async_callback(captcha.aclose)
+        metrics = Metrics()
         delivery = Delivery(
+            metrics=metrics,
             outbox=outbox,
             protexting=protexting,
             pacer=pacer,
@@ -118,7 +120,7 @@ async def open_services(
         )
         stack.push_async_callback(delivery.stop)
         yield Services(
-            metrics=Metrics(),
+            metrics=metrics,
             settings=settings,
             outbox=outbox,
             counters=counters,

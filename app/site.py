@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from markupsafe import escape
 
+from .branding import Asset
 from .campaigns import Campaign
 from .consent import Disclosure, source_params
 
@@ -64,12 +65,21 @@ class PrerenderedPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Brand:
+    """A campaign's own files (app.branding): its logo, its stylesheet (its colour)."""
+
+    logo: Asset | None = None
+    stylesheet: Asset | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listing:
     """One campaign as the site shows it. Its pages show exactly `disclosure`, and each
     consent record made on them points at its hash."""
 
     campaign: Campaign
     disclosure: Disclosure
+    brand: Brand = Brand()
 
     @property
     def key(self) -> str:
@@ -93,13 +103,23 @@ class Site:
 
     Immutable: built whole, swapped whole."""
 
-    __slots__ = ("_listings", "_pages")
+    __slots__ = ("_assets", "_listings", "_pages")
 
     def __init__(self, listings: Iterable[Listing], pages: Mapping[PageKey, PrerenderedPage]) -> None:
         self._listings: dict[str, Listing] = {_fold(item.campaign.keyword): item for item in listings}
+        self._assets: dict[str, Asset] = {
+            asset.name: asset
+            for item in self._listings.values()
+            for asset in (item.brand.logo, item.brand.stylesheet)
+            if asset is not None
+        }
         self._pages: dict[tuple[str, str, str], PrerenderedPage] = {
             (_fold(key.keyword), key.variant, key.language): page for key, page in pages.items()
         }
+
+    def asset(self, name: str) -> Asset | None:
+        """A campaign's logo or stylesheet by the last part of its URL."""
+        return self._assets.get(name)
 
     def listing(self, keyword: str) -> Listing | None:
         return self._listings.get(_fold(keyword))

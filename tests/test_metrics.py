@@ -4,7 +4,6 @@ or across several workers."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -137,18 +136,21 @@ def test_two_workers_in_one_process_group_give_one_total(tmp_path: Path) -> None
         wait_until(lambda: scraped_total() == views, timeout=30, what=lambda: f"{scraped_total()} of {views} views")
 
 
-def test_serve_gives_several_workers_a_fresh_shared_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_serve_gives_several_workers_a_fresh_shared_directory(tmp_path: Path) -> None:
     from app.cli import _share_metrics
 
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    _share_metrics()
-    first = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
-    _share_metrics()
-    second = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    first: dict[str, str] = {}
+    second: dict[str, str] = {}
+    _share_metrics(first)
+    _share_metrics(second)
+    made = [Path(first["PROMETHEUS_MULTIPROC_DIR"]), Path(second["PROMETHEUS_MULTIPROC_DIR"])]
+    assert all(path.is_dir() and list(path.iterdir()) == [] for path in made) and made[0] != made[1]
 
-    assert first.is_dir() and second.is_dir() and first != second
-    assert list(second.iterdir()) == []
+    given = tmp_path / "chosen"
+    given.mkdir()
+    (given / "counter_99.db").write_bytes(b"an earlier run's")
+    _share_metrics(chosen := {"PROMETHEUS_MULTIPROC_DIR": str(given)})
+    assert chosen == {"PROMETHEUS_MULTIPROC_DIR": str(given)} and list(given.iterdir()) == []
 
 
 def test_a_blank_metrics_token_is_no_token_and_a_short_one_is_refused(
@@ -162,3 +164,41 @@ def test_a_blank_metrics_token_is_no_token_and_a_short_one_is_refused(
     with pytest.raises(SettingsError, match="OPTIN_METRICS_TOKEN") as refused:
         load_settings()
     assert "tooshort-secret" not in str(refused.value)
+
+
+def test_deliveries_calls_to_protexting_and_pauses_are_counted(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    from .conftest import answers
+
+    client = make_client(metrics_token=METRICS_TOKEN, retry_base_seconds=0.001, retry_max_seconds=0.001)
+    assert Visitor(client).submit("(201) 555-0101").status_code == 303  # 201: delivered at once
+    upstream.respond = answers(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}])
+    assert Visitor(client).submit("(201) 555-0102").status_code == 422  # rejected
+    upstream.respond = answers(503, {"message": "Service Unavailable"})
+    assert Visitor(client).submit("(201) 555-0103").status_code == 303  # queued: to be tried again
+    upstream.respond = answers(201, {"id": 1})
+    # The worker's round, as `optin worker --once` runs it: the queued signup waits for
+    # the pace, then is delivered.
+    client.portal.call(client.app.state.resources.delivery.drain)
+    upstream.respond = answers(401, {"message": "Unauthorized"})
+    assert Visitor(client).submit("(201) 555-0104").status_code == 303  # the token refused: paused
+
+    scraped = samples(client.get("/metrics", headers=BEARER).text)
+
+    def total(name: str, **labels: str) -> float:
+        return scraped.get((name, tuple(sorted(labels.items()))), 0)
+
+    assert {r: total("optin_deliveries_total", result=r) for r in ("delivered", "rejected", "retry")} == {
+        "delivered": 2,
+        "rejected": 1,
+        "retry": 2,
+    }
+    assert {s: total("optin_protexting_responses_total", status=s) for s in ("201", "422", "503", "401")} == {
+        "201": 2,
+        "422": 1,
+        "503": 1,
+        "401": 1,
+    }
+    assert total("optin_protexting_request_duration_seconds_count") == 5
+    assert total("optin_pacing_wait_seconds_count") == 1
+    assert total("optin_delivery_pauses_total", reason="unauthorized") == 1
+    assert total("optin_delivery_paused") == 1

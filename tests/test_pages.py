@@ -525,7 +525,8 @@ def _get_paths(routes: list[BaseRoute]) -> Iterator[str]:
             )
         elif (included := getattr(route, "original_router", None)) is not None:  # FastAPI's include_router
             yield from _get_paths(included.routes)
-        elif "GET" in (getattr(route, "methods", None) or ()):
+        elif "GET" in (getattr(route, "methods", None) or ()) and "{name}" not in route.path:
+            # (/assets/{name}, a campaign's logo or stylesheet: tests/test_branding.py)
             yield re.sub(r"\{keyword(:\w+)?\}", "join", route.path)
 
 

@@ -10,4 +10,8 @@ app) imports Starlette and FastAPI; the domain it calls knows nothing of request
     forms.py     reading a posted form strictly
     deps.py      the endpoints' `Annotated` dependencies
     state.py     `app.state`, as the lifespan fills it
+    head.py      HEAD on the FastAPI routes
+    health.py    /readyz
+    metrics.py   /metrics
+    request_ids.py  the request ids of JSON logs
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -25,14 +26,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from ..consent import Disclosure
 from ..guard import HONEYPOT_FIELD
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
-from ..site import EMBED, PLAIN, VARIANTS, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
+from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
 from ..tokens import ExpiredFormToken, InvalidFormToken
-from .deps import CampaignDep, ResourcesDep, SiteDep, TemplatesDep
+from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
 from .forms import read_form
 from .messages import say
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 RESERVED_PATHS = frozenset(
     {
         "static",
+        "assets",
         "api",
         "healthz",
         "readyz",
@@ -67,8 +70,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def _form_context(
-    campaign: Campaign,
-    disclosure: str,
+    listing: Listing,
     *,
     variant: str,
     query: str,
@@ -79,11 +81,11 @@ def _form_context(
 ) -> dict[str, object]:
     """Everything signup.html reads: the prerendered page and the form shown again
     after an error are rendered from the same context."""
+    campaign = listing.campaign
     return {
-        **_variant_context(campaign, variant),
-        "campaign": campaign,
+        **_variant_context(listing, variant),
         "action": variant_path(campaign, variant) + query,
-        "disclosure": Markup(disclosure),
+        "disclosure": Markup(listing.disclosure.text),
         "form_token": form_token,
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
@@ -94,11 +96,18 @@ def _form_context(
     }
 
 
-def _variant_context(campaign: Campaign, variant: str) -> dict[str, object]:
-    """What base.html reads to tell the embed from the page: in the embed, the frame
-    script (static/frame.js) and the origins it may tell its size and signups to."""
+def _variant_context(listing: Listing, variant: str) -> dict[str, object]:
+    """What base.html reads: the campaign's look, and to tell the embed from the page:
+    in the embed, the frame script (static/frame.js) and the origins it may tell its
+    size and signups to."""
     embed = variant == EMBED
-    return {"embed": embed, "parents": " ".join(campaign.frame_ancestors) if embed else ""}
+    campaign = listing.campaign
+    return {
+        "campaign": campaign,
+        "brand": listing.brand,
+        "embed": embed,
+        "parents": " ".join(campaign.frame_ancestors) if embed else "",
+    }
 
 
 def render_form(
@@ -116,8 +125,7 @@ def render_form(
     resources: Resources = request.app.state.resources
     campaign = listing.campaign
     context = _form_context(
-        campaign,
-        listing.disclosure.text,
+        listing,
         variant=variant,
         query=source_query(request.query_params.multi_items()),
         form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
@@ -159,9 +167,7 @@ _TOKEN_MARK = "\ufdd1"
 
 def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN) -> PrerenderedPage:
     campaign = listing.campaign
-    context = _form_context(
-        campaign, listing.disclosure.text, variant=variant, query=_QUERY_MARK, form_token=_TOKEN_MARK
-    )
+    context = _form_context(listing, variant=variant, query=_QUERY_MARK, form_token=_TOKEN_MARK)
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
@@ -176,13 +182,30 @@ def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) ->
     """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
     rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
     disclosure = templates.get_template("_disclosure.html")
-    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c))) for c in campaigns.values()]
+    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c)), _brand(c)) for c in campaigns.values()]
     pages = {
         PageKey(item.campaign.keyword, variant): prerender(templates, item, variant)
         for item in listings
         for variant in VARIANTS
     }
     return Site(listings, pages)
+
+
+def _brand(campaign: Campaign) -> Brand:
+    return Brand(
+        logo=load_logo(Path(campaign.logo)) if campaign.logo else None,
+        stylesheet=stylesheet(campaign.accent_color) if campaign.accent_color else None,
+    )
+
+
+@router.get("/assets/{name}")
+async def brand_asset(name: str, site: SiteDep) -> Response:
+    """A campaign's logo or stylesheet: its URL names its content, so it is kept a year."""
+    found = site.asset(name)
+    if found is None:
+        raise HTTPException(404)
+    headers = {"cache-control": "public, max-age=31536000, immutable", "etag": f'"{found.name}"'}
+    return Response(found.body, media_type=found.content_type, headers=headers)
 
 
 class CampaignPage:
@@ -331,19 +354,20 @@ def _issued_at(resources: Resources, token: str | None, listing: Listing) -> flo
 
 
 @router.get("/{keyword}/thanks")
-async def thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
-    return _thanks(request, campaign, templates, PLAIN)
+async def thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+    return _thanks(request, listing, templates, PLAIN)
 
 
 @router.get("/embed/{keyword}/thanks")
-async def embed_thanks(request: Request, campaign: CampaignDep, templates: TemplatesDep) -> HTMLResponse:
+async def embed_thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
     """The thanks page inside the frame: it tells the host page of the signup."""
-    return _thanks(request, campaign, templates, EMBED)
+    return _thanks(request, listing, templates, EMBED)
 
 
-def _thanks(request: Request, campaign: Campaign, templates: Jinja2Templates, variant: str) -> HTMLResponse:
+def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, variant: str) -> HTMLResponse:
+    campaign = listing.campaign
     pending = request.query_params.get("pending") == "1"
-    context = {**_variant_context(campaign, variant), "campaign": campaign, "pending": pending}
+    context = {**_variant_context(listing, variant), "pending": pending}
     if variant == EMBED:
         context["signup_state"] = "pending" if pending else "delivered"
     return templates.TemplateResponse(
