@@ -8,6 +8,7 @@ the user agent. `app.outbox` stores it before ProTexting is ever called.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 from .campaigns import Campaign
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Source tracking: QR codes and links say where a person came from with `src` and the
 # usual `utm_*` parameters. Nothing else from the query string is kept or reflected.
@@ -81,27 +83,37 @@ def client_ip(peer: str | None, forwarded_for: Iterable[str] | str | None, trust
     an address breaks the chain; then the last trusted hop reached is all we know.
     """
     networks = tuple(trusted)
-    nearest = _address(peer) if peer is not None else None
+    nearest = _parsed(peer) if peer is not None else None
     if nearest is None:
         # No peer, or not an IP address (a Unix socket, a test client's name).
         return peer
-    if not networks or not forwarded_for or not _within(nearest, networks):
-        return str(nearest)
+    if not networks or not forwarded_for or not _within(nearest[0], networks):
+        return nearest[1]
     lines = (forwarded_for,) if isinstance(forwarded_for, str) else forwarded_for
     hops = [hop for line in lines for hop in line.split(",")]
     for hop in reversed(hops):
         if not hop.strip():
             continue
-        address = _address(hop)
+        address = _parsed(hop)
         if address is None:
-            return str(nearest)
-        if not _within(address, networks):
-            return str(address)
+            return nearest[1]
+        if not _within(address[0], networks):
+            return address[1]
         nearest = address
-    return str(nearest)
+    return nearest[1]
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+# Every submission asks for its address twice (the per-address count, then the consent
+# record), nearly always from an address seen a moment before (the peer, or the proxy
+# in front): parsing it is most of the cost, so the last few hundred are remembered.
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str) -> tuple[_Address, str] | None:
+    """`_address(text)` and how it is written, or None."""
+    address = _address(text)
+    return None if address is None else (address, str(address))
+
+
+def _address(text: str) -> _Address | None:
     """An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
     `[2001:db8::1]` or `[2001:db8::1]:443`; an IPv4 address mapped into IPv6 (what a
     dual-stack socket reports) is the IPv4 address, so it counts as one client."""
@@ -125,7 +137,7 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[Network, ...]) -> bool:
+def _within(address: _Address, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 
 from app.consent import ConsentRecord, Disclosure
 from app.outbox import Job, Kind, RetryPolicy, State, transition
 from app.storage import Outbox, create_engine, migrate
+from app.storage.tables import jobs
 from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -242,6 +245,42 @@ async def test_recent_finds_a_live_signup_of_the_same_number_and_campaign(outbox
     assert await outbox.recent("JOIN", "12015550123", window=window) is None
 
 
+async def test_a_signups_writes_look_up_its_own_rows_by_index_not_every_job(tmp_path: Path) -> None:
+    # The duplicate check and the lease check run on every batch: read by the job's
+    # state (ix_jobs_due), they would go through every delivered job, and a signup
+    # would cost more with each one stored.
+    path = tmp_path / "optin.db"
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("SELECT", "UPDATE") and " jobs" in statement:
+            statements.append((statement, parameters[0] if executemany else parameters))
+
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(engine)
+    box = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        await box.remember_disclosures([DISCLOSURE])
+        # Batches, as under load: the planner's choice changes with the number of values.
+        numbers = [f"1201555{n:04d}" for n in range(8)]
+        window = timedelta(minutes=10)
+        added = await asyncio.gather(
+            *(box.add(record(phone=n), optin(n), leased_by="w", duplicate_window=window) for n in numbers)
+        )
+        await asyncio.gather(*(box.settle(job, Accepted(201), worker="w") for job in added))
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        await box.close()
+        await engine.dispose()
+
+    assert len(statements) >= 2  # the duplicate check, the lease holders' check
+    with sqlite3.connect(path) as db:
+        for statement, parameters in statements:
+            plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert "ix_jobs_due" not in plan and "SCAN jobs" not in plan, (statement, plan)
+
+
 async def test_export_filters_by_time_and_campaign(outbox: Outbox) -> None:
     day = datetime(2026, 3, 1, tzinfo=UTC)
     await outbox.add(record(created_at=day), optin())
@@ -292,6 +331,50 @@ async def test_signups_arriving_together_are_committed_together_and_a_bad_one_fa
     assert all(isinstance(s, Job) and s.state == State.PENDING for s in stored)
     assert len({s.id for s in stored}) == 20  # type: ignore[union-attr]
     assert sorted(await outbox.counts()) == [("JOIN", "pending", 20)]
+
+
+async def test_each_signup_of_a_batch_gets_its_own_job_and_record(outbox: Outbox) -> None:
+    numbers = [f"1201555{n:04d}" for n in range(20)]
+    for _ in range(2):  # two batches: the second's ids follow the first's
+        jobs = await asyncio.gather(*(outbox.add(record(phone=n, source={"src": n}), optin(n)) for n in numbers))
+        assert [job.phone for job in jobs] == numbers
+        for job in jobs:
+            row = await outbox.get(job.id)
+            assert row is not None
+            assert (row["phone"], row["source"], row["payload"]["phone"]) == (job.phone, {"src": job.phone}, job.phone)
+    assert sorted(await outbox.counts()) == [("JOIN", "pending", 40)]
+
+
+async def test_sqlite_keeps_every_time_as_utc_text_in_one_format(tmp_path: Path) -> None:
+    # SQLite compares the times as text (the due jobs, the duplicate window, exports
+    # by date): a time must be written the same way whatever its offset or microseconds.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'optin.db'}")
+    await migrate(engine)
+    box = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
+    try:
+        await box.remember_disclosures([DISCLOSURE])
+        new_york = timezone(timedelta(hours=-5))
+        await box.add(record(created_at=datetime(2026, 11, 27, 7, 0, tzinfo=new_york)), optin())
+        await box.add(record(phone="12015550124", created_at=datetime(2026, 11, 27, 12, 0, 0, 5, tzinfo=UTC)), optin())
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT created_at, next_attempt_at FROM jobs ORDER BY id"))).all()
+            records = (await conn.execute(text("SELECT created_at FROM signups ORDER BY id"))).scalars().all()
+    finally:
+        await box.close()
+        await engine.dispose()
+    assert [tuple(row) for row in stored] == [
+        ("2026-11-27 12:00:00.000000", "2026-11-27 12:00:00.000000"),
+        ("2026-11-27 12:00:00.000005", "2026-11-27 12:00:00.000005"),
+    ]
+    assert records == ["2026-11-27 12:00:00.000000", "2026-11-27 12:00:00.000005"]
+
+
+def test_a_time_printed_into_sqlite_sql_is_the_text_sqlite_holds() -> None:
+    # Offline migrations and logged statements render times as literals.
+    since = datetime(2026, 11, 27, 7, 0, tzinfo=timezone(timedelta(hours=-5)))
+    sql = select(jobs.c.id).where(jobs.c.created_at >= since)
+    printed = str(sql.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert printed.endswith("jobs.created_at >= '2026-11-27 12:00:00.000000'")
 
 
 async def test_in_one_batch_the_second_submission_of_a_number_is_its_duplicate(outbox: Outbox) -> None:

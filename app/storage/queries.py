@@ -89,15 +89,21 @@ def write_batch(conn: Connection, batch: list[Write], *, lease: timedelta) -> li
     whether the lease was held for an Update)."""
     adds = [item for item in batch if isinstance(item, Add)]
     updates = [item for item in batch if isinstance(item, Update)]
-    added = _insert(conn, adds, lease) if adds else []
-    held = _apply_updates(conn, updates) if updates else set()
+    # Each statement costs about as much as a dozen of its rows: the history of the
+    # whole batch, new jobs and outcomes alike, goes in one INSERT.
+    events: list[dict[str, Any]] = []
+    added = _insert(conn, adds, lease, events) if adds else []
+    held = _apply_updates(conn, updates, events) if updates else set()
+    if events:
+        conn.execute(_INSERT_EVENT, events)
     results = iter(added)
     return [next(results) if isinstance(item, Add) else item.job_id in held for item in batch]
 
 
-def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
+def _insert(conn: Connection, batch: list[Add], lease: timedelta, events: list[dict[str, Any]]) -> list[Job]:
     """Store new jobs and their records: a duplicate check for all their numbers, one
-    multi-row INSERT for the jobs, one for their records, one for their first events."""
+    multi-row INSERT for the jobs, one for their records; their first events are added
+    to `events`."""
     checked = [item for item in batch if item.window > timedelta(0)]
     numbers = sorted({_number(i) for i in checked})
     found: dict[Number, list[tuple[int, State, datetime]]] = {}
@@ -114,10 +120,9 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
             earlier = next(((i, st) for i, st, at in found.get(_number(item), ()) if at >= since), None)
         earliers.append(earlier)
         job_rows.append(_job_row(item, earlier, lease))
-    ids = conn.execute(_INSERT_JOB, job_rows).scalars().all()
+    ids = _insert_jobs(conn, job_rows)
     conn.execute(_INSERT_SIGNUP, [_signup_row(item.record, job_id) for item, job_id in zip(batch, ids, strict=True)])
 
-    events = []
     written = []
     for item, job_id, earlier, row in zip(batch, ids, earliers, job_rows, strict=True):
         detail = f"duplicate of {earlier[0]}" if earlier else None
@@ -128,8 +133,22 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta) -> list[Job]:
                 earlier[1] if earlier else None,
             )
         )  # fmt: skip
-    conn.execute(_INSERT_EVENT, events)
     return written
+
+
+def _insert_jobs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the jobs; their ids, in the order of the rows."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(_INSERT_JOB, rows).scalars())
+    # SQLite cannot tie the ids of a multi-row INSERT ... RETURNING to its rows, so
+    # SQLAlchemy would run one INSERT per row: a batch's costliest statement. The
+    # transaction holds SQLite's one write lock from BEGIN IMMEDIATE (app.storage.
+    # engine), so nobody else can insert meanwhile, and the ids are the ones SQLite
+    # gives an INTEGER PRIMARY KEY anyway: one more than the largest, in order.
+    first = (conn.execute(_LAST_JOB_ID).scalar() or 0) + 1
+    ids = list(range(first, first + len(rows)))
+    conn.execute(_INSERT_JOB_WITH_ID, [{**row, "id": job_id} for row, job_id in zip(rows, ids, strict=True)])
+    return ids
 
 
 def _job_row(item: Add, earlier: tuple[int, State] | None, lease: timedelta) -> dict[str, Any]:
@@ -169,22 +188,24 @@ def _signup_row(record: ConsentRecord, job_id: int) -> dict[str, Any]:
     }
 
 
-def _apply_updates(conn: Connection, updates: list[Update]) -> set[int]:
-    """Write the updates whose worker still holds the job's lease; their ids."""
+def _apply_updates(conn: Connection, updates: list[Update], events: list[dict[str, Any]]) -> set[int]:
+    """Write the updates whose worker still holds the job's lease; their ids. Their
+    events are added to `events`."""
     # Only the lease holder may write: a worker whose lease ran out must not overwrite
     # what the job's next holder recorded. Read the holders first (locking the rows on
     # PostgreSQL), then write each group of same-shaped updates in one executemany.
-    holders = dict((conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]})).all())
+    holders = {
+        job_id: holder
+        for job_id, holder, state in conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]})
+        if state == State.PENDING
+    }
     held = [u for u in updates if holders.get(u.job_id) == u.worker]
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for u in held:
         shapes.setdefault(tuple(sorted(u.values)), []).append({"held_id": u.job_id, "held_by": u.worker, **u.values})
     for params in shapes.values():
         conn.execute(_UPDATE_HELD, params)
-    if held:
-        conn.execute(
-            _INSERT_EVENT, [{"job_id": u.job_id, "at": u.at, "state": u.state, "detail": u.detail} for u in held]
-        )
+    events.extend({"job_id": u.job_id, "at": u.at, "state": u.state, "detail": u.detail} for u in held)
     return {u.job_id for u in held}
 
 
@@ -199,9 +220,10 @@ def recent(conn: Connection, numbers: list[Number], since: datetime) -> dict[Num
         "r_since": since,
     }
     for row in conn.execute(_RECENT, params):
-        # The query matches kinds, campaigns and numbers apart: keep the ones asked for.
+        # The query matches kinds, campaigns and numbers apart: keep the ones asked for,
+        # in the states that count (see _RECENT for why not in SQL).
         number = (Kind(row.kind), row.campaign, row.phone)
-        if number in wanted:
+        if number in wanted and row.state in _LIVE:
             found.setdefault(number, []).append((row.id, State(row.state), row.created_at))
     return found
 
@@ -276,6 +298,8 @@ def remember_disclosures(conn: Connection, texts: Sequence[Disclosure]) -> None:
 # execute time, and the compiled form is cached.
 # Many rows in one INSERT ... RETURNING, ids in the order of the rows given.
 _INSERT_JOB = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
+_INSERT_JOB_WITH_ID = insert(jobs)
+_LAST_JOB_ID = select(func.max(jobs.c.id))
 _INSERT_SIGNUP = insert(signups)
 _INSERT_EVENT = insert(job_events)
 # SET takes the columns named in the parameters; only the lease holder may write.
@@ -284,13 +308,18 @@ _UPDATE_HELD = update(jobs).where(
     jobs.c.state == State.PENDING.value,
     jobs.c.leased_by == bindparam("held_by"),
 )
+# The states are compared in Python, not in SQL, here and in _RECENT: given a state
+# condition, SQLite's planner (which has no statistics on a database nobody ANALYZEd)
+# takes ix_jobs_due for it and reads every pending or delivered job, the whole table
+# soon enough, on every batch, instead of the few rows of the ids or numbers asked for
+# (tests/test_outbox.py, the query plans).
 _HOLDERS = (
-    select(jobs.c.id, jobs.c.leased_by)
-    .where(jobs.c.id.in_(bindparam("h_ids", expanding=True)), jobs.c.state == State.PENDING.value)
+    select(jobs.c.id, jobs.c.leased_by, jobs.c.state)
+    .where(jobs.c.id.in_(bindparam("h_ids", expanding=True)))
     .with_for_update()
 )
-# Jobs of some kinds for some numbers to some campaigns since a time that were or will
-# be delivered, newest first (a superset: the caller keeps the numbers asked for).
+# Jobs of some kinds for some numbers to some campaigns since a time, newest first (a
+# superset: the caller keeps the numbers asked for, in the states in _LIVE).
 _RECENT = (
     select(jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.campaign, jobs.c.phone, jobs.c.created_at)
     .where(
@@ -298,10 +327,12 @@ _RECENT = (
         jobs.c.kind.in_(bindparam("r_kinds", expanding=True)),
         jobs.c.campaign.in_(bindparam("r_campaigns", expanding=True)),
         jobs.c.created_at >= bindparam("r_since", type_=UTCDateTime),
-        jobs.c.state.in_([State.PENDING.value, State.DELIVERED.value]),
     )
     .order_by(jobs.c.id.desc())
 )
+# A job in these states was or will be delivered: a second one of its number within
+# the window is its duplicate.
+_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value})
 # PostgreSQL: one advisory lock per number, taken in one statement and in one order
 # everywhere, so two replicas never wait on each other in a cycle.
 _LOCK_NUMBERS = text(

@@ -12,7 +12,10 @@ signups       one row per valid submission: the consent record, whose id is the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -29,7 +32,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -38,14 +41,22 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return _sqlite_datetime() if dialect.name == "sqlite" else super().load_dialect_impl(dialect)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | str | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime; use datetime.now(UTC)")
         value = value.astimezone(UTC)
-        # SQLite compares timestamps as text: keep one format, without an offset.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            # SQLite compares timestamps as text: keep one format, without an offset,
+            # the one SQLAlchemy's SQLite DATETIME writes ("2026-12-01 09:30:00.000000"),
+            # made here in one C call rather than by its per-field formatting: every
+            # signup binds about ten timestamps.
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -118,6 +129,25 @@ signups = Table(
     Column("user_agent", Text, nullable=True),
 )
 Index("ix_signups_created", signups.c.created_at)
+
+
+@functools.cache
+def _sqlite_datetime() -> TypeEngine[Any]:
+    # Imported here: a PostgreSQL deployment need not load the SQLite dialect.
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    class FormattedDATETIME(DATETIME):
+        """SQLite's DATETIME, the same column and the same text, for values that
+        UTCDateTime has already written as that text; read back as DATETIME reads."""
+
+        def bind_processor(self, dialect: Dialect) -> None:
+            return None
+
+        def literal_processor(self, dialect: Dialect) -> Callable[[str], str]:
+            # A literal in SQL text (an offline migration, a printed statement).
+            return lambda text: f"'{text}'"
+
+    return FormattedDATETIME()  # type: ignore[no-untyped-call]  # DATETIME.__init__ has no annotations
 
 
 def utcnow() -> datetime:
