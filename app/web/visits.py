@@ -25,9 +25,12 @@ _API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
 _EMBED = re.compile(r"/embed/([^/]+)")
 
 
-def visitor_ip(request: Request, settings: Settings) -> str | None:
-    peer = request.client.host if request.client else None
-    forwarded_for = request.headers.getlist("x-forwarded-for")
+def visitor_ip(scope: Scope, settings: Settings) -> str | None:
+    """The visitor's address, from the request's ASGI scope: read there, not through a
+    Request, as every POST asks it first (`CountSubmissions`)."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    forwarded_for = [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"]
     trusted = settings.trusted_proxies
     if forwarded_for and not trusted:
         _warn_untrusted_forwarded_for(peer)
@@ -54,7 +57,7 @@ def visit_of(request: Request, settings: Settings) -> Visit:
     """The request as the domain sees it. The placement parameters come from the
     page's query string, which the form's action and the API's URL carry along."""
     return Visit(
-        client_ip=visitor_ip(request, settings),
+        client_ip=visitor_ip(request.scope, settings),
         user_agent=user_agent(request.headers.get("user-agent")),
         origin=request_origin(request),
         fetch_site=request.headers.get("sec-fetch-site"),
@@ -78,12 +81,11 @@ class CountSubmissions:
             resources: Resources | None = getattr(state, "resources", None)
             campaign = _signup_campaign(scope["path"], state.site) if resources is not None else None
             if resources is not None and campaign is not None:
-                request = Request(scope)
                 try:
-                    await resources.guard.throttle.client(visitor_ip(request, resources.settings))
+                    await resources.guard.throttle.client(visitor_ip(scope, resources.settings))
                 except TooManyRequests as exc:
                     resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED)
-                    response = await scope["app"].exception_handlers[TooManyRequests](request, exc)
+                    response = await scope["app"].exception_handlers[TooManyRequests](Request(scope), exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
