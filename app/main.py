@@ -137,7 +137,10 @@ def create_app(
         # The service sets up no OpenTelemetry provider; saying so spares every request
         # FastAPI's look for one (three reads of the environment).
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        middleware=[Middleware(HeadAsGet)],
+        # Every submission to the API counted against its address, outside the body
+        # limit (an oversized one counts too); the campaign pages' own POST passes the
+        # same two (app.web.pages.CampaignPage).
+        middleware=[Middleware(HeadAsGet), Middleware(CountSubmissions), Middleware(BodyLimit)],
     )
     rest.include_router(api_router)
     rest.include_router(router)
@@ -162,9 +165,6 @@ def create_app(
             *middleware,
             Middleware(request_ids, settings=settings),  # JSON logs only: app.web.request_ids
             Middleware(SecurityHeaders),
-            # Outside the body limit: an oversized submission counts against its address too.
-            Middleware(CountSubmissions),
-            Middleware(BodyLimit),
         ],
         lifespan=lifespan,
     )

@@ -38,8 +38,8 @@ from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
 from .forms import read_form
 from .messages import say
-from .security import campaign_headers, secured
-from .visits import visit_of
+from .security import BodyLimit, campaign_headers, secured
+from .visits import CountSubmissions, visit_of
 
 logger = logging.getLogger(__name__)
 
@@ -216,21 +216,19 @@ class CampaignPage:
 
     def __init__(self, variant: str = PLAIN) -> None:
         self.variant = variant
+        # Every submission is counted against its address, then read within the body
+        # limit, as the FastAPI part's are (app.main): only a POST passes them, since a
+        # page view has neither a body nor a count.
+        self._submission = CountSubmissions(BodyLimit(self._sign_up))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST":
+            await self._submission(scope, receive, send)
+            return
         state = scope["app"].state
         site: Site = state.site
         keyword: str = scope["path_params"]["keyword"]
         resources: Resources = state.resources
-        if scope["method"] == "POST":
-            listing = site.listing(keyword)
-            if listing is None:
-                raise CampaignNotFound(keyword)
-            response = await signup(
-                Request(scope, receive), listing, resources=resources, templates=state.templates, variant=self.variant
-            )
-            await response(scope, receive, send)
-            return
         page = site.page(keyword, self.variant)
         if page is None:
             raise CampaignNotFound(keyword)
@@ -239,6 +237,17 @@ class CampaignPage:
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _sign_up(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
+        keyword: str = scope["path_params"]["keyword"]
+        listing = state.site.listing(keyword)
+        if listing is None:
+            raise CampaignNotFound(keyword)
+        response = await signup(
+            Request(scope, receive), listing, resources=state.resources, templates=state.templates, variant=self.variant
+        )
+        await response(scope, receive, send)
 
 
 class _Keyword(Convertor[str]):
