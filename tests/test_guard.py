@@ -823,18 +823,23 @@ def test_a_loopback_public_url_answers_to_each_name_of_loopback(
 
 
 def test_form_tokens_are_itsdangerous_signatures_that_never_repeat() -> None:
-    # The signer computes its key once and keys its HMAC once: the bytes must stay
-    # itsdangerous' own, so tokens a running replica issued verify after an upgrade.
+    # Tokens are itsdangerous `Signer` values (keyed BLAKE2b), each one new; a token of
+    # an earlier release (HMAC-SHA1, itsdangerous' default) still verifies, so a page
+    # left open across an upgrade still signs up; a forged one does not.
     import hashlib
 
     from itsdangerous import Signer
 
-    from app.tokens import FormTokens
+    from app.tokens import FormTokens, InvalidFormToken, _KeyedBlake2
 
-    tokens = FormTokens("a-secret-of-sixteen-chars-or-more")
-    plain = Signer("a-secret-of-sixteen-chars-or-more", salt="optin-pages/form-token", digest_method=hashlib.sha1)
+    secret, salt = "a-secret-of-sixteen-chars-or-more", "optin-pages/form-token"
+    tokens = FormTokens(secret)
+    blake2 = Signer(secret, salt=salt, digest_method=hashlib.sha1, algorithm=_KeyedBlake2())
     issued = [tokens.issue("join") for _ in range(1000)]
     assert len(set(issued)) == 1000
-    assert all(plain.unsign(token).decode().startswith("join.") for token in issued)
-    legacy = plain.sign(f"join.{tokens.clock():.3f}.abc").decode()
+    assert all(blake2.unsign(token).decode().startswith("join.") for token in issued)
+    legacy = Signer(secret, salt=salt, digest_method=hashlib.sha1).sign(f"join.{tokens.clock():.3f}.abc").decode()
     assert tokens.check(legacy, "join") == pytest.approx(tokens.clock(), abs=5)
+    forged = Signer("another-secret-of-sixteen", salt=salt, digest_method=hashlib.sha1).sign("join.1.abc").decode()
+    with pytest.raises(InvalidFormToken):
+        tokens.check(forged, "join")
