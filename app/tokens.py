@@ -71,11 +71,10 @@ class _Signer(Signer):
 class _KeyedHMAC(HMACAlgorithm):
     """itsdangerous' HMAC, with the key's share of the work done once: an HMAC object
     keyed once per key, copied for each signature (the standard library's own way to
-    reuse a key, RFC 2104's padded key already hashed in), rather than a new one keyed
-    afresh. The same bytes, a third less of the cost, on every page view. Not the
-    one-shot `hmac.digest` either: OpenSSL's one-shot HMAC lets go of the GIL, and
-    while the database writer's thread is busy the event loop then waits for it (about
-    200 us a call in a one-off loop against a busy thread)."""
+    reuse a key). The same bytes as itsdangerous' own; now only to check the tokens of
+    earlier releases (`_HMAC_SHA1`). Not the one-shot `hmac.digest`: OpenSSL's one-shot
+    HMAC lets go of the GIL, and while the database writer's thread is busy the event
+    loop then waits for it (about 200 us a call in a one-off loop against a busy thread)."""
 
     def __init__(self, digest_method: Any) -> None:
         super().__init__(digest_method)
@@ -137,7 +136,7 @@ class FormTokens:
         issued = issued_at if issued_at is not None else self.clock()
         value = f"{campaign}.{issued:.3f}.{_NONCE_PREFIX}{next(_nonces):x}".encode("ascii")
         # What `Signer.sign(value)` returns, made from the signer's own parts without its
-        # per-call coercions and key lookup: a sixth of a page view's cost.
+        # per-call coercions and key lookup.
         signer = self._signer
         return (value + signer.sep + base64_encode(_BLAKE2.get_signature(signer.derived_key, value))).decode("ascii")
 
