@@ -11,6 +11,7 @@ viewport, e.g. var/screenshots/desktop-thanks.png.
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 from playwright.sync_api import Browser, Frame, Locator, Page, Response, expect, sync_playwright
+from pypdf import PdfReader
 
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.servers import LOOPBACK, Server, app_server, free_port
@@ -248,3 +250,24 @@ def test_a_page_weighs_under_20_kb_without_the_logo(site: tuple[Server, str], br
         context.close()
     assert any(url.endswith("/static/style.css") for url in weights)
     assert sum(weights.values()) <= PAGE_BYTES_BUDGET, weights
+
+
+@pytest.mark.parametrize("sheet", ["letter", "tent"])
+def test_the_poster_wears_the_campaigns_logo_and_colour_and_prints_on_one_sheet(
+    site: tuple[Server, str], browser: Browser, sheet: str
+) -> None:
+    app, _shop = site
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(f"{app.url}/join/poster?src=window&format={sheet}")
+        card = page.locator(".card:not(.flipped)")
+        logo = card.locator("img.logo")
+        expect(logo).to_be_visible()
+        assert logo.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert _style(card.locator("h1"), "color") == "rgb(138, 59, 18)"
+        _shot(page, f"poster-{sheet}")
+        pdf = page.pdf(prefer_css_page_size=True, print_background=True)
+    finally:
+        context.close()
+    assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
