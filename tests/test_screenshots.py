@@ -271,3 +271,52 @@ def test_the_poster_wears_the_campaigns_logo_and_colour_and_prints_on_one_sheet(
     finally:
         context.close()
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
+
+
+def test_the_429_keeps_the_number_and_says_the_wait_and_the_404_leads_back(
+    site: tuple[Server, str], browser: Browser
+) -> None:
+    app, _shop = site
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        page.goto(app.url + "/join")
+        # OPTIN_LIMIT_PER_NUMBER's default, 3 an hour: the fourth signup of one number waits.
+        for _ in range(3):
+            page.get_by_label("Mobile number").fill("(201) 555-0188")
+            page.get_by_role("button", name="Sign up for texts").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Check your phone")
+            page.get_by_role("link", name="Start again").click()
+        phone = page.get_by_label("Mobile number")
+        phone.fill("(201) 555-0188")
+        page.get_by_role("button", name="Sign up for texts").click()
+        error = page.locator("#phone-error")
+        expect(error).to_contain_text("This number was signed up several times just now. Try again in ")
+        # The window's own wait, not "a few minutes".
+        assert (error.text_content() or "").endswith("Try again in 1 hour.")
+        expect(phone).to_have_value("(201) 555-0188")
+        _shot(page, "desktop-429")
+
+        page.goto(app.url + "/join/nope")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+        _shot(page, "desktop-404")
+        page.get_by_role("link", name="Go to Get our deals by text").click()
+        expect(page.get_by_role("button", name="Sign up for texts")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_in_dark_mode_the_page_is_dark_and_stays_readable(site: tuple[Server, str], browser: Browser) -> None:
+    app, _shop = site
+    context = browser.new_context(**VIEWPORTS["phone"], color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(app.url + "/join")
+        page.get_by_label("Mobile number").fill("555")
+        page.get_by_role("button", name="Sign up for texts").click()
+        expect(page.locator("#phone-error")).to_be_visible()
+        _shot(page, "phone-dark-error")
+        assert _style(page.locator("body"), "backgroundColor") == "rgb(27, 27, 32)"
+        assert _style(page.get_by_role("heading", level=1), "color") == "rgb(236, 236, 241)"
+    finally:
+        context.close()
