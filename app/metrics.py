@@ -34,6 +34,7 @@ class Outcome(StrEnum):
 
     DELIVERED = "delivered"  # ProTexting accepted it while the person waited
     QUEUED = "queued"  # stored; delivered shortly
+    HELD = "held"  # stored; ProTexting refused the business's set-up: sent once it is fixed
     INVALID_NUMBER = "invalid_number"  # the campaign cannot text the number typed
     REFUSED = "refused"  # ProTexting refused it
     CAPTCHA_FAILED = "captcha_failed"
@@ -97,8 +98,16 @@ class Metrics:
         self.deliveries = Counter(
             "optin_deliveries",
             "Delivery attempts' results: delivered, rejected (ProTexting refused the number), "
+            "held (ProTexting refused the business's set-up: optin retry-failed --held once fixed), "
             "retry (ProTexting unavailable or busy), failed (gave up).",
             ["result"],
+            registry=registry,
+        )
+        self.held = Counter(
+            "optin_setup_refusals",
+            "ProTexting's refusals of the business's set-up, by cause: group_ids, field, forbidden_words, "
+            "credit, api_not_activated, ip_not_allowed, sender_blocked, other, unreadable.",
+            ["cause"],
             registry=registry,
         )
         self.protexting_seconds = Histogram(

@@ -38,7 +38,7 @@ class PhoneError(Refusal):
     phone.country_not_served    a valid number outside `regions`, the campaign's countries
     phone.type_not_allowed      a `number_type` (a NUMBER_TYPES name) the campaign refuses
 
-in that order of checks: the first that fails is the one reported.
+    in that order of checks: the first that fails is the one reported.
     """
 
     def __init__(self, code: str, **params: Any) -> None:

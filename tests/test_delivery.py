@@ -176,7 +176,7 @@ async def test_a_refusal_comes_back_to_the_form_and_is_recorded(build: Build) ->
         submitted = await rig.delivery.submit(consent("12015550101"), optin("12015550101"))
         assert submitted.state == State.REJECTED
         assert submitted.rejected is not None
-        assert submitted.rejected.phone_messages == ["Phone number is opted out."]
+        assert [e.message for e in submitted.rejected.number_errors] == ["Phone number is opted out."]
         await rig.delivery.settled()
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["upstream_messages"][0]["message"] == "Phone number is opted out."
@@ -614,7 +614,7 @@ async def test_every_answer_is_an_outcome_that_is_recorded(
         # an answer, and any pause is an hour at most.
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["leased_by"] is None
-        assert row["state"] in ("pending", "delivered", "rejected", "failed")
+        assert row["state"] in ("pending", "delivered", "rejected", "held", "failed")
         assert submitted.state.value == row["state"]
         assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
         if row["state"] == "pending":

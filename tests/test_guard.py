@@ -224,7 +224,8 @@ def test_pressing_twice_on_a_number_protexting_refused_never_thanks(build: Build
     client = build()
     token = Visitor(client).open()
     first = client.post("/join", data={"phone": GOOD, "form_token": token})
-    assert first.status_code == 422 and "opted out" in first.text
+    assert first.status_code == 422
+    assert "We can't send texts to this number" in Page(first.text).described_by(Page(first.text).phone_input())
     second = client.post("/join", data={"phone": GOOD, "form_token": token})
     assert second.status_code == 409 and "press the button again" in Page(second.text).alert_text()
     assert len(upstream.requests) == 1
@@ -663,14 +664,15 @@ def test_the_api_refuses_a_nul_byte_as_the_form_does(build: Build, upstream: Fak
     assert upstream.requests == []
 
 
-def test_the_api_shows_protextings_refusal(build: Build, upstream: FakeUpstream) -> None:
+def test_the_api_tells_protextings_refusal_of_the_number_in_our_words(build: Build, upstream: FakeUpstream) -> None:
     upstream.respond = lambda request: httpx.Response(
         422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}]
     )
     client = build()
     answer = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": GOOD, "token": api_token(client)})
     assert answer.status_code == 422
-    assert answer.json() == {"errors": [{"field": "phone", "message": "Phone number is opted out."}]}
+    message = "We can't send texts to this number. Check it, or use another mobile number."
+    assert answer.json() == {"errors": [{"field": "phone", "message": message}]}
 
 
 def test_the_api_is_as_guarded_as_the_form(build: Build, upstream: FakeUpstream) -> None:

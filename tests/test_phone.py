@@ -226,7 +226,10 @@ def test_a_uk_landline_on_a_us_page_is_told_the_country_not_the_line() -> None:
 def test_a_foreign_toll_free_number_is_told_the_country() -> None:
     toll_free = phonenumbers.format_number(example("GB", PhoneNumberType.TOLL_FREE), PhoneNumberFormat.INTERNATIONAL)
 
-    assert refusal(toll_free, countries=("US", "CA")) == "Sorry, this program only texts numbers in United States or Canada."
+    assert (
+        refusal(toll_free, countries=("US", "CA"))
+        == "Sorry, this program only texts numbers in United States or Canada."
+    )
 
 
 def test_a_toll_free_800_number_on_a_canadian_page_is_told_it_is_toll_free() -> None:

@@ -158,5 +158,6 @@ async def opt_in(request: Request, body: OptInRequest, listing: ListingDep, reso
         return json_errors(refused_status(result.problems), *problems, headers=cors)
     if result.status is Status.DELIVERED:
         return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)
-    # Queued; or trapped, answered like a signup that is.
+    # Queued, or held (ProTexting refused the business's set-up, not the number); or
+    # trapped: each answered like a signup that is queued.
     return JSONResponse({"state": "pending"}, status_code=202, headers=cors)

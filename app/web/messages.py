@@ -74,8 +74,20 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "token.used": lambda _: "This form was sent already. To sign up the number below, please press the button again.",
     "captcha.failed": lambda _: "Please complete the check below the number, then press the button again.",
-    # ProTexting's own words, as it sent them (its refusals are not classified yet).
-    "protexting.refused": lambda p: str(p["message"]),
+    # ProTexting's refusals of the number, in our words (its own stay in the record).
+    "protexting.opted_out": lambda p: (
+        f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
+        f"To join again, text {p['keyword']} to {p['number']}."
+        if "number" in p
+        else f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
+        "To join again, text START to the number our texts came from."
+    ),
+    "protexting.blocked": lambda p: (
+        f"This number can't get texts from {p['program']}. Please use another mobile number."
+    ),
+    "protexting.number_refused": lambda _: (
+        "We can't send texts to this number. Check it, or use another mobile number."
+    ),
 }
 
 # Where the JSON API says it otherwise: its reader is a developer.

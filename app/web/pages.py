@@ -350,7 +350,7 @@ async def signup(
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
     thanks = f"{variant_path(campaign, variant)}/thanks"
-    if result.status is Status.QUEUED:
+    if result.status in (Status.QUEUED, Status.HELD):
         thanks += "?pending=1"
     return RedirectResponse(thanks, status_code=303)
 
