@@ -327,6 +327,36 @@ async def test_gives_up_after_the_configured_attempts_and_the_operator_can_retry
         await _until(lambda: rig.states(), {"delivered": 1})
 
 
+async def test_the_worker_holds_a_signup_refused_for_the_set_up_and_sends_it_when_asked(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeProTexting(token="t", down=True)
+    async with build(fake=fake) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING  # ProTexting down while the person waited
+        # It comes back, refusing the campaign's groups.
+        fake.down, fake.refuse = False, [{"field": "GroupIds", "message": "Group Ids is invalid."}]
+        await rig.make_due()
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"held": 1})
+        [line] = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert line.getMessage() == (
+            f"signup {submitted.signup.id} (JOIN) held: ProTexting refused it for the set-up: the campaign's "
+            "group_ids (GroupIds: 'Group Ids is invalid.'). Fix that, then run `optin retry-failed --held` "
+            "to send the held signups"
+        )
+        assert rig.delivery.metrics.held.labels("group_ids")._value.get() == 1
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["upstream_messages"] == [
+            {"field": "GroupIds", "message": "Group Ids is invalid."}
+        ]
+
+        fake.refuse = None  # the groups are fixed
+        assert await rig.outbox.retry_failed(held=True) == 1
+        await _until(lambda: rig.states(), {"delivered": 1})
+        assert [call["PhoneNumber"] for call in fake.calls] == [GOOD]
+
+
 async def test_shutdown_finishes_the_call_in_hand(build: Build) -> None:
     fake = FakeProTexting(token="t", latency=0.4)
     async with build(fake=fake, deadline=0.01) as rig:
