@@ -38,7 +38,8 @@ class Outcome(StrEnum):
     INVALID_NUMBER = "invalid_number"  # the campaign cannot text the number typed
     REFUSED = "refused"  # ProTexting refused it
     CAPTCHA_FAILED = "captcha_failed"
-    BOT_TRAPPED = "bot_trapped"  # the honeypot or the fill time caught it
+    TOO_FAST = "too_fast"  # sent sooner than a person fills the form in: asked to confirm
+    BOT_TRAPPED = "bot_trapped"  # the honeypot, or a second submission too fast, caught it
     RATE_LIMITED = "rate_limited"  # an abuse limit answered 429
     CROSS_SITE = "cross_site"  # posted from a page on another site
     BAD_TOKEN = "bad_token"  # no token, a forged, stale or spent one

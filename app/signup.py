@@ -107,6 +107,7 @@ _PROBLEM_OUTCOMES = {
     "phone": Outcome.INVALID_NUMBER,
     "token": Outcome.BAD_TOKEN,
     "captcha": Outcome.CAPTCHA_FAILED,
+    "fill": Outcome.TOO_FAST,
     "protexting": Outcome.REFUSED,
 }
 

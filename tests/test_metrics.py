@@ -92,6 +92,21 @@ def test_the_scrape_counts_page_views_and_each_outcome_by_campaign(
     assert len(upstream.requests) == 2
 
 
+def test_a_form_sent_too_fast_and_a_second_too_fast_are_counted_apart(make_client: MakeClient) -> None:
+    from tests.support.clocks import Clock, use_clock
+    from tests.support.visitor import token_of
+
+    client = make_client(metrics_token=METRICS_TOKEN, min_fill_seconds=2)
+    use_clock(client, Clock())  # it never moves: every submission is too fast
+    confirm = Visitor(client).submit("(201) 555-0123")
+    assert confirm.status_code == 200
+    trapped = client.post("/join", data={"phone": "(201) 555-0123", "form_token": token_of(confirm.text)})
+    assert trapped.status_code == 303
+
+    scraped = samples(client.get("/metrics", headers=BEARER).text)
+    assert submissions(scraped) == {"too_fast": 1, "bot_trapped": 1}
+
+
 def test_a_number_refused_by_protexting_and_a_queued_signup_are_counted_apart(
     make_client: MakeClient, upstream: FakeUpstream
 ) -> None:

@@ -74,6 +74,7 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "token.used": lambda _: "This form was sent already. To sign up the number below, please press the button again.",
     "captcha.failed": lambda _: "Please complete the check below the number, then press the button again.",
+    "fill.too_fast": lambda _: "Please check your number below and press the button once more to confirm.",
     # ProTexting's refusals of the number, in our words (its own stay in the record).
     "protexting.opted_out": lambda p: (
         f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
@@ -97,6 +98,10 @@ _API_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "The token was used for a signup already: fetch a new one from GET /api/v1/campaigns/{keyword}."
     ),
     "captcha.failed": lambda _: "The CAPTCHA was not passed.",
+    "fill.too_fast": lambda p: (
+        "Sent sooner than a person fills a form in after the token was issued: send it again, with the same "
+        f"token, in {p['retry_after']} second(s) (Retry-After)."
+    ),
 }
 
 
