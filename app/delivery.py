@@ -64,7 +64,7 @@ class Submitted:
     def waiting(self) -> bool:
         """True while no text is known to be sent (the thanks page says "shortly"): a
         held signup too, which goes once the business has fixed its set-up."""
-        return bool({self.state, self.earlier} & _WAITING) or not self.verified
+        return self.state in _WAITING or self.earlier in _WAITING or not self.verified
 
 
 _WAITING = frozenset({State.PENDING, State.HELD})
