@@ -97,10 +97,13 @@ def test_signup_over_real_http(servers: tuple[Server, Server], token: str) -> No
         assert "phone-error" in field  # aria-describedby names the message
         assert calls(fake) == []
 
-        # A valid number ProTexting refuses: its PhoneNumber message beside the field.
+        # A valid number ProTexting refuses: told beside the field, in our words, not its own.
         refused = _post_form(client, "(201) 555-0100")
         assert refused.status_code == 422
-        assert _phone_error(refused.text) == "PhoneNumber is not a valid mobile number."
+        assert (
+            _phone_error(refused.text) == "We can't send texts to this number. Check it, or use another mobile number."
+        )
+        assert "PhoneNumber is not a valid mobile number." not in refused.text
         assert 'value="(201) 555-0100"' in _phone_input(refused.text)
         assert 'role="alert"' not in refused.text  # a field problem, not a form-level one
 
