@@ -5,7 +5,8 @@ optin serve [--host H] [--port P] [--workers N]
 optin migrate                       bring the database schema up to date
 optin worker [--once]               deliver pending signups (a process of its own)
 optin status                        signups by campaign and delivery state
-optin retry-failed [--campaign K]   queue failed signups again
+optin retry-failed [--held] [--campaign K]
+                                    queue failed (or held) signups again
 optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
                                     consent records, for proof of consent
 optin backup PATH                   copy the SQLite database, safely while it is in use
@@ -35,6 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
+from .outbox import State
 from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
 from .storage import EXPORT_FIELDS, Outbox, StorageError, create_engine, migrate
@@ -113,13 +115,21 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'campaign':<{width}}  {'state':<10} {'count':>8}")
     for campaign, state, count in counts:
         print(f"{campaign:<{width}}  {state:<10} {count:>8}")
+    held = sum(count for _, state, count in counts if state == State.HELD)
+    if held:
+        # Beside the table, not in it: scripts read the table.
+        print(
+            f"{held} signup(s) held: ProTexting refused them for the set-up (the log's ERROR lines say why); "
+            "fix it, then run `optin retry-failed --held`",
+            file=sys.stderr,
+        )
     return 0
 
 
 async def _retry_failed(settings: Settings, args: argparse.Namespace) -> int:
     async with _outbox(settings, existing=True) as outbox:
-        count = await outbox.retry_failed(campaign=args.campaign)
-    print(f"{count} failed signup(s) queued again")
+        count = await outbox.retry_failed(campaign=args.campaign, held=args.held)
+    print(f"{count} {'held' if args.held else 'failed'} signup(s) queued again")
     return 0
 
 
@@ -402,6 +412,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="signups by campaign and delivery state").set_defaults(run=_status)
 
     retry = commands.add_parser("retry-failed", help="queue failed signups again")
+    retry.add_argument(
+        "--held", action="store_true",
+        help="queue the held signups instead: those ProTexting refused for the set-up, once it is fixed",
+    )  # fmt: skip
     retry.add_argument("--campaign", help="only this campaign's keyword")
     retry.set_defaults(run=_retry_failed)
 

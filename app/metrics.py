@@ -34,10 +34,12 @@ class Outcome(StrEnum):
 
     DELIVERED = "delivered"  # ProTexting accepted it while the person waited
     QUEUED = "queued"  # stored; delivered shortly
+    HELD = "held"  # stored; ProTexting refused the business's set-up: sent once it is fixed
     INVALID_NUMBER = "invalid_number"  # the campaign cannot text the number typed
     REFUSED = "refused"  # ProTexting refused it
     CAPTCHA_FAILED = "captcha_failed"
-    BOT_TRAPPED = "bot_trapped"  # the honeypot or the fill time caught it
+    TOO_FAST = "too_fast"  # sent sooner than a person fills the form in: asked to confirm
+    BOT_TRAPPED = "bot_trapped"  # the honeypot, or a second submission too fast, caught it
     RATE_LIMITED = "rate_limited"  # an abuse limit answered 429
     CROSS_SITE = "cross_site"  # posted from a page on another site
     BAD_TOKEN = "bad_token"  # no token, a forged, stale or spent one
@@ -97,8 +99,16 @@ class Metrics:
         self.deliveries = Counter(
             "optin_deliveries",
             "Delivery attempts' results: delivered, rejected (ProTexting refused the number), "
+            "held (ProTexting refused the business's set-up: optin retry-failed --held once fixed), "
             "retry (ProTexting unavailable or busy), failed (gave up).",
             ["result"],
+            registry=registry,
+        )
+        self.held = Counter(
+            "optin_setup_refusals",
+            "ProTexting's refusals of the business's set-up, by cause: group_ids, field, forbidden_words, "
+            "credit, api_not_activated, ip_not_allowed, sender_blocked, other, unreadable.",
+            ["cause"],
             registry=registry,
         )
         self.protexting_seconds = Histogram(

@@ -75,7 +75,7 @@ def test_a_number_the_campaign_cannot_text_is_refused_with_a_code_and_nothing_is
     assert upstream.requests == []
 
 
-def test_protextings_refusal_is_a_result_with_its_words_kept_as_a_parameter(
+def test_protextings_refusal_of_the_number_is_a_result_in_our_words_not_its_own(
     make_client: MakeClient, upstream: FakeUpstream
 ) -> None:
     upstream.respond = answers(422, [{"field": "PhoneNumber", "message": "The number opted out."}])
@@ -83,9 +83,14 @@ def test_protextings_refusal_is_a_result_with_its_words_kept_as_a_parameter(
 
     result = run(client, submission(client))
 
-    assert result == Result(
-        Status.REFUSED, (Problem("phone", "protexting.refused", {"message": "The number opted out."}),)
-    )
+    assert result == Result(Status.REFUSED, (Problem("phone", "protexting.number_refused"),))
+
+
+def test_protextings_refusal_of_the_set_up_is_a_held_result(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    upstream.respond = answers(422, [{"field": "GroupIds", "message": "Group Ids is invalid."}])
+    client = make_client()
+
+    assert run(client, submission(client)) == Result(Status.HELD, phone="12015550123")
 
 
 def test_a_trap_and_a_second_press_are_results_not_errors(make_client: MakeClient, upstream: FakeUpstream) -> None:

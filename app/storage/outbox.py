@@ -114,9 +114,11 @@ class Outbox:
         held: bool = await self._writer.submit(queries.Update(job_id, worker, values, state, detail, now))
         return held
 
-    async def retry_failed(self, *, campaign: str | None = None) -> int:
-        """Put failed signups back in the queue with fresh attempts; returns how many."""
-        count: int = await self._writer.run(functools.partial(queries.retry_failed, campaign=campaign))
+    async def retry_failed(self, *, campaign: str | None = None, held: bool = False) -> int:
+        """Put failed signups (`held`: held ones) back in the queue with fresh attempts;
+        returns how many."""
+        state = State.HELD if held else State.FAILED
+        count: int = await self._writer.run(functools.partial(queries.retry_failed, campaign=campaign, state=state))
         return count
 
     # -- reads ------------------------------------------------------------------
