@@ -132,6 +132,10 @@ class Delivery:
         verified = not isinstance(outcome, Accepted) or outcome.verified
         return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None, verified=verified)
 
+    def wake(self) -> None:
+        """Look for due signups now (an operator queued some again), not at the next poll."""
+        self._wake.set()
+
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
         while self._inflight:

@@ -253,12 +253,14 @@ def claim(conn: Connection, *, worker: str, limit: int, lease: timedelta) -> lis
     return sorted((job_of(row) for row in conn.execute(leased).all()), key=lambda job: job.id)
 
 
-def retry_failed(conn: Connection, *, campaign: str | None) -> int:
+def retry_failed(conn: Connection, *, campaign: str | None, job_id: int | None = None) -> int:
     """Put failed jobs back in the queue with fresh attempts; how many."""
     now = utcnow()
     where = [jobs.c.state == State.FAILED]
     if campaign is not None:
         where.append(func.lower(jobs.c.campaign) == campaign.lower())
+    if job_id is not None:
+        where.append(jobs.c.id == job_id)
     ids = conn.execute(select(jobs.c.id).where(*where)).scalars().all()
     if ids:
         conn.execute(

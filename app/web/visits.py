@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -84,11 +85,18 @@ class CountSubmissions:
                 try:
                     await resources.guard.throttle.client(visitor_ip(scope, resources.settings))
                 except TooManyRequests as exc:
-                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED)
+                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED, _src(scope))
                     response = await scope["app"].exception_handlers[TooManyRequests](Request(scope), exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+def _src(scope: Scope) -> str:
+    """The submission's `src`, read from its query string (the form's action carries
+    the page's), only for a refused one: a signup reads it from its `Visit`."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    return source_params(pairs).get("src", "")
 
 
 def _signup_campaign(path: str, site: Site) -> str | None:
