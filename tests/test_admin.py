@@ -235,3 +235,153 @@ def test_hash_password_refuses_two_different_passwords() -> None:
     typed = iter([PASSWORD, PASSWORD + "!"])
     with pytest.raises(CommandError, match="differ"):
         hash_password(lambda prompt: next(typed))
+
+
+# -- the views -------------------------------------------------------------------
+
+FUNNEL_COLUMNS = (
+    "views",
+    "submissions",
+    "invalid",
+    "bot_trapped",
+    "rate_limited",
+    "delivered",
+    "queued",
+    "held",
+    "rejected",
+    "failed",
+    "opt_outs",
+    "conversion",
+)
+
+
+def funnel_table(html: str) -> dict[str, dict[str, str]]:
+    """The funnel's table as the operator reads it: {"join": {...}, "join/poster-1": {...}}."""
+    table: dict[str, dict[str, str]] = {}
+    campaign = ""
+    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        heading = re.search(r"<th[^>]*>(.*?)</th>", row, re.S)
+        assert heading is not None
+        name = re.sub(r"&nbsp;|\s", "", heading.group(1))
+        cells = dict(zip(FUNNEL_COLUMNS, re.findall(r"<td>(.*?)</td>", row, re.S), strict=True))
+        if "&nbsp;" in heading.group(1):  # a source, indented under its campaign
+            table[f"{campaign}/{name}"] = cells
+        else:
+            campaign = name
+            table[name] = cells
+    return table
+
+
+def test_the_funnel_counts_what_a_scripted_set_of_visits_did(make_client: MakeClient) -> None:
+    client = make_client(admin_password_hash=HASH, limit_per_number="1/hour")
+    views: dict[str, int] = {}
+
+    def view(path: str, src: str, times: int = 1) -> None:
+        for _ in range(times):
+            assert client.get(path).status_code == 200
+        views[src] = views.get(src, 0) + times
+
+    def sign_up(path: str, src: str, phone: str, **fields: str) -> int:
+        views[src] = views.get(src, 0) + 1  # the visitor opens the page first
+        return Visitor(client, path).submit(phone, **fields).status_code
+
+    view("/join?src=poster-1", "poster-1", 5)
+    view("/embed/JOIN?src=poster-1", "poster-1", 2)  # the embed counts with its page
+    view("/join?src=flyer&utm_source=x", "flyer", 3)
+    view("/join", "", 2)
+    view("/alerts?src=poster-1", "alerts", 4)
+    assert sign_up("/join?src=poster-1", "poster-1", "(201) 555-0123") == 303  # delivered
+    assert sign_up("/join?src=poster-1", "poster-1", "(201) 555-0123") == 429  # the number's limit
+    assert sign_up("/join?src=flyer", "flyer", "12") == 422  # invalid number
+    assert sign_up("/join?src=flyer", "flyer", "(201) 555-0124", website="http://spam") == 303  # trapped
+    assert sign_up("/join", "", "(201) 555-0125") == 303  # delivered, no src
+
+    assert log_in(client).status_code == 303
+    page = client.get("/admin/funnel?period=today")
+    assert page.status_code == 200
+    table = funnel_table(page.text)
+    join_views = views["poster-1"] + views["flyer"] + views[""]
+    assert table["join"] == {
+        "views": str(join_views),
+        "submissions": "5",
+        "invalid": "1",
+        "bot_trapped": "1",
+        "rate_limited": "1",
+        "delivered": "2",
+        "queued": "0",
+        "held": "0",
+        "rejected": "0",
+        "failed": "0",
+        "opt_outs": "—",
+        "conversion": f"{2 / join_views * 100:.1f}%",
+    }
+    assert (table["join/poster-1"]["views"], table["join/poster-1"]["submissions"]) == (str(views["poster-1"]), "2")
+    assert (table["join/poster-1"]["delivered"], table["join/poster-1"]["rate_limited"]) == ("1", "1")
+    assert (table["join/flyer"]["views"], table["join/flyer"]["invalid"], table["join/flyer"]["bot_trapped"]) == (
+        str(views["flyer"]),
+        "1",
+        "1",
+    )
+    assert table["join/flyer"]["delivered"] == "0"
+    assert (table["join/(none)"]["views"], table["join/(none)"]["delivered"]) == (str(views[""]), "1")
+    assert table["alerts"]["views"] == str(views["alerts"]) and table["alerts/poster-1"]["submissions"] == "0"
+    # The chart is drawn on the server, and says what it shows.
+    assert f": {join_views + views['alerts']} views, 2 signups</title>" in page.text
+    assert re.search(r"<title>\d\d:00: \d+ views, \d+ signups</title>", page.text)
+
+
+def test_the_funnel_of_a_past_period_has_none_of_today(signed_in: TestClient) -> None:
+    signed_in.get("/join?src=poster-1")
+    page = signed_in.get("/admin/funnel?period=custom&since=2020-01-01&until=2020-01-31")
+    assert page.status_code == 200 and "Nothing counted in this period yet." in page.text
+    for bad in ("period=year", "period=custom&since=2020-02-01&until=2020-01-01", "period=custom&since=x"):
+        refused = signed_in.get(f"/admin/funnel?{bad}")
+        assert refused.status_code == 400 and 'class="error"' in refused.text, bad
+
+
+def test_the_campaigns_view_has_each_campaigns_kit(signed_in: TestClient) -> None:
+    page = signed_in.get("/admin")
+    assert page.status_code == 200
+    base = "http://127.0.0.1:8000"
+    for keyword in ("JOIN", "Alerts"):
+        assert f'href="{base}/{keyword}"' in page.text and f'href="{base}/embed/{keyword}"' in page.text
+        assert f'href="/qr/{keyword}.svg"' in page.text and f'href="/qr/{keyword}.png"' in page.text
+        assert f'href="/{keyword}/poster?format=a4"' in page.text
+        assert (
+            f"data-optin-campaign=&#34;{keyword}&#34;" in page.text or f'data-optin-campaign="{keyword}"' in page.text
+        )
+    placed = signed_in.get("/admin?campaign=join&src=poster-12")
+    assert f'href="{base}/JOIN?src=poster-12"' in placed.text and 'href="/qr/JOIN.png?src=poster-12"' in placed.text
+    assert 'href="/JOIN/poster?format=tent&amp;src=poster-12"' in placed.text
+    assert "data-optin-src=&#34;poster-12&#34;" in placed.text
+    for link in ("/qr/JOIN.svg?src=poster-12", "/JOIN/poster?format=tent&src=poster-12"):
+        assert signed_in.get(link).status_code == 200, link
+    refused = signed_in.get("/admin?campaign=join&src=no spaces")
+    assert refused.status_code == 400 and "src must be" in refused.text
+
+
+def test_the_audit_log_shows_every_console_action(console: TestClient) -> None:
+    assert log_in(console, "wrong").status_code == 401
+    assert log_in(console).status_code == 303
+    signed_in = console
+    csrf = csrf_of(signed_in.get("/admin").text)
+    signed_in.post("/admin/queue/retry", data={"csrf": csrf})
+    assert (
+        signed_in.post("/admin/export", data={"csrf": csrf, "format": "jsonl", "campaign": "JOIN"}).status_code == 200
+    )
+    page = signed_in.get("/admin/audit").text
+    rows = re.findall(
+        r"<tr><th scope=\"row\">([^<]+)</th><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]*)</td><td class=\"text\">([^<]*)</td></tr>",
+        page,
+    )
+    actions = [action for _at, action, _address, _detail in rows]
+    assert actions == ["export", "retry", "login", "login failed"]
+    assert all(address == "testclient" for _at, _action, address, _detail in rows)
+    assert rows[0][3] == "format=jsonl, campaign=JOIN" and rows[1][3] == "all failed signups: 0 queued again"
+    signed_in.post("/admin/logout", data={"csrf": csrf})
+    log_in(signed_in)
+    assert re.findall(r"<td class=\"text\">(log\w+)</td>", signed_in.get("/admin/audit").text)[:2] == [
+        "login",
+        "logout",
+    ]
