@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +16,16 @@ from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
 from app.admin.auth import ABSOLUTE_SECONDS, IDLE_SECONDS, LOGIN_COOKIE, SESSION_COOKIE
-from tests.conftest import MakeClient
+from tests.conftest import FakeUpstream, MakeClient, _created, answers
 from tests.support.clocks import Clock
 from tests.support.page import Page
+from tests.support.records import ok, optin, settled
 from tests.support.visitor import Visitor
 
 PASSWORD = "correct horse battery staple"
 HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
 # What a console page shows that a stranger must not see.
-SECRETS_SHOWN = ("Get our deals by text", "Store alerts", "+12015550123", "optin-export", "Audit log")
+SECRETS_SHOWN = ("Get our deals by text", "Store alerts", "12015550123", "optin-export", "Audit log")
 
 
 def console_routes(app: Any) -> Iterator[tuple[str, str]]:
@@ -385,3 +387,54 @@ def test_the_audit_log_shows_every_console_action(console: TestClient) -> None:
         "login",
         "logout",
     ]
+
+
+def test_a_failed_signup_retried_from_the_console_is_delivered(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    client = make_client(admin_password_hash=HASH, delivery_max_attempts=1)
+    upstream.respond = answers(503, {"Message": "down"})
+    assert Visitor(client, "/join?src=poster-1").submit("(201) 555-0123").status_code == 303
+    settled(client)
+    assert log_in(client).status_code == 303
+    page = client.get("/admin/queue")
+    assert ">failed</th><td>1</td>" in page.text
+    (job,) = re.findall(r'name="job" value="(\d+)"', page.text)
+    assert "12015550123" in page.text and "HTTP 503" in page.text  # the number and its last error
+
+    upstream.respond = _created
+    response = client.post("/admin/queue/retry", data={"csrf": csrf_of(page.text), "job": job})
+    assert response.status_code == 303 and response.headers["location"] == "/admin/queue?retried=1"
+    client.portal.call(client.app.state.resources.delivery.drain)
+    assert len(upstream.requests) == 2 and str(upstream.bodies[-1]["PhoneNumber"]).endswith("2015550123")
+    after = client.get(response.headers["location"]).text
+    assert "1 signup(s) queued again." in after and ">delivered</th><td>1</td>" in after
+    assert "No failed or held signups." in after
+
+
+def test_the_queue_says_while_delivery_is_paused(signed_in: TestClient) -> None:
+    assert "Delivery is paused" not in signed_in.get("/admin/queue").text
+    signed_in.portal.call(signed_in.app.state.resources.delivery.pacer.pause, 600)
+    page = signed_in.get("/admin/queue").text
+    assert "Delivery is paused for about 10 more minute(s)" in page and 'role="status"' in page
+
+
+@pytest.mark.parametrize("fields", [{"format": "csv"}, {"format": "jsonl", "campaign": "JOIN", "since": "2020-01-01"}])
+def test_the_console_export_is_the_command_lines(signed_in: TestClient, tmp_path: Path, fields: dict[str, str]) -> None:
+    for n, path in enumerate(("/join?src=poster-1", "/join", "/alerts?src=x")):
+        assert Visitor(signed_in, path).submit(f"(201) 555-01{n:02}").status_code == 303
+    settled(signed_in)
+    csrf = csrf_of(signed_in.get("/admin/export").text)
+    response = signed_in.post("/admin/export", data={"csrf": csrf, **fields})
+    assert response.status_code == 200
+    assert response.headers["content-disposition"].startswith('attachment; filename="optin-export-')
+    args = [f"--{name}={value}" for name, value in fields.items()]
+    database_url = signed_in.app.state.resources.settings.database_url
+    ok(optin("export", *args, "--output", "cli.out", database_url=database_url, cwd=tmp_path))
+    cli = (tmp_path / "cli.out").read_bytes()
+    assert response.content == cli and cli.count(b"1201555") == (3 if fields["format"] == "csv" else 2)
+
+
+def test_a_bad_export_filter_is_the_form_again_saying_what_to_change(signed_in: TestClient) -> None:
+    csrf = csrf_of(signed_in.get("/admin/export").text)
+    for bad in ({"format": "xls"}, {"since": "yesterday"}):
+        response = signed_in.post("/admin/export", data={"csrf": csrf, **bad})
+        assert response.status_code == 400 and 'class="error"' in response.text
