@@ -265,10 +265,14 @@ def hash_password(ask: Callable[[str], str] | None = None) -> int:
     from argon2 import PasswordHasher
 
     ask = ask or getpass.getpass
-    password = ask("Console password: ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise CommandError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if ask("Again: ") != password:
+    try:
+        password = ask("Console password: ")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise CommandError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+        again = ask("Again: ")
+    except (EOFError, KeyboardInterrupt):
+        raise CommandError("no password read; nothing was made") from None
+    if again != password:
         raise CommandError("the two passwords differ; nothing was made")
     print(PasswordHasher().hash(password))
     return 0

@@ -28,8 +28,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("console"), env={"OPTIN_ADMIN_PASSWORD_HASH": HASH, "OPTIN_MIN_FILL_SECONDS": "0"}
     ) as server:
         with httpx.Client(base_url=server.url, trust_env=False, follow_redirects=False) as client:
-            for path in ("/join?src=poster-1", "/join?src=flyer", "/join"):
-                Visitor(client, path).submit()
+            for n, path in enumerate(("/join?src=poster-1", "/join?src=flyer", "/join")):
+                Visitor(client, path).submit(f"(201) 555-01{n:02}")
                 client.get(path)
         yield server
 
