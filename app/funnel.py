@@ -65,11 +65,12 @@ class Funnel:
         if hour != self._hour:
             self._hour, self._sources = hour, {}
         srcs: dict[bytes, str] = {}
-        for (campaign, query), count in views.items():
-            src = srcs.get(query)
-            if src is None:
-                src = srcs[query] = src_of(query)
-            self._add(campaign, src, hour, VIEWS, count)
+        for campaign, by_query in views.items():
+            for query, count in by_query.items():
+                src = srcs.get(query)
+                if src is None:
+                    src = srcs[query] = src_of(query)
+                self._add(campaign, src, hour, VIEWS, count)
         for (campaign, outcome, src), count in submissions.items():
             self._add(campaign, src, hour, outcome.value, count)
 

@@ -64,7 +64,6 @@ async def _render(
             "signed_in": session is not None,
             "page": page,
             "paused": await console.delivery.pacer.paused_for() if session is not None else 0,
-            "proof": console.proof is not None,
             **context,
         },
         status_code=status_code,
