@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from app.funnel import OTHER, VIEWS, Funnel, funnel_rows
 from app.metrics import Metrics, Outcome
-from app.outbox import RetryPolicy
 from app.storage import Outbox, create_engine, migrate
-from app.storage.console import ConsoleStore
+from app.storage.console import AuditEntry, ConsoleStore
+from app.upstream import Unavailable
 from tests.support.clocks import Clock
+from tests.test_outbox import DISCLOSURE, POLICY, optin, record
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +31,7 @@ def anyio_backend() -> str:
 async def store(database_url: str) -> AsyncIterator[ConsoleStore]:
     engine = create_engine(database_url)
     await migrate(engine)
-    outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=60))
+    outbox = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
     yield ConsoleStore(outbox)
     await outbox.close()
     await engine.dispose()
@@ -117,3 +119,43 @@ def test_the_funnel_rows_put_each_campaign_before_its_sources_most_viewed_first(
     total = rows[0]
     assert (total.views, total.submissions, total.rate_limited, total.delivered, total.failed) == (7, 2, 1, 1, 1)
     assert total.conversion == pytest.approx(1 / 7) and total.opt_outs is None
+
+
+async def test_the_signups_of_a_period_by_src_and_state_stuck_ones_and_the_audit_log(store: ConsoleStore) -> None:
+    outbox = store.outbox
+    await outbox.remember_disclosures([DISCLOSURE])
+    now = datetime.now(UTC)
+    failing = await outbox.add(record(phone="12015550125", source={"src": "poster-1"}), optin("12015550125"))
+    for _ in range(POLICY.max_attempts):
+        async with outbox.engine.begin() as conn:
+            await conn.execute(text("UPDATE jobs SET next_attempt_at = created_at WHERE id = :id"), {"id": failing.id})
+        [claimed] = await outbox.claim("w")
+        await outbox.settle(claimed, Unavailable("timed out"), worker="w")
+    await outbox.add(record(source={"src": "poster-1"}), optin())
+    await outbox.add(record(phone="12015550124", source={}), optin("12015550124"))
+    period = {"since": now - timedelta(minutes=1), "until": now + timedelta(minutes=1)}
+    assert sorted(await store.delivery(**period)) == [
+        ("join", "", "pending", 1),
+        ("join", "poster-1", "failed", 1),
+        ("join", "poster-1", "pending", 1),
+    ]
+    assert await store.delivery(since=now + timedelta(minutes=1), until=now + timedelta(minutes=2)) == []
+
+    [stuck] = await store.stuck()
+    assert (stuck.id, stuck.state, stuck.phone, stuck.attempts, stuck.last_error) == (
+        failing.id,
+        "failed",
+        "12015550125",
+        3,
+        "timed out",
+    )
+    assert await outbox.retry_failed(job_id=failing.id + 1) == 0
+    assert await outbox.retry_failed(job_id=failing.id) == 1
+    assert await store.stuck() == []
+
+    await store.record(AuditEntry(now, "login", "203.0.113.7", None))
+    await store.record(AuditEntry(now, "export", "203.0.113.7", "format=csv"))
+    assert [(e.action, e.address, e.detail) for e in await store.audit()] == [
+        ("export", "203.0.113.7", "format=csv"),
+        ("login", "203.0.113.7", None),
+    ]

@@ -16,7 +16,7 @@ what to change. The console is in English.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -196,8 +196,9 @@ def period_of(params: Mapping[str, str], now: datetime) -> tuple[str, datetime, 
     if name != "custom":
         raise BadInput(f"period must be one of {', '.join(PERIODS)}")
     try:
-        since = moment_of(params.get("since", ""))
-        until = moment_of(params.get("until", "")) + timedelta(days=1)
+        # Whole days: the chart's bars and the table's hours begin at midnight UTC.
+        since = datetime.combine(date.fromisoformat(params.get("since", "")), time(), UTC)
+        until = datetime.combine(date.fromisoformat(params.get("until", "")), time(), UTC) + timedelta(days=1)
     except ValueError:
         raise BadInput("a custom period needs a From and a To date, such as 2026-12-01") from None
     if until <= since:
