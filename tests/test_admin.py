@@ -438,3 +438,17 @@ def test_a_bad_export_filter_is_the_form_again_saying_what_to_change(signed_in: 
     for bad in ({"format": "xls"}, {"since": "yesterday"}):
         response = signed_in.post("/admin/export", data={"csrf": csrf, **bad})
         assert response.status_code == 400 and 'class="error"' in response.text
+
+
+def test_the_funnel_shows_opt_outs_once_they_are_counted(signed_in: TestClient) -> None:
+    assert signed_in.get("/join?src=poster-1").status_code == 200
+    asked = []
+
+    async def opt_outs(since: Any, until: Any, campaign: str | None) -> list[tuple[str, str, int]]:
+        asked.append(campaign)
+        return [("join", "poster-1", 2)]
+
+    signed_in.app.state.console.opt_outs = opt_outs
+    table = funnel_table(signed_in.get("/admin/funnel?period=7d&campaign=join").text)
+    assert asked == ["join"]
+    assert table["join"]["opt_outs"] == "2" and table["join/poster-1"]["opt_outs"] == "2"

@@ -4,9 +4,10 @@ set (`open_console`), and read by its endpoints from `app.state.console`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from limits.aio.storage import Storage
@@ -29,6 +30,9 @@ FUNNEL_WRITE_FLUSHES = 10
 # One number's proof of consent, from the opt-out work (its `proof` data function):
 # the console's lookup shows it when it is wired in.
 ProofLookup = Callable[[str], Awaitable[object]]
+# The opt-outs of a period (since, until, campaign or None) as (campaign's key, src,
+# count): the funnel's column shows them once they are recorded, "—" until then.
+OptOutCounts = Callable[[datetime, datetime, str | None], Awaitable[Iterable[tuple[str, str, int]]]]
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Console:
     metrics: Metrics
     delivery: Delivery
     proof: ProofLookup | None = None
+    opt_outs: OptOutCounts | None = None
     _flushes: int = field(default=0, repr=False)
 
     async def audit(self, action: str, address: str | None, detail: str | None = None) -> None:

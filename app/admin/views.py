@@ -247,7 +247,8 @@ async def funnel(request: Request) -> Response:
         )
     counts = await console.store.counts(since=since, until=until, campaign=campaign)
     delivery = await console.store.delivery(since=since, until=until, campaign=campaign)
-    rows: list[FunnelRow] = funnel_rows(counts, delivery)
+    opt_outs = await console.opt_outs(since, until, campaign) if console.opt_outs is not None else None
+    rows: list[FunnelRow] = funnel_rows(counts, delivery, opt_outs)
     site: Site = request.app.state.site
     return await _render(
         request,
