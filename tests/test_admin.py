@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
@@ -452,3 +452,12 @@ def test_the_funnel_shows_opt_outs_once_they_are_counted(signed_in: TestClient) 
     table = funnel_table(signed_in.get("/admin/funnel?period=7d&campaign=join").text)
     assert asked == ["join"]
     assert table["join"]["opt_outs"] == "2" and table["join/poster-1"]["opt_outs"] == "2"
+
+
+@pytest.mark.parametrize("value", ["hunter2", PasswordHasher(type=Type.I, memory_cost=1024).hash(PASSWORD)])
+def test_a_password_hash_that_is_not_argon2id_stops_start_up_without_echoing_it(value: str) -> None:
+    from app.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="argon2id") as raised:
+        load_settings(admin_password_hash=value)
+    assert value not in str(raised.value)

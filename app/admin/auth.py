@@ -39,6 +39,7 @@ SESSION_COOKIE = "optin_admin"
 LOGIN_COOKIE = "optin_admin_login"
 COOKIE_PATH = "/admin"
 IDLE_SECONDS = 8 * 3600
+CLOCK_SKEW_SECONDS = 60
 ABSOLUTE_SECONDS = 24 * 3600
 # Login attempts, right or wrong: a person mistyping is well inside these; guessing is not.
 LOGIN_LIMIT_PER_ADDRESS = "5/minute;30/hour"
@@ -99,11 +100,17 @@ class Sessions:
         except (BadSignature, TypeError, ValueError):
             return None
         now = self.clock()
-        if now - session.seen > IDLE_SECONDS or now - session.started > ABSOLUTE_SECONDS or now < session.started:
+        # A replica whose clock is a little behind the one that made the cookie still
+        # takes it; one from far in the future was not made by a clock of ours.
+        if (
+            now - session.seen > IDLE_SECONDS
+            or now - session.started > ABSOLUTE_SECONDS
+            or session.started > now + CLOCK_SKEW_SECONDS
+        ):
             return None
         if await self._has_ended(session.id):
             return None
-        return Session(session.id, session.started, now)
+        return Session(session.id, session.started, max(now, session.seen))
 
     async def end(self, session: Session) -> None:
         try:
