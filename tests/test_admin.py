@@ -461,3 +461,26 @@ def test_a_password_hash_that_is_not_argon2id_stops_start_up_without_echoing_it(
     with pytest.raises(SettingsError, match="argon2id") as raised:
         load_settings(admin_password_hash=value)
     assert value not in str(raised.value)
+
+
+def test_a_numbers_proof_is_looked_up_once_a_lookup_is_wired_in(signed_in: TestClient) -> None:
+    assert signed_in.get("/admin/proof").status_code == 404
+    assert "Proof of consent" not in signed_in.get("/admin").text
+    asked = []
+
+    async def proof(phone: str) -> list[dict[str, object]]:
+        asked.append(phone)
+        return [{"phone": "12015550123", "disclosure_text": "By submitting this form"}]
+
+    signed_in.app.state.console.proof = proof
+    page = signed_in.get("/admin/proof")
+    assert page.status_code == 200 and 'href="/admin/proof"' in page.text
+    found = signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": " (201) 555-0123 "})
+    assert found.status_code == 200 and asked == ["(201) 555-0123"]
+    assert "1 record(s) for (201) 555-0123" in found.text and "By submitting this form" in found.text
+    assert signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": ""}).status_code == 400
+    audit = signed_in.get("/admin/audit").text
+    assert (
+        '<td class="text">number looked up</td><td class="text">testclient</td><td class="text">(201) 555-0123</td>'
+        in audit
+    )

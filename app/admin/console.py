@@ -4,7 +4,7 @@ set (`open_console`), and read by its endpoints from `app.state.console`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +27,10 @@ logger = logging.getLogger(__name__)
 # this process has first, so it shows every view up to the moment it is asked.
 FUNNEL_WRITE_FLUSHES = 10
 
-# One number's proof of consent, from the opt-out work (its `proof` data function):
-# the console's lookup shows it when it is wired in.
-ProofLookup = Callable[[str], Awaitable[object]]
+# One number's proof of consent, from the opt-out work (its `proof` data function): the
+# number as the operator typed it in, to the records that prove its consent (each a
+# mapping of field to value, shown in order). /admin/proof exists once it is set.
+ProofLookup = Callable[[str], Awaitable[Sequence[Mapping[str, object]]]]
 # The opt-outs of a period (since, until, campaign or None) as (campaign's key, src,
 # count): the funnel's column shows them once they are recorded, "—" until then.
 OptOutCounts = Callable[[datetime, datetime, str | None], Awaitable[Iterable[tuple[str, str, int]]]]

@@ -8,6 +8,7 @@
     POST /admin/queue/retry      queue failed signups again (one, a campaign's, or all)
     GET  /admin/export           the export's form;  POST: the export, streamed
     GET  /admin/audit            what was done in the console, by whom (address) and when
+    GET  /admin/proof            a number's proof of consent, once a lookup is wired in;  POST: look up
 
 Forms follow Post/Redirect/Get; bad input is the same page again with a 400 that says
 what to change. The console is in English.
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -64,6 +66,7 @@ async def _render(
             "signed_in": session is not None,
             "page": page,
             "paused": await console.delivery.pacer.paused_for() if session is not None else 0,
+            "proof": console.proof is not None,
             **context,
         },
         status_code=status_code,
@@ -359,6 +362,28 @@ async def export(request: Request) -> Response:
     )
 
 
+# -- proof -----------------------------------------------------------------------
+
+
+async def proof_page(request: Request) -> Response:
+    """A number's proof of consent, printable; only once a lookup is wired in
+    (`Console.proof`). The number is posted, so it stays out of URLs and access logs."""
+    console = console_of(request)
+    if console.proof is None:
+        raise HTTPException(404)
+    records = None
+    phone = ""
+    if request.method == "POST":
+        phone = form_of(request).get("phone", "").strip()
+        if not phone:
+            return await _render(
+                request, "proof.html", {"error": "Type the number to look up.", "phone": ""}, status_code=400
+            )
+        records = await console.proof(phone)
+        await console.audit("number looked up", _address(request, console), phone)
+    return await _render(request, "proof.html", {"records": records, "phone": phone, "error": None}, page="proof")
+
+
 # -- audit -----------------------------------------------------------------------
 
 
@@ -378,4 +403,5 @@ routes = [
     Route(f"{HOME}/export", export_page, methods=["GET"]),
     Route(f"{HOME}/export", export, methods=["POST"]),
     Route(f"{HOME}/audit", audit, methods=["GET"]),
+    Route(f"{HOME}/proof", proof_page, methods=["GET", "POST"]),
 ]
