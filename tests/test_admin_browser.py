@@ -1,6 +1,6 @@
 """The console in a real browser (Debian's chromium through Playwright): it works with
 JavaScript off, and axe-core finds nothing on any of its pages.
-Screenshot for a person to look at: /tmp/console-funnel.png."""
+Screenshots for a person to look at: /tmp/console-campaigns.png, /tmp/console-funnel.png."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.support.visitor import Visitor
 from tests.test_admin import HASH, PASSWORD
 
 PAGES = ("/admin", "/admin/funnel", "/admin/queue", "/admin/export", "/admin/audit")
-SCREENSHOT = Path("/tmp/console-funnel.png")
+SCREENSHOTS = Path("/tmp")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_the_console_works_without_javascript(app: Server, browser: Browser) -> 
     page = context.new_page()
     try:
         _log_in(page, app)
+        page.screenshot(path=str(SCREENSHOTS / "console-campaigns.png"), full_page=True)
         page.get_by_label("Placement (src)").first.fill("poster-12")
         page.get_by_role("button", name="Make links").first.click()
         expect(page.get_by_role("link", name="PNG").first).to_have_attribute("href", "/qr/JOIN.png?src=poster-12")
@@ -60,7 +61,7 @@ def test_the_console_works_without_javascript(app: Server, browser: Browser) -> 
         page.get_by_label("Period").select_option("today")
         page.get_by_role("button", name="Show").click()
         expect(page.get_by_role("rowheader", name="poster-1")).to_be_visible()
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "console-funnel.png"), full_page=True)
         page.get_by_role("link", name="Audit log").click()
         expect(page.get_by_role("cell", name="login", exact=True).first).to_be_visible()
         page.get_by_role("button", name="Log out").click()
