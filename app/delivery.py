@@ -138,6 +138,10 @@ class Delivery:
         rejected = outcome if isinstance(outcome, Rejected) and step.state == State.REJECTED else None
         return Submitted(signup, step.state, rejected, verified=verified)
 
+    def wake(self) -> None:
+        """Look for due signups now (an operator queued some again), not at the next poll."""
+        self._wake.set()
+
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
         while self._inflight:

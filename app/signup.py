@@ -87,6 +87,7 @@ async def sign_up(
     `app.web.visits.CountSubmissions`.
     """
     tally = resources.metrics.tally
+    src = visit.source.get("src", "")
     try:
         result = await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)
     except Refusal as refusal:
@@ -94,9 +95,9 @@ async def sign_up(
     except BotTrapped:
         result = Result(Status.TRAPPED)
     except (CrossSiteRequest, InvalidFormToken, TooManyRequests) as refused:
-        tally.submission(listing.key, _REFUSED_AS[type(refused)])
+        tally.submission(listing.key, _REFUSED_AS[type(refused)], src)
         raise
-    tally.submission(listing.key, outcome_of(result))
+    tally.submission(listing.key, outcome_of(result), src)
     return result
 
 

@@ -275,6 +275,9 @@ def test_the_honeypot_answers_like_success_and_sends_nothing(
     assert upstream.requests == []
     assert client.app.state.resources.guard.trapped["honeypot"] == 1
     assert "honeypot" in caplog.text
+    # Even the masked number on the thanks page is what a person's would be.
+    person = Visitor(build()).submit()
+    assert answer.headers["location"] == person.headers["location"]
 
 
 def test_the_honeypot_is_hidden_from_people_and_screen_readers(build: Build) -> None:

@@ -99,9 +99,8 @@ def test_a_trap_and_a_second_press_are_results_not_errors(make_client: MakeClien
 
     again = submission(client)
     assert run(client, again) == Result(Status.DELIVERED, phone="12015550123")
-    assert run(client, again) == Result(
-        Status.DELIVERED, phone="12015550123"
-    )  # the same token and number: the first's answer
+    # The same token and number: the first's answer.
+    assert run(client, again) == Result(Status.DELIVERED, phone="12015550123")
     other = Submission(phone="(201) 555-0124", token=again.token)
     assert run(client, other) == Result(Status.REFUSED, (Problem("token", "token.used"),))
     assert len(upstream.requests) == 1

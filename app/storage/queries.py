@@ -253,12 +253,17 @@ def claim(conn: Connection, *, worker: str, limit: int, lease: timedelta) -> lis
     return sorted((job_of(row) for row in conn.execute(leased).all()), key=lambda job: job.id)
 
 
-def retry_failed(conn: Connection, *, campaign: str | None, state: State = State.FAILED) -> int:
-    """Put jobs in `state` (failed, or held) back in the queue with fresh attempts; how many."""
+def retry_failed(
+    conn: Connection, *, campaign: str | None, state: State = State.FAILED, job_id: int | None = None
+) -> int:
+    """Put jobs in `state` (failed, or held) back in the queue with fresh attempts (only
+    `job_id`, when given); how many."""
     now = utcnow()
     where = [jobs.c.state == state]
     if campaign is not None:
         where.append(func.lower(jobs.c.campaign) == campaign.lower())
+    if job_id is not None:
+        where.append(jobs.c.id == job_id)
     ids = conn.execute(select(jobs.c.id).where(*where)).scalars().all()
     if ids:
         conn.execute(

@@ -53,11 +53,11 @@ def _countries_phrase(regions: Sequence[str]) -> str:
 
 
 def _wait(seconds: int) -> str:
-    """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
-    minutes up to an hour and a half, hours beyond."""
+    """The real wait, "Try again in 3 minutes", rounded up (never too early): in seconds
+    under a minute, minutes up to 55, hours beyond."""
     if seconds < 60:
         count, unit = seconds, "second"
-    elif seconds <= 90 * 60:
+    elif seconds <= 55 * 60:
         count, unit = -(-seconds // 60), "minute"
     else:
         count, unit = -(-seconds // 3600), "hour"

@@ -245,8 +245,9 @@ class CampaignPage:
         page = site.page(keyword, self.variant)
         if page is None:
             raise CampaignNotFound(keyword)
-        resources.metrics.tally.view(page.key)
-        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
+        query: bytes = scope["query_string"]
+        resources.metrics.tally.view(page.key, query)
+        body = page.body(query_string=query, token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
