@@ -35,8 +35,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
-from .outbox import State
 from .exports import FORMATS, export_text, moment_of
+from .outbox import State
 from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
 from .storage import Outbox, StorageError, create_engine, migrate

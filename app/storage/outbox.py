@@ -118,9 +118,7 @@ class Outbox:
         held: bool = await self._writer.submit(queries.Update(job_id, worker, values, state, detail, now))
         return held
 
-    async def retry_failed(
-        self, *, campaign: str | None = None, held: bool = False, job_id: int | None = None
-    ) -> int:
+    async def retry_failed(self, *, campaign: str | None = None, held: bool = False, job_id: int | None = None) -> int:
         """Put failed signups (`held`: held ones) back in the queue with fresh attempts
         (only `job_id`'s, when given); returns how many."""
         state = State.HELD if held else State.FAILED
