@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .consent import ConsentRecord
+from .consent import ConsentRecord, OptOutRecord
 from .metrics import Metrics
-from .outbox import Job, State, Transition, transition
+from .outbox import Job, Kind, State, Transition, transition
 from .pacing import Pacer
 from .storage import Outbox, unreachable, utcnow
-from .upstream import Accepted, OptIn, Outcome, ProTexting, Rejected, Unavailable
+from .upstream import Accepted, OptIn, OptOut, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Submitted:
     @property
     def waiting(self) -> bool:
         """True while no text is known to be sent (the thanks page says "shortly")."""
-        return State.PENDING in (self.state, self.earlier) or not self.verified
+        return State.PENDING in (self.state, self.earlier) or self.state == State.CANCELLED or not self.verified
 
 
 class Delivery:
@@ -110,6 +110,9 @@ class Delivery:
         )
         if signup.state == State.DUPLICATE:
             return Submitted(signup, State.DUPLICATE, earlier=signup.earlier)
+        if signup.state == State.CANCELLED:
+            # An opt-out of the number, stored in the same moment, came after it.
+            return Submitted(signup, State.CANCELLED)
         if not slot:
             self._wake.set()
             return Submitted(signup, State.PENDING)
@@ -131,6 +134,16 @@ class Delivery:
         step = transition(signup, outcome, now=utcnow(), policy=self.outbox.policy)
         verified = not isinstance(outcome, Accepted) or outcome.verified
         return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None, verified=verified)
+
+    async def queue(self, record: OptOutRecord, optout: OptOut) -> Job:
+        """Store an opt-out and its job, committed, for the worker to send: before any
+        opt-in (its kind's priority), at the shared pace, retried like any job. The
+        person is not kept waiting for ProTexting: the revocation is recorded, which is
+        what they are told. Opt-ins of the number not sent yet are cancelled."""
+        job = await self.outbox.add(record, optout, duplicate_window=self.duplicate_window)
+        if job.state == State.PENDING:
+            self._wake.set()
+        return job
 
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
@@ -212,6 +225,11 @@ class Delivery:
         if not got_slot:
             await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
             return False
+        # An opt-out of the number may have come while the job waited for its slot:
+        # then the opt-in is cancelled, and never sent (its slot goes unused).
+        if not await self.outbox.vet(signup, worker=self.worker_id):
+            logger.info("%s %s not sent: cancelled, or no longer held", _NAMES[signup.kind], signup.id)
+            return True
         await self._deliver(signup)
         return True
 
@@ -239,7 +257,8 @@ class Delivery:
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
         self.metrics.deliveries.labels(_RESULTS.get(step.state, str(step.state))).inc()
         logger.info(
-            "signup %s (%s): %s after %s attempt(s)",
+            "%s %s (%s): %s after %s attempt(s)",
+            _NAMES[signup.kind],
             signup.id,
             signup.campaign,
             step.state,
@@ -253,6 +272,8 @@ class Delivery:
         match job.payload:
             case OptIn():
                 return await self.protexting.opt_in(job.payload)
+            case OptOut():
+                return await self.protexting.opt_out(job.payload)
 
     async def _respect(self, outcome: Outcome, signup: Job) -> None:
         """Slow every replica down when ProTexting says so."""
@@ -292,6 +313,9 @@ class Delivery:
             logger.warning("ProTexting unavailable for signup %s: %s", signup.id, outcome.reason)
 
 
+# What the log calls a job of each kind.
+_NAMES = {Kind.OPT_IN: "signup", Kind.OPT_OUT: "opt-out"}
+
 # A settled attempt's state, as `optin_deliveries_total{result}` counts it.
 _RESULTS = {
     State.DELIVERED: "delivered",
@@ -299,6 +323,7 @@ _RESULTS = {
     State.FAILED: "failed",
     State.PENDING: "retry",
     State.DUPLICATE: "duplicate",
+    State.CANCELLED: "cancelled",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..consent import ConsentRecord, Disclosure
+from ..consent import ConsentRecord, Disclosure, OptOutRecord
 from ..outbox import Job, Kind, Payload, RetryPolicy, State, Transition, describe, transition
 from ..upstream import Outcome
 from . import queries, reports
@@ -53,7 +53,7 @@ class Outbox:
 
     async def add(
         self,
-        record: ConsentRecord,
+        record: ConsentRecord | OptOutRecord,
         payload: Payload,
         *,
         leased_by: str | None = None,
@@ -75,6 +75,12 @@ class Outbox:
             functools.partial(queries.claim, worker=worker, limit=limit, lease=self.lease)
         )
         return jobs_
+
+    async def vet(self, job: Job, *, worker: str) -> bool:
+        """Whether `worker` may send `job` now (app.storage.queries.vet): an opt-in an
+        opt-out of its number has come after is cancelled instead."""
+        sendable: bool = await self._writer.run(functools.partial(queries.vet, job=job, worker=worker))
+        return sendable
 
     async def settle(self, job: Job, outcome: Outcome, *, worker: str) -> Transition:
         """Record the outcome of one delivery attempt made under `worker`'s lease."""
