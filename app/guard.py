@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
-from .campaigns import Campaign
 from .captcha import CaptchaVerifier
 from .site import Listing
 from .throttle import Throttle
@@ -104,12 +103,7 @@ class Guard:
 
         Raises InvalidFormToken, ExpiredFormToken, BotTrapped or CaptchaFailed."""
         campaign = listing.campaign
-        issued = self.tokens.check(token, listing.key)
-        if honeypot:
-            self._caught("honeypot", campaign, client_ip)
-        # Timed on the clock that stamped the token.
-        if self.min_fill_seconds and self.tokens.clock() - issued < self.min_fill_seconds:
-            self._caught("too fast", campaign, client_ip)
+        issued = self.traps(listing.key, token=token, honeypot=honeypot, client_ip=client_ip, page=campaign.keyword)
         if campaign.captcha is not None:
             await self.captcha.verify(
                 campaign.captcha.kind,
@@ -119,17 +113,29 @@ class Guard:
             )
         return issued
 
+    def traps(self, key: str, *, token: str | None, honeypot: str | None, client_ip: str | None, page: str) -> float:
+        """The form token of the page `key` names, and the bot traps; the form's issue
+        time. Raises InvalidFormToken, ExpiredFormToken or BotTrapped (`page` names the
+        page in the log)."""
+        issued = self.tokens.check(token, key)
+        if honeypot:
+            self._caught("honeypot", page, client_ip)
+        # Timed on the clock that stamped the token.
+        if self.min_fill_seconds and self.tokens.clock() - issued < self.min_fill_seconds:
+            self._caught("too fast", page, client_ip)
+        return issued
+
     async def number(self, listing: Listing, phone: str) -> None:
         """Count a valid number against its limits (raises TooManyRequests)."""
         await self.throttle.signup(listing.key, phone)
 
-    def _caught(self, trap: str, campaign: Campaign, client_ip: str | None) -> None:
+    def _caught(self, trap: str, page: str, client_ip: str | None) -> None:
         self.trapped[trap] += 1
         logger.info(
             "bot trap %r caught a submission to %s from %s",
             trap,
-            campaign.keyword,
+            page,
             client_ip,
-            extra={"campaign": campaign.keyword, "outcome": "bot-trapped"},
+            extra={"campaign": page, "outcome": "bot-trapped"},
         )
         raise BotTrapped(trap)

@@ -99,8 +99,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def cors_headers(request: Request, campaign: Campaign) -> dict[str, str]:
+    return cors_for(request, campaign.api_origins)
+
+
+def cors_for(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """CORS headers for a request from one of the `allowed` origins ("*": any); none else."""
     origin = request_origin(request)
-    allowed = campaign.api_origins
     if origin is None or not (origin in allowed or "*" in allowed):
         return {}
     return {"access-control-allow-origin": origin, "vary": "Origin"}

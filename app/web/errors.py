@@ -68,7 +68,7 @@ def refused_status(problems: Sequence[Problem]) -> int:
     """The status of a refused submission: 400 for a form open too long, 409 for a
     spent token (the form was fine; the fresh token confirms), else 422."""
     codes = {p.code for p in problems}
-    return 400 if "token.expired" in codes else 409 if "token.used" in codes else 422
+    return 400 if "token.expired" in codes else 409 if codes & {"token.used", "token.used_stop"} else 422
 
 
 def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
