@@ -10,7 +10,7 @@ owns them all. The rules (states, transitions, retries) are app.outbox's.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..consent import ConsentRecord, Disclosure, OptOutRecord
 from ..outbox import Job, Kind, Payload, RetryPolicy, State, Transition, describe, transition
 from ..upstream import Outcome
-from . import queries, reports
+from . import queries, reports, retention
 from .tables import jobs, signups, utcnow
 from .writer import Writer
 
@@ -120,6 +120,24 @@ class Outbox:
         held: bool = await self._writer.submit(queries.Update(job_id, worker, values, state, detail, now))
         return held
 
+    async def purge(
+        self, *, before: datetime, keep_texts: Collection[str] | None, apply: bool = False
+    ) -> retention.Purged:
+        """Delete what is past retention, records older than `before` (app.storage.
+        retention); a dry run, counting only, unless `apply`."""
+        purged: retention.Purged = await self._writer.run(
+            functools.partial(retention.purge, cutoff=before, keep_texts=keep_texts, apply=apply)
+        )
+        return purged
+
+    async def forget(self, phone: str, *, hashed: str) -> retention.Forgotten:
+        """Keep `phone` only as `hashed` and drop its address and device, in every
+        record and job; raises retention.CannotForget when it may not be yet."""
+        done: retention.Forgotten = await self._writer.run(
+            functools.partial(retention.forget, phone=phone, hashed=hashed)
+        )
+        return done
+
     async def retry_failed(self, *, campaign: str | None = None) -> int:
         """Put failed signups back in the queue with fresh attempts; returns how many."""
         count: int = await self._writer.run(functools.partial(queries.retry_failed, campaign=campaign))
@@ -143,7 +161,17 @@ class Outbox:
         return await reports.counts(self._writer.reading)
 
     def export(
-        self, *, since: datetime | None = None, until: datetime | None = None, campaign: str | None = None
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        campaign: str | None = None,
+        kind: Kind | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Consent records with their disclosure text and delivery history, oldest first."""
-        return reports.export(self._writer.reading, since=since, until=until, campaign=campaign)
+        """Records (consent records and opt-outs) with their disclosure text and delivery
+        history, oldest first."""
+        return reports.export(self._writer.reading, since=since, until=until, campaign=campaign, kind=kind)
+
+    async def proof(self, phones: list[str]) -> list[dict[str, Any]]:
+        """Every record of one number, oldest first (app.storage.reports.proof)."""
+        return await reports.proof(self._writer.reading, phones)
