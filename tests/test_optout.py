@@ -138,7 +138,9 @@ def test_the_json_api_records_an_opt_out_as_guarded(make_client: MakeClient, ups
     assert "every" in info["notice_html"]
     answer = client.post("/api/v1/opt-outs", json={"phone": PHONE, "token": info["token"]})
     assert (answer.status_code, answer.json()) == (202, {"state": "pending"})
-    bad = client.post("/api/v1/opt-outs", json={"phone": "555", "token": client.get("/api/v1/opt-outs").json()["token"]})
+    bad = client.post(
+        "/api/v1/opt-outs", json={"phone": "555", "token": client.get("/api/v1/opt-outs").json()["token"]}
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "phone"
     forged = client.post(
         "/api/v1/opt-outs", json={"phone": PHONE, "token": info["token"]}, headers={"Origin": "https://evil.example"}

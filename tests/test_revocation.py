@@ -97,7 +97,7 @@ async def test_a_signup_leased_by_a_worker_waiting_for_its_slot_is_not_sent(outb
     # gets the opt-out after anything that worker could still send.
     row = await outbox.get(opt_out.id)
     assert row is not None and row["next_attempt_at"] >= datetime.now(UTC) + timedelta(seconds=50)
-    assert [event[1] for event in await outbox.history(opt_out.id)][0].startswith("waits until")
+    assert (await outbox.history(opt_out.id))[0][1].startswith("waits until")
 
 
 async def test_a_signup_whose_call_is_under_way_is_recorded_as_sent_before_its_opt_out(outbox: Outbox) -> None:
