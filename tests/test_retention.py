@@ -206,3 +206,11 @@ def test_forget_keeps_a_keyed_hash_and_the_revocation(tmp_path: Path, optin_cli:
     later = run(url, lambda outbox: outbox.add(consent(phone, NOW), OptIn(phone=phone, group_ids=(4,))))
     assert later.state == State.PENDING
     assert "no record of this number" in optin_cli("forget", "12015550000", url=url, expect=2)
+
+
+def test_status_counts_opt_outs_apart_from_every_campaign(tmp_path: Path, optin_cli: Callable[..., str]) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/optin.db"
+    fill(url)
+    lines = [line.split() for line in optin_cli("status", url=url).splitlines()[1:]]
+    assert ["(opt-outs)", "delivered", "1"] in lines
+    assert ["JOIN", "delivered", "3"] in lines and ["JOIN", "rejected", "1"] in lines

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, null, or_, select
+from sqlalchemy import case, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..outbox import Kind
@@ -150,12 +150,17 @@ async def history(reading: Reading, job_id: int) -> list[tuple[str, str | None]]
     return [(row.state, row.detail) for row in rows]
 
 
+# Opt-outs are the account's, whichever page took them: counted apart from every
+# campaign's signups, under this name (no keyword has brackets).
+OPT_OUTS = "(opt-outs)"
+
+
 async def counts(reading: Reading) -> list[tuple[str, str, int]]:
-    """(campaign, state, count) for every campaign and state that has jobs."""
+    """(campaign, state, count) for every campaign and state that has jobs; opt-outs
+    under `OPT_OUTS`."""
+    campaign = case((jobs.c.kind == Kind.OPT_OUT.value, OPT_OUTS), else_=jobs.c.campaign).label("campaign")
     query = (
-        select(jobs.c.campaign, jobs.c.state, func.count())
-        .group_by(jobs.c.campaign, jobs.c.state)
-        .order_by(jobs.c.campaign, jobs.c.state)
+        select(campaign, jobs.c.state, func.count()).group_by(campaign, jobs.c.state).order_by(campaign, jobs.c.state)
     )
     async with reading() as conn:
         return [(row[0], row[1], row[2]) for row in (await conn.execute(query)).all()]
