@@ -98,13 +98,17 @@ class Delivery:
         self._inflight: set[asyncio.Task[tuple[Transition, Outcome]]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._database_down = False
+        # Opt-outs this process's worker holds, waiting for a slot in the pace.
+        self._revocations_waiting = 0
 
     # -- the request path -------------------------------------------------------
 
     async def submit(self, record: ConsentRecord, optin: OptIn) -> Submitted:
         # The pace is asked first, so that a signup that must wait is stored unleased,
         # ready for the worker, in the same write (a duplicate wastes its slot: rare).
-        slot = not self._stop.is_set() and await self.pacer.try_acquire()
+        # Not while an opt-out of this process waits for a slot: signups never take
+        # the pace ahead of a revocation (they are queued behind it instead).
+        slot = not self._stop.is_set() and not self._revocations_waiting and await self.pacer.try_acquire()
         signup = await self.outbox.add(
             record, optin, leased_by=self.worker_id if slot else None, duplicate_window=self.duplicate_window
         )
@@ -220,7 +224,12 @@ class Delivery:
         # no other worker can claim the row while this one may still be sending it.
         wait = self.outbox.lease.total_seconds() - self.protexting.deadline - LEASE_MARGIN_SECONDS
         waited = time.monotonic()
-        got_slot = await self.pacer.acquire(self._stop, timeout=wait)
+        urgent = signup.kind == Kind.OPT_OUT
+        self._revocations_waiting += urgent
+        try:
+            got_slot = await self.pacer.acquire(self._stop, timeout=wait)
+        finally:
+            self._revocations_waiting -= urgent
         self.metrics.pacing_wait_seconds.observe(time.monotonic() - waited)
         if not got_slot:
             await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
@@ -256,6 +265,13 @@ class Delivery:
             answered.set_result(outcome)
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
         self.metrics.deliveries.labels(_RESULTS.get(step.state, str(step.state))).inc()
+        if signup.kind == Kind.OPT_OUT and step.state == State.FAILED:
+            logger.error(
+                "opt-out %s given up after %s attempts: the number is NOT opted out at ProTexting; "
+                "run `optin retry-failed` once ProTexting answers",
+                signup.id,
+                step.attempts,
+            )
         logger.info(
             "%s %s (%s): %s after %s attempt(s)",
             _NAMES[signup.kind],

@@ -54,6 +54,9 @@ class Kind(enum.StrEnum):
 
 _PRIORITY = {Kind.OPT_OUT: 0, Kind.OPT_IN: 1}
 
+# How long an opt-out is retried before it is given up as failed (see `transition`).
+OPT_OUT_MAX_AGE = timedelta(days=7)
+
 # The request a job sends: one type per kind.
 Payload = OptIn | OptOut
 
@@ -157,8 +160,14 @@ def transition(
             return Transition(State.PENDING, job.attempts, retry_in=wait, error=outcome.reason)
         case Unavailable():
             attempts = job.attempts + 1
-            too_old = now - job.created_at >= policy.max_age
-            if attempts >= policy.max_attempts or too_old:
+            if job.kind == Kind.OPT_OUT:
+                # A revocation is not given up after a few attempts: it is retried (at
+                # most every OPTIN_RETRY_MAX_SECONDS) for a week, well within the ten
+                # business days the FCC allows for honouring it.
+                given_up = now - job.created_at >= max(policy.max_age, OPT_OUT_MAX_AGE)
+            else:
+                given_up = attempts >= policy.max_attempts or now - job.created_at >= policy.max_age
+            if given_up:
                 return Transition(State.FAILED, attempts, error=outcome.reason)
             return Transition(State.PENDING, attempts, retry_in=policy.backoff(attempts, rng), error=outcome.reason)
     raise TypeError(f"not an outcome: {outcome!r}")

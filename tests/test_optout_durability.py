@@ -14,7 +14,7 @@ from tests.support.campaigns import write_campaigns
 from tests.support.records import exported, fake_state, received
 from tests.support.servers import app_server, fake_protexting, set_down, wait_until
 from tests.support.visitor import Visitor
-from tests.test_durability import NO_LIMITS, TOKEN, _leased, _numbers
+from tests.test_durability import CRASH, TOKEN, _leased, _numbers
 
 
 def opted_out(fake: object) -> Counter[str]:
@@ -28,17 +28,7 @@ def test_every_recorded_opt_out_survives_a_crash_and_is_sent_once(tmp_path: Path
         token=TOKEN,
         fake=fake,
         campaigns=write_campaigns(tmp_path),
-        env={
-            "OPTIN_DATABASE_URL": database_url,
-            "PROTEXTING_RATE_LIMIT": "100/second",
-            "OPTIN_INLINE_DEADLINE_SECONDS": "0.5",
-            "OPTIN_RETRY_BASE_SECONDS": "0.2",
-            "OPTIN_RETRY_MAX_SECONDS": "1",
-            "OPTIN_UPSTREAM_DEADLINE_SECONDS": "1",
-            "OPTIN_LEASE_SECONDS": "3",
-            "OPTIN_DELIVERY_MAX_ATTEMPTS": "1000",
-            **NO_LIMITS,
-        },
+        env={"OPTIN_DATABASE_URL": database_url, **CRASH},
     )
     numbers = _numbers(10, start=5000)
     revoked = numbers[:3]

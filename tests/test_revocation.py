@@ -4,16 +4,18 @@ databases, including the one a worker holds at that moment (before and during it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from app.consent import Disclosure, OptOutRecord
-from app.outbox import Kind, State
-from app.storage import Outbox, create_engine, migrate
+from app.outbox import OPT_OUT_MAX_AGE, Job, Kind, State, transition
+from app.storage import Outbox, create_engine
 from app.upstream import Accepted, OptOut, Unavailable
-from tests.test_outbox import DISCLOSURE, POLICY, optin, record
+from tests import test_delivery, test_outbox
+from tests.test_outbox import POLICY, optin, record
 
 pytestmark = pytest.mark.anyio
 
@@ -21,21 +23,13 @@ NOTICE = Disclosure.of("<p>This stops <strong>every</strong> text message from u
 PHONE = "12015550123"
 WINDOW = timedelta(minutes=10)
 
+# An outbox on each database, as the outbox's own tests have it.
+outbox = test_outbox.outbox
+
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def outbox(database_url: str) -> AsyncIterator[Outbox]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    box = Outbox(engine, policy=POLICY, lease=timedelta(seconds=60))
-    await box.remember_disclosures([DISCLOSURE])
-    yield box
-    await box.close()
-    await engine.dispose()
 
 
 def stop(phone: str = PHONE, **changes: object) -> OptOutRecord:
@@ -156,3 +150,43 @@ async def test_the_same_number_twice_is_sent_once_and_a_signup_between_undoes_th
     assert signup.state == State.PENDING
     third = await outbox.add(stop(), OptOut(PHONE), duplicate_window=WINDOW)
     assert await states(outbox, signup.id, third.id) == ["cancelled", "pending"]
+
+
+def test_an_opt_out_is_not_given_up_after_a_few_attempts_but_after_a_week() -> None:
+    now = datetime.now(UTC)
+    job = Job(1, Kind.OPT_OUT, OptOut(PHONE), State.PENDING, 100, now - timedelta(days=2), PHONE, None)
+    down = Unavailable("HTTP 503", status=503)
+    assert transition(job, down, now=now, policy=POLICY).state == State.PENDING
+    old = dataclasses.replace(job, created_at=now - OPT_OUT_MAX_AGE)
+    assert transition(old, down, now=now, policy=POLICY).state == State.FAILED
+
+
+build = test_delivery.build
+
+
+async def test_signups_queue_behind_an_opt_out_waiting_for_the_pace(build: Any) -> None:
+    async with build(rate="100/second") as rig:
+        # The worker takes the opt-out and waits for its slot (held there by the test:
+        # the pace has room, so a signup could take a slot at once).
+        waiting, go_on = asyncio.Event(), asyncio.Event()
+        acquire = rig.pacer.acquire
+
+        async def held(*args: Any, **kwargs: Any) -> bool:
+            waiting.set()
+            await go_on.wait()
+            return await acquire(*args, **kwargs)
+
+        rig.pacer.acquire = held
+        await rig.delivery.queue(stop(), OptOut(PHONE))
+        rig.delivery.start()
+        await asyncio.wait_for(waiting.wait(), timeout=10)
+        # A signup now does not take a slot ahead of the revocation: it is stored for
+        # the worker, which sends the opt-out first.
+        other = "12015550999"
+        submitted = await rig.delivery.submit(test_delivery.consent(other), test_delivery.optin(other))
+        assert submitted.state == State.PENDING
+        assert rig.fake.calls == [] and rig.fake.opt_outs == []
+        go_on.set()
+        await asyncio.wait_for(rig.delivery.drain(), timeout=10)
+        await rig.delivery.settled()
+        assert [call["PhoneNumber"] for call in rig.fake.opt_outs] == [PHONE]

@@ -20,14 +20,12 @@ Reading = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 # showed. `language` is the page's (None where the record does not keep one).
 EXPORT_FIELDS = (
     "id",
-    "kind",
     "created_at",
     "campaign",
     "phone",
     "group_ids",
     "page_url",
     "source",
-    "language",
     "client_ip",
     "user_agent",
     "disclosure_sha256",
@@ -38,6 +36,10 @@ EXPORT_FIELDS = (
     "last_error",
     "duplicate_of",
     "updated_at",
+    # Added after the others, so that a spreadsheet reading the columns by position
+    # still finds them where they were.
+    "kind",
+    "language",
 )
 
 _EXPORT_PAGE = 500

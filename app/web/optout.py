@@ -32,7 +32,7 @@ from ..resources import Resources
 from ..signup import Status, Submission
 from ..site import ENGLISH, Site
 from ..tokens import ExpiredFormToken, InvalidFormToken
-from .api import ApiErrors, Text, cors_for
+from .api import ApiErrors, Text, cors_for, preflight_answer
 from .deps import ResourcesDep, SiteDep, TemplatesDep
 from .errors import json_errors, refused_status
 from .forms import read_form
@@ -201,15 +201,7 @@ async def opt_out_info(
 
 @api_router.options("/opt-outs", include_in_schema=False)
 async def opt_out_preflight(request: Request, site: SiteDep, templates: TemplatesDep) -> Response:
-    headers = cors_for(request, _page(site, templates, None).api_origins)
-    if not headers:
-        return Response(status_code=403)
-    headers |= {
-        "access-control-allow-methods": "GET, POST",
-        "access-control-allow-headers": "content-type",
-        "access-control-max-age": "600",
-    }
-    return Response(status_code=204, headers=headers)
+    return preflight_answer(cors_for(request, _page(site, templates, None).api_origins), methods="GET, POST")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
