@@ -246,16 +246,6 @@ def _number(text: str) -> str:
     return digits
 
 
-def _stored_as(settings: Settings, phone: str) -> list[str]:
-    """The forms a number's records may be kept under: its digits, and its keyed hash
-    once forgotten (only computable with OPTIN_SECRET_KEY)."""
-    from .consent import forgotten
-
-    if settings.secret_key is None:
-        return [phone]
-    return [phone, forgotten(phone, settings.secret_key.get_secret_value())]
-
-
 def _templates() -> Any:
     """The service's own templates, as its pages render them (autoescaped)."""
     import jinja2
@@ -266,8 +256,11 @@ def _templates() -> Any:
 
 
 async def _proof(settings: Settings, args: argparse.Namespace) -> int:
+    from .consent import stored_as
+
     async with _outbox(settings, existing=True) as outbox:
-        records = await outbox.proof(_stored_as(settings, args.number))
+        secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+        records = await outbox.proof(stored_as(args.number, secret))
     if not records:
         raise CommandError("no record of this number")
     made = datetime.now(UTC)

@@ -94,6 +94,12 @@ def forgotten(phone: str, secret: str) -> str:
     return FORGOTTEN_PREFIX + hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()[:_FORGOTTEN_HEX]
 
 
+def stored_as(phone: str, secret: str | None) -> list[str]:
+    """Every form `phone`'s records may be kept under: its digits, and (with the key)
+    what `forgotten` makes of it: what a proof of the number looks for."""
+    return [phone] if secret is None else [phone, forgotten(phone, secret)]
+
+
 def source_params(query: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """The `src` and `utm_*` parameters of a query string, trimmed to sane sizes."""
     items = query.items() if isinstance(query, Mapping) else query
