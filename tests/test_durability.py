@@ -70,6 +70,17 @@ def _leased(database_url: str) -> int:
 
 # -- crash safety -----------------------------------------------------------------
 
+
+def crash_while_leased(app: Server, fake: Server, database_url: str) -> None:
+    """SIGKILL the app once its worker holds jobs under lease (ProTexting being down),
+    bring ProTexting up, and start the app again on the same database."""
+    wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
+    app.kill()
+    assert app.returncode == -9
+    set_down(fake, False)
+    app.start()
+
+
 # The service's settings for a crash test (tests/test_optout_durability.py too).
 CRASH = {
     "PROTEXTING_RATE_LIMIT": "100/second",
@@ -111,11 +122,7 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         # ProTexting is down: nothing has been taken yet, every signup is waiting.
         assert fake_state(fake)["calls"] == []
         # Kill the app while its worker holds signups under lease, retrying them.
-        wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
-        app.kill()
-        assert app.returncode == -9
-        set_down(fake, False)
-        app.start()
+        crash_while_leased(app, fake, database_url)
 
         wait_until(
             lambda: set(received(fake)) >= set(numbers),

@@ -12,9 +12,9 @@ import httpx
 
 from tests.support.campaigns import write_campaigns
 from tests.support.records import exported, fake_state, received
-from tests.support.servers import app_server, fake_protexting, set_down, wait_until
+from tests.support.servers import app_server, fake_protexting, wait_until
 from tests.support.visitor import Visitor
-from tests.test_durability import CRASH, TOKEN, _leased, _numbers
+from tests.test_durability import CRASH, TOKEN, _numbers, crash_while_leased
 
 
 def opted_out(fake: object) -> Counter[str]:
@@ -45,11 +45,7 @@ def test_every_recorded_opt_out_survives_a_crash_and_is_sent_once(tmp_path: Path
         assert [(a.status_code, a.headers["location"]) for a in answers] == [(303, "/stop/done")] * len(numbers)
 
         # Killed while its worker holds opt-outs under lease, trying them.
-        wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
-        app.kill()
-        assert app.returncode == -9
-        set_down(fake, False)
-        app.start()
+        crash_while_leased(app, fake, database_url)
 
         wait_until(
             lambda: set(opted_out(fake)) >= set(numbers),
