@@ -155,6 +155,9 @@ def test_purge_deletes_only_what_proves_nothing_in_force(tmp_path: Path, optin_c
     # A clock of the test's own: three years after the old records, nothing is past five.
     purged = run(url, lambda outbox: outbox.purge(before=OLD + timedelta(days=3 * 365 - 1825), keep_texts=set()))
     assert purged.jobs == 0
+    # A text a page still shows stays, even with no record left pointing at it.
+    shown = run(url, lambda outbox: outbox.purge(before=NOW - timedelta(days=1825), keep_texts={RETIRED.sha256}))
+    assert (shown.jobs, shown.disclosures) == (3, 0)
 
     dry = optin_cli("purge", url=url, stderr=True)
     assert "dry run: would delete 2 signup(s), 1 opt-out(s), 3 job(s), 6 history line(s) and 1 disclosure" in dry
@@ -188,7 +191,16 @@ def test_forget_keeps_a_keyed_hash_and_the_revocation(tmp_path: Path, optin_cli:
     refused = optin_cli("forget", phone, url=url, expect=2)
     assert "not an opt-out ProTexting has taken" in refused
 
-    run(url, lambda outbox: store(outbox, revocation(phone, NOW - timedelta(days=1)), Accepted(201)))
+    # An opt-out not yet delivered: the number is still needed to send it.
+    waiting = run(url, lambda outbox: store(outbox, revocation(phone, NOW - timedelta(days=1))))
+    assert "still on its way to ProTexting" in optin_cli("forget", phone, url=url, expect=2)
+
+    async def delivered(outbox: Outbox) -> None:
+        [job] = await outbox.claim("w")
+        assert job.id == waiting
+        await outbox.settle(job, Accepted(201), worker="w")
+
+    run(url, delivered)
     said = optin_cli("forget", phone, url=url, stderr=True)
     hashed = forgotten(phone, SECRET)
     assert f"forgot {hashed}: 1 signup(s), 1 opt-out(s) and 2 job(s)" in said
