@@ -22,9 +22,12 @@ from starlette.requests import ClientDisconnect
 from ..campaigns import CampaignNotFound
 from ..guard import CrossSiteRequest
 from ..problems import Problem
+from ..resources import Resources
+from ..site import EMBED, PLAIN, Site, variant_path
 from ..throttle import TooManyRequests
 from ..tokens import InvalidFormToken
 from .forms import MalformedForm
+from .messages import say
 from .security import campaign_headers
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,22 @@ def refused_status(problems: Sequence[Problem]) -> int:
     return 400 if "token.expired" in codes else 409 if codes & {"token.used", "token.used_stop"} else 422
 
 
+def _way_back(request: Request, site: Site) -> dict[str, object]:
+    """Where an error page links back to: the campaign's page (in the frame, its embed)
+    when the address names a campaign, or the only campaign there is; in sandbox mode the
+    list of signup pages. A live service lists no campaigns, so otherwise none."""
+    segments = request.url.path.strip("/").split("/")
+    embedded = segments[0] == EMBED and len(segments) > 1
+    keyword = request.path_params.get("keyword") or segments[1 if embedded else 0]
+    campaign = site.campaign(keyword) if keyword else None
+    if campaign is None and len(site.campaigns) == 1:
+        (campaign,) = site.campaigns
+    if campaign is not None:
+        return {"back_href": variant_path(campaign, EMBED if embedded else PLAIN), "back_campaign": campaign}
+    resources: Resources | None = getattr(request.app.state, "resources", None)
+    return {"back_href": "/"} if resources is not None and resources.sandbox else {}
+
+
 def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     def answer(
         request: Request,
@@ -85,18 +104,15 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
             return json_errors(status, (field, detail or message), headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        site = getattr(request.app.state, "site", None)
+        site: Site | None = getattr(request.app.state, "site", None)
         campaign = site.campaign(keyword) if keyword and site is not None else None
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
             headers |= campaign_headers(campaign)
-        return templates.TemplateResponse(
-            request,
-            "message.html",
-            {"heading": heading, "detail": detail or message},
-            status_code=status,
-            headers=headers,
-        )
+        context: dict[str, object] = {"heading": heading, "detail": detail or message}
+        if site is not None:
+            context |= _way_back(request, site)
+        return templates.TemplateResponse(request, "message.html", context, status_code=status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -142,7 +158,7 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     async def too_many(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TooManyRequests)
         logger.info("limit %s reached on %s", exc.scope, request.url.path)
-        return answer(request, 429, headers={"retry-after": str(exc.retry_after)})
+        return answer(request, 429, say(exc.problem), headers={"retry-after": str(exc.retry_after)})
 
     async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -52,6 +52,18 @@ def _countries_phrase(regions: Sequence[str]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _wait(seconds: int) -> str:
+    """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
+    minutes up to an hour and a half, hours beyond."""
+    if seconds < 60:
+        count, unit = seconds, "second"
+    elif seconds <= 90 * 60:
+        count, unit = -(-seconds // 60), "minute"
+    else:
+        count, unit = -(-seconds // 3600), "hour"
+    return f"Try again in {count} {unit}{'' if count == 1 else 's'}."
+
+
 _NOT_A_NUMBER = "That doesn't look like a phone number. Check it and try again."
 
 # Code -> the words, made from the problem's parameters.
@@ -77,6 +89,10 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "This form was sent already. To stop texts to the number below, please press the button again."
     ),
     "captcha.failed": lambda _: "Please complete the check below the number, then press the button again.",
+    "limit.ip": lambda p: f"We've had a lot of signups from this connection just now. {_wait(p['seconds'])}",
+    "limit.number": lambda p: f"This number was signed up several times just now. {_wait(p['seconds'])}",
+    "limit.prefix": lambda p: f"We've had a lot of signups for numbers like this one just now. {_wait(p['seconds'])}",
+    "limit.campaign": lambda p: f"This signup has taken all the signups it can for now. {_wait(p['seconds'])}",
     # ProTexting's own words, as it sent them (its refusals are not classified yet).
     "protexting.refused": lambda p: str(p["message"]),
 }

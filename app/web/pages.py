@@ -16,7 +16,9 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlencode
 
+import phonenumbers
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -28,18 +30,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
-from ..consent import Disclosure
+from ..consent import Disclosure, source_params
 from ..guard import HONEYPOT_FIELD
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
 from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
+from ..throttle import TooManyRequests
 from ..tokens import ExpiredFormToken, InvalidFormToken
+from . import masked
 from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
-from .forms import read_form
+from .forms import MalformedForm, read_form
 from .messages import say
 from .security import BodyLimit, campaign_headers, secured
-from .visits import CountSubmissions, visit_of
+from .visits import LIMITED, CountSubmissions, visit_of
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +125,7 @@ def render_form(
     phone_error: str | None = None,
     form_errors: list[str] | None = None,
     status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     resources: Resources = request.app.state.resources
     campaign = listing.campaign
@@ -138,7 +143,7 @@ def render_form(
         "signup.html",
         context,
         status_code=status_code,
-        headers=campaign_headers(campaign, embed=variant == EMBED),
+        headers={**campaign_headers(campaign, embed=variant == EMBED), **(headers or {})},
     )
 
 
@@ -312,7 +317,13 @@ async def signup(
     """POST /{keyword}: the form's signup (see the module's docstring)."""
     campaign = listing.campaign
     captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
-    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
+    over = request.scope.get("state", {}).get(LIMITED)  # the address's count (CountSubmissions)
+    try:
+        form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
+    except MalformedForm:
+        if over is None:
+            raise
+        form = {}  # over the limit all the same: the 429, with nothing to keep
     typed = form.get("phone", "")
     token = form.get(TOKEN_FIELD)
     submission = Submission(
@@ -323,7 +334,11 @@ async def signup(
     )
 
     def again(
-        status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
+        status_code: int,
+        *,
+        phone_error: str | None = None,
+        form_errors: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
         issued = _issued_at(resources, token, listing)
@@ -337,9 +352,24 @@ async def signup(
             status_code=status_code,
             phone_error=phone_error,
             form_errors=form_errors,
+            headers=headers,
         )
 
-    result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    def limited(exc: TooManyRequests) -> HTMLResponse:
+        # The form again with the number in it, and how long to wait: not a dead end.
+        logger.info("limit %s reached on %s", exc.scope, request.url.path)
+        problem = exc.problem
+        words = say(problem)
+        if problem.field == "phone":
+            return again(429, phone_error=words, headers={"retry-after": str(exc.retry_after)})
+        return again(429, form_errors=[words], headers={"retry-after": str(exc.retry_after)})
+
+    if isinstance(over, TooManyRequests):
+        return limited(over)
+    try:
+        result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    except TooManyRequests as exc:
+        return limited(exc)
     if result.status is Status.REFUSED:
         phone = [say(p) for p in result.problems if p.field == "phone"]
         return again(
@@ -349,10 +379,25 @@ async def signup(
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
-    thanks = f"{variant_path(campaign, variant)}/thanks"
+    # The thanks page keeps the page's source parameters (for its "Start again" link)
+    # and names the number, masked (app.web.masked).
+    query = source_params(request.query_params.multi_items())
     if result.status is Status.QUEUED:
-        thanks += "?pending=1"
+        query["pending"] = "1"
+    to = masked.tag(result.phone or _typed_digits(typed, campaign), key=resources.settings.signing_key())
+    if to is not None:
+        query[masked.QUERY_NAME] = to
+    thanks = f"{variant_path(campaign, variant)}/thanks" + (f"?{urlencode(query)}" if query else "")
     return RedirectResponse(thanks, status_code=303)
+
+
+def _typed_digits(typed: str, campaign: Campaign) -> str:
+    """The typed number's digits, country code first as far as the campaign's default
+    country tells: what a trapped bot's thanks page names, as a person's would."""
+    digits = "".join(c for c in typed if c.isascii() and c.isdigit())
+    if typed.strip().startswith("+"):
+        return digits
+    return str(phonenumbers.country_code_for_region(campaign.default_country)) + digits
 
 
 def _issued_at(resources: Resources, token: str | None, listing: Listing) -> float | None:
@@ -375,8 +420,16 @@ async def embed_thanks(request: Request, listing: ListingDep, templates: Templat
 
 def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, variant: str) -> HTMLResponse:
     campaign = listing.campaign
-    pending = request.query_params.get("pending") == "1"
-    context = {**_variant_context(listing, variant), "pending": pending}
+    resources: Resources = request.app.state.resources
+    query = request.query_params
+    pending = query.get("pending") == "1"
+    context = {
+        **_variant_context(listing, variant),
+        "pending": pending,
+        "number": masked.shown(query.get(masked.QUERY_NAME), key=resources.settings.signing_key()),
+        # "Wrong number? Start again": the same page, from the same poster or link.
+        "again": variant_path(campaign, variant) + source_query(query.multi_items()),
+    }
     if variant == EMBED:
         context["signup_state"] = "pending" if pending else "delivered"
     return templates.TemplateResponse(

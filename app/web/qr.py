@@ -86,6 +86,8 @@ async def poster(request: Request, listing: ListingDep, resources: ResourcesDep,
     public_url = resources.settings.public_url
     context = {
         "campaign": campaign,
+        # The campaign's logo and colour, as its pages show them (app.branding).
+        "brand": listing.brand,
         "format": sheet,
         "formats": [(name, _poster_link(campaign.path, src, name)) for name in POSTER_FORMATS],
         "disclosure": Markup(listing.disclosure.text),
