@@ -237,7 +237,7 @@ def _overtaken(record: ConsentRecord | OptOutRecord, stops: dict[str, datetime],
 
 def _cancel_opt_ins(conn: Connection, item: Add) -> tuple[list[int], datetime | None]:
     """Cancel the opt-ins of an opt-out's number that came before it and are not sent
-    (pending, or failed: `optin retry-failed` must not send them either). The ids, and
+    (pending, or failed or held: `optin retry-failed` must not send them either). The ids, and
     until when the opt-out must wait: while a worker holds one, its call may be under
     way, and ProTexting must get the opt-out after it (the lease outlives the call)."""
     record = item.record
@@ -405,17 +405,22 @@ def vet(conn: Connection, *, job: Job, worker: str) -> bool:
     return False
 
 
-def retry_failed(conn: Connection, *, campaign: str | None) -> int:
-    """Put failed jobs back in the queue with fresh attempts; how many."""
+def retry_failed(
+    conn: Connection, *, campaign: str | None, state: State = State.FAILED, job_id: int | None = None
+) -> int:
+    """Put jobs in `state` (failed, or held) back in the queue with fresh attempts (only
+    `job_id`, when given); how many."""
     now = utcnow()
-    where = [jobs.c.state == State.FAILED]
+    where = [jobs.c.state == state]
     if campaign is not None:
         where.append(func.lower(jobs.c.campaign) == campaign.lower())
+    if job_id is not None:
+        where.append(jobs.c.id == job_id)
     ids = conn.execute(select(jobs.c.id).where(*where)).scalars().all()
     if ids:
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(ids), jobs.c.state == State.FAILED)
+            .where(jobs.c.id.in_(ids), jobs.c.state == state)
             .values(state=State.PENDING, attempts=0, next_attempt_at=now, updated_at=now)
         )
         conn.execute(
@@ -489,7 +494,7 @@ _CANCEL_OPT_INS = (
         jobs.c.phone == bindparam("c_phone"),
         jobs.c.kind == Kind.OPT_IN.value,
         jobs.c.created_at <= bindparam("c_before", type_=UTCDateTime),
-        jobs.c.state.in_([State.PENDING.value, State.FAILED.value]),
+        jobs.c.state.in_([State.PENDING.value, State.FAILED.value, State.HELD.value]),
     )
     .values(state=State.CANCELLED.value, updated_at=bindparam("c_now", type_=UTCDateTime))
     .returning(jobs.c.id, jobs.c.lease_until)
@@ -505,9 +510,9 @@ _OPT_OUT_SINCE = (
     .order_by(jobs.c.created_at, jobs.c.id)
     .limit(1)
 )
-# A job in these states was or will be delivered: a second one of its number within
-# the window is its duplicate.
-_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value})
+# A job in these states was or will be delivered (a held one once its set-up is
+# fixed): a second one of its number within the window is its duplicate.
+_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value, State.HELD.value})
 # PostgreSQL: one advisory lock per number, taken in one statement and in one order
 # everywhere, so two replicas never wait on each other in a cycle.
 _LOCK_NUMBERS = text(

@@ -10,37 +10,11 @@ from typing import Any
 from sqlalchemy import case, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..exports import EXPORT_FIELDS
 from ..outbox import Kind
 from .tables import disclosures, job_events, jobs, opt_outs, signups
 
 Reading = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
-
-# The columns of an exported record, in order ("history" follows them). An opt-out
-# (`kind` opt_out) has no groups and no source; its disclosure is the notice its page
-# showed. `language` is the page's (None where the record does not keep one).
-EXPORT_FIELDS = (
-    "id",
-    "created_at",
-    "campaign",
-    "phone",
-    "group_ids",
-    "page_url",
-    "source",
-    "client_ip",
-    "user_agent",
-    "disclosure_sha256",
-    "disclosure_text",
-    "state",
-    "attempts",
-    "upstream_messages",
-    "last_error",
-    "duplicate_of",
-    "updated_at",
-    # Added after the others, so that a spreadsheet reading the columns by position
-    # still finds them where they were.
-    "kind",
-    "language",
-)
 
 _EXPORT_PAGE = 500
 

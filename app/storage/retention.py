@@ -2,7 +2,7 @@
 period) and `forget` (one person's personal data).
 
 purge   deletes what is older than the cutoff and no longer proves anything in force:
-        an opt-in that was never sent (refused, failed, cancelled), or one revoked by
+        an opt-in that was never sent (refused, failed, held, cancelled), or one revoked by
         an opt-out itself past the cutoff; every opt-out past it; their jobs and
         history; and the disclosure texts no record points at any more (save those
         a page still shows). A delivered signup no opt-out has revoked is the proof of
@@ -11,8 +11,8 @@ forget  keeps the number only as a keyed hash (app.consent.forgotten) in every r
         and job of it, and drops the address and user agent. It asks that the
         number's last word be an opt-out ProTexting has taken: the revocation is then
         in force where the texts are sent, and nothing of the number is left to send
-        (its opt-ins are all sent, refused or cancelled; a failed one is cancelled, so
-        `optin retry-failed` cannot send it). A signup made afterwards is new consent
+        (its opt-ins are all sent, refused or cancelled; a failed or held one is
+        cancelled, so `optin retry-failed` cannot send it). A signup made afterwards is new consent
         and is sent as any other.
 """
 
@@ -57,6 +57,10 @@ class Forgotten:
 
 # Opt-ins that never took effect: nothing was sent on them, so nothing needs proving.
 _UNSENT = (State.REJECTED.value, State.FAILED.value, State.CANCELLED.value)
+# ... and those a purge deletes once past the period: held ones too (never sent).
+_PURGED_UNSENT = (*_UNSENT, State.HELD.value)
+# What `forget` turns into `cancelled`: what an operator could otherwise send again.
+_SENDABLE_LATER = (State.FAILED.value, State.HELD.value)
 
 
 def _doomed(cutoff: datetime) -> Any:
@@ -71,7 +75,7 @@ def _doomed(cutoff: datetime) -> Any:
     return select(jobs.c.id).where(
         jobs.c.created_at < cutoff,
         jobs.c.state != State.PENDING.value,
-        (jobs.c.kind == Kind.OPT_OUT.value) | jobs.c.state.in_(_UNSENT) | revoked,
+        (jobs.c.kind == Kind.OPT_OUT.value) | jobs.c.state.in_(_PURGED_UNSENT) | revoked,
     )
 
 
@@ -147,7 +151,7 @@ def forget(conn: Connection, *, phone: str, hashed: str) -> Forgotten:
     events = []
     for row in found:
         payload = {**row.payload, "phone": hashed}
-        state = State.CANCELLED if row.state == State.FAILED else row.state
+        state = State.CANCELLED if row.kind == Kind.OPT_IN and row.state in _SENDABLE_LATER else row.state
         conn.execute(
             update(jobs).where(jobs.c.id == row.id).values(phone=hashed, payload=payload, state=state, updated_at=now)
         )

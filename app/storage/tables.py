@@ -10,6 +10,9 @@ signups       one row per valid submission: the consent record, whose id is the
               own the same way)
 opt_outs      one row per web opt-out: the revocation's record, whose id is the
               id of its opt-out job; the words its page showed are in disclosures
+funnel_counts the console's funnel: views and submissions by campaign, src, hour
+              and metric, added into by every replica (app.storage.console)
+audit_log     every action taken in the console, with its time and address
 """
 
 from __future__ import annotations
@@ -150,6 +153,28 @@ opt_outs = Table(
 )
 Index("ix_opt_outs_phone", opt_outs.c.phone)
 Index("ix_opt_outs_created", opt_outs.c.created_at)
+funnel_counts = Table(
+    "funnel_counts",
+    metadata,
+    # The campaign's key (app.site.Listing.key), as the tally counts it.
+    Column("campaign", String(64), primary_key=True),
+    Column("src", String(200), primary_key=True),
+    Column("hour", UTCDateTime, primary_key=True),
+    # "views", or a submission's outcome (app.metrics.Outcome).
+    Column("metric", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+Index("ix_funnel_counts_hour", funnel_counts.c.hour)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("address", String(45), nullable=True),
+    Column("detail", Text, nullable=True),
+)
 
 
 @functools.cache

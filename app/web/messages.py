@@ -53,11 +53,11 @@ def _countries_phrase(regions: Sequence[str]) -> str:
 
 
 def _wait(seconds: int) -> str:
-    """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
-    minutes up to an hour and a half, hours beyond."""
+    """The real wait, "Try again in 3 minutes", rounded up (never too early): in seconds
+    under a minute, minutes up to 55, hours beyond."""
     if seconds < 60:
         count, unit = seconds, "second"
-    elif seconds <= 90 * 60:
+    elif seconds <= 55 * 60:
         count, unit = -(-seconds // 60), "minute"
     else:
         count, unit = -(-seconds // 3600), "hour"
@@ -93,8 +93,21 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "limit.number": lambda p: f"This number was signed up several times just now. {_wait(p['seconds'])}",
     "limit.prefix": lambda p: f"We've had a lot of signups for numbers like this one just now. {_wait(p['seconds'])}",
     "limit.campaign": lambda p: f"This signup has taken all the signups it can for now. {_wait(p['seconds'])}",
-    # ProTexting's own words, as it sent them (its refusals are not classified yet).
-    "protexting.refused": lambda p: str(p["message"]),
+    "fill.too_fast": lambda _: "Please check your number below and press the button once more to confirm.",
+    # ProTexting's refusals of the number, in our words (its own stay in the record).
+    "protexting.opted_out": lambda p: (
+        f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
+        f"To join again, text {p['keyword']} to {p['number']}."
+        if "number" in p
+        else f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
+        "To join again, text START to the number our texts came from."
+    ),
+    "protexting.blocked": lambda p: (
+        f"This number can't get texts from {p['program']}. Please use another mobile number."
+    ),
+    "protexting.number_refused": lambda _: (
+        "We can't send texts to this number. Check it, or use another mobile number."
+    ),
 }
 
 # Where the JSON API says it otherwise: its reader is a developer.
@@ -107,6 +120,10 @@ _API_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "The token was used for another number already: fetch a new one from GET /api/v1/opt-outs."
     ),
     "captcha.failed": lambda _: "The CAPTCHA was not passed.",
+    "fill.too_fast": lambda p: (
+        "Sent sooner than a person fills a form in after the token was issued: send it again, with the same "
+        f"token, in {p['retry_after']} second(s) (Retry-After)."
+    ),
 }
 
 
