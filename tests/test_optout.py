@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tests.support.clocks import Clock, use_clock
 from tests.support.page import Page
 from tests.support.records import settled
 from tests.support.visitor import Visitor, form_fields
@@ -157,3 +158,21 @@ def test_the_sandbox_answers_the_opt_out(make_client: MakeClient) -> None:
     assert Visitor(client, "/stop").submit(PHONE).status_code == 303
     drain(client)
     assert [r["state"] for r in records(client)] == ["delivered"]
+
+
+def test_an_opt_out_sent_too_fast_is_asked_to_confirm_and_a_bot_twice_is_trapped(make_client: MakeClient) -> None:
+    client = make_client(min_fill_seconds=2)
+    clock = use_clock(client, Clock())
+    html = client.get("/stop").text
+    again = client.post("/stop", data=form_fields(html, PHONE))
+    # The form again, the number kept, asking to press once more; nothing recorded yet.
+    assert again.status_code == 200 and "once more to confirm" in again.text
+    assert Page(again.text).find("input", id="phone").attrs["value"] == PHONE
+    assert records(client) == []
+    # A bot sends the confirming form at once: trapped, answered as a person is.
+    trapped = client.post("/stop", data=form_fields(again.text, PHONE))
+    assert (trapped.status_code, trapped.headers["location"]) == (303, "/stop/done") and records(client) == []
+    # A person presses it a moment later: recorded.
+    clock.advance(3)
+    done = client.post("/stop", data=form_fields(again.text, PHONE))
+    assert done.status_code == 303 and [r["kind"] for r in records(client)] == ["opt_out"]

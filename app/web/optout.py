@@ -95,13 +95,21 @@ def _form(
     phone_error: str | None = None,
     form_errors: list[str] | None = None,
     status_code: int = 200,
+    confirming: bool = False,
 ) -> HTMLResponse:
+    """The form; again after an error, or to confirm one sent too fast (then with a
+    confirming token of the first page view's time, as a signup's)."""
     query = request.url.query
+    tokens = resources.guard.tokens
+    if confirming and issued_at is not None:
+        form_token = tokens.issue_confirming(page.key, issued_at=issued_at)
+    else:
+        form_token = tokens.issue(page.key, issued_at=issued_at)
     context = {
         **_context(request, page),
         "action": page.path + (f"?{query}" if query else ""),
         "notice": Markup(page.notice.text),
-        "form_token": resources.guard.tokens.issue(page.key, issued_at=issued_at),
+        "form_token": form_token,
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
         "phone": phone,
@@ -137,6 +145,7 @@ async def _stop_form(
             phone_error=" ".join(say(p) for p in result.problems if p.field == "phone") or None,
             form_errors=[say(p) for p in result.problems if p.field != "phone"],
             status_code=refused_status(result.problems),
+            confirming=any(p.code == "fill.too_fast" for p in result.problems),
         )
     # Recorded, or a trapped bot answered exactly alike.
     return RedirectResponse(page.path + "/done", status_code=303)
