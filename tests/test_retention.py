@@ -103,7 +103,11 @@ def fill(url: str) -> dict[str, int]:
             "revoked": await store(outbox, consent("12015556001", OLD, RETIRED), Accepted(201)),
             "its_opt_out": await store(outbox, revocation("12015556001", OLD + timedelta(days=1)), Accepted(201)),
             # Six years ago, refused by ProTexting: nothing was ever sent on it.
-            "refused": await store(outbox, consent("12015556002", OLD, RETIRED), Rejected((FieldError(None, "no"),))),
+            "refused": await store(
+                outbox,
+                consent("12015556002", OLD, RETIRED),
+                Rejected((FieldError("PhoneNumber", "PhoneNumber is not a valid mobile number."),)),
+            ),
             # Six years ago, delivered and never revoked: still the proof of every text sent on it.
             "in_force": await store(outbox, consent("12015556003", OLD), Accepted(201)),
             # Last week.

@@ -13,7 +13,7 @@ import pytest
 from app.consent import Disclosure, OptOutRecord
 from app.outbox import OPT_OUT_MAX_AGE, Job, Kind, State, transition
 from app.storage import Outbox, create_engine
-from app.upstream import Accepted, OptOut, Unavailable
+from app.upstream import Accepted, FieldError, OptOut, Rejected, Unavailable
 from tests import test_delivery, test_outbox
 from tests.test_outbox import POLICY, optin, record
 
@@ -76,6 +76,17 @@ async def test_a_failed_signup_is_cancelled_too_so_retry_failed_never_sends_it(o
 
     assert await outbox.retry_failed() == 0
     assert await states(outbox, failed.id) == ["cancelled"]
+
+
+async def test_a_held_signup_is_cancelled_too_so_retry_failed_held_never_sends_it(outbox: Outbox) -> None:
+    held = await outbox.add(record(), optin())
+    [job] = await outbox.claim("w")
+    await outbox.settle(job, Rejected((FieldError("GroupIds", "Group Ids is invalid."),)), worker="w")
+    assert await states(outbox, held.id) == ["held"]  # refused for the set-up, not the number
+    await outbox.add(stop(), OptOut(PHONE))
+
+    assert await outbox.retry_failed(held=True) == 0
+    assert await states(outbox, held.id) == ["cancelled"]
 
 
 async def test_a_signup_leased_by_a_worker_waiting_for_its_slot_is_not_sent(outbox: Outbox) -> None:
