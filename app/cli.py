@@ -7,8 +7,12 @@ optin worker [--once]               deliver pending signups (a process of its ow
 optin status                        signups by campaign and delivery state
 optin retry-failed [--held] [--campaign K]
                                     queue failed (or held) signups again
-optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
-                                    consent records, for proof of consent
+optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--kind K] [--output F]
+                                    consent records and opt-outs, for proof of consent
+optin proof NUMBER [--format json|html] [--output F]
+                                    every record of one number, for a lawyer
+optin purge [--yes]                 delete records past OPTIN_RETENTION_DAYS (a dry run without --yes)
+optin forget NUMBER                 erase one person's number, address and device
 optin backup PATH                   copy the SQLite database, safely while it is in use
 optin hash-password                 the OPTIN_ADMIN_PASSWORD_HASH of a password typed twice
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import re
@@ -26,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
@@ -36,10 +41,12 @@ from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
 from .exports import FORMATS, export_text, moment_of
-from .outbox import State
+from .outbox import Kind, State
 from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
 from .storage import Outbox, StorageError, create_engine, migrate
+
+logger = logging.getLogger("app.cli")
 
 
 class CommandError(Exception):
@@ -149,7 +156,8 @@ def _positive(text: str) -> int:
 async def _write_export(settings: Settings, args: argparse.Namespace, out: IO[str]) -> int:
     count = 0
     async with _outbox(settings, existing=True) as outbox:
-        records = outbox.export(since=args.since, until=args.until, campaign=args.campaign)
+        kind = Kind(args.kind) if args.kind else None
+        records = outbox.export(since=args.since, until=args.until, campaign=args.campaign, kind=kind)
         async for text in export_text(records, args.format):
             out.write(text)
             count += 1
@@ -203,6 +211,119 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             Path(partial.name).unlink(missing_ok=True)
     print(f"exported {count} consent record(s)", file=sys.stderr)
+    return 0
+
+
+def _number(text: str) -> str:
+    """A number as the records keep it: digits only, country code first."""
+    digits = re.sub(r"[\s().+-]", "", text)
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a phone number with its country code (e.g. 12015550123)")
+    return digits
+
+
+def _templates() -> Any:
+    """The service's own templates, as its pages render them (autoescaped)."""
+    import jinja2
+
+    from . import packaged
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(packaged("templates")), autoescape=True)
+
+
+async def _proof(settings: Settings, args: argparse.Namespace) -> int:
+    from .consent import stored_as
+
+    async with _outbox(settings, existing=True) as outbox:
+        secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+        records = await outbox.proof(stored_as(args.number, secret))
+    if not records:
+        raise CommandError("no record of this number")
+    made = datetime.now(UTC)
+    if args.format == "json":
+        document = {
+            "number": args.number,
+            "generated_at": made.isoformat(),
+            "records": records,
+        }
+        text = json.dumps(document, ensure_ascii=False, indent=2, default=datetime.isoformat) + "\n"
+    else:
+        text = _templates().get_template("proof.html").render(number=args.number, generated_at=made, records=records)
+    if args.output:
+        output = Path(args.output)
+        _check_output(settings, output)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    else:
+        sys.stdout.write(text)
+    print(f"{len(records)} record(s) of this number", file=sys.stderr)
+    return 0
+
+
+def _shown_disclosures(settings: Settings) -> set[str] | None:
+    """The hashes of the disclosures the campaigns file makes its pages show, which a
+    purge must keep; None (keep every text) when the file cannot be read."""
+    from .campaigns import load_campaigns
+    from .consent import Disclosure
+    from .web.pages import RESERVED_PATHS
+
+    try:
+        campaigns = load_campaigns(settings.campaigns_path, reserved=RESERVED_PATHS)
+    except (CampaignsError, OSError) as exc:
+        logger.warning("campaigns file not read (%s): every disclosure text is kept", exc)
+        return None
+    template = _templates().get_template("_disclosure.html")
+    return {Disclosure.of(template.render(campaign=campaign)).sha256 for campaign in campaigns.values()}
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    before = datetime.now(UTC) - timedelta(days=settings.retention_days)
+    async with _outbox(settings, existing=True) as outbox:
+        done = await outbox.purge(before=before, keep_texts=_shown_disclosures(settings), apply=args.yes)
+    counts = (
+        f"{done.signups} signup(s), {done.opt_outs} opt-out(s), {done.jobs} job(s), {done.events} history line(s) "
+        f"and {done.disclosures} disclosure text(s) from before {before.date().isoformat()} "
+        f"(OPTIN_RETENTION_DAYS={settings.retention_days})"
+    )
+    if args.yes:
+        logger.info("purge deleted %s", counts)
+    else:
+        logger.info("purge dry run: would delete %s; run with --yes to delete them", counts)
+    return 0
+
+
+async def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from .consent import forgotten
+    from .logs import configure_logging
+    from .storage.retention import CannotForget
+
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.secret_key is None:
+        raise CommandError(
+            "set OPTIN_SECRET_KEY (the service's own): the number is kept as a hash keyed by it, "
+            "so that `optin proof` can still find its records"
+        )
+    hashed = forgotten(args.number, settings.secret_key.get_secret_value())
+    async with _outbox(settings, existing=True) as outbox:
+        try:
+            done = await outbox.forget(args.number, hashed=hashed)
+        except CannotForget as exc:
+            raise CommandError(f"not forgotten: {exc}") from None
+    # The number itself is never logged: a log kept elsewhere would undo the erasure.
+    logger.info(
+        "forgot %s: %s signup(s), %s opt-out(s) and %s job(s) now keep only the hash; address and device erased",
+        done.hashed,
+        done.signups,
+        done.opt_outs,
+        done.jobs,
+    )
     return 0
 
 
@@ -414,8 +535,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=_day, help="from this date or time (UTC), inclusive")
     export.add_argument("--until", type=_day, help="up to this date or time (UTC), exclusive")
     export.add_argument("--campaign", help="only this campaign's keyword")
+    export.add_argument("--kind", choices=[kind.value for kind in Kind], help="only signups, or only opt-outs")
     export.add_argument("--output", "-o", help="write to this file instead of standard output")
     export.set_defaults(run=_export)
+
+    proof = commands.add_parser("proof", help="every record of one number: its consents and opt-outs")
+    proof.add_argument("number", type=_number, metavar="NUMBER", help="with its country code, e.g. 12015550123")
+    proof.add_argument("--format", choices=("json", "html"), default="json", help="html: a document to print")
+    proof.add_argument("--output", "-o", help="write to this file instead of standard output")
+    proof.set_defaults(run=_proof)
+
+    purge = commands.add_parser("purge", help="delete records older than OPTIN_RETENTION_DAYS (a dry run)")
+    purge.add_argument("--yes", action="store_true", help="delete them: without it, only count")
+    purge.set_defaults(run=_purge)
+
+    forget = commands.add_parser("forget", help="erase one person's number, address and device")
+    forget.add_argument("number", type=_number, metavar="NUMBER", help="with its country code, e.g. 12015550123")
+    forget.set_defaults(run=_forget)
 
     backup = commands.add_parser(
         "backup", help="copy the SQLite database to PATH, safely while the service runs (PostgreSQL: pg_dump)"

@@ -4,12 +4,20 @@ A `ConsentRecord` holds what the TCPA and CTIA ask a sender to be able to show: 
 number, the time (UTC), the exact disclosure the page showed (by SHA-256; the texts are
 kept in their own table), the page and its source parameters, the client IP address and
 the user agent. `app.outbox` stores it before ProTexting is ever called.
+
+An `OptOutRecord` is its opposite, kept the same way: a person's revocation made on the
+web opt-out page, with the words that page showed them.
+
+`forgotten()` is what a number becomes when its person is erased (`optin forget`): a
+keyed hash, so the records stay findable by the number (`optin proof`) for whoever
+holds the key, and by nobody else.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +61,43 @@ class ConsentRecord:
     source: dict[str, str]
     client_ip: str | None
     user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutRecord:
+    """A revocation: who asked to stop, when, on which page, from which device, and
+    exactly what that page told them (`notice`, kept like a disclosure)."""
+
+    created_at: datetime
+    phone: str
+    # The campaign of /{keyword}/stop, as the campaigns file spells it; None for /stop.
+    campaign: str | None
+    page_url: str
+    language: str
+    notice: Disclosure
+    client_ip: str | None
+    user_agent: str | None
+
+
+# A forgotten number: this prefix and the first 72 bits of its keyed hash, so it fits
+# where a number did (20 characters) and can never be mistaken for one (digits only).
+FORGOTTEN_PREFIX = "h:"
+_FORGOTTEN_HEX = 18
+_FORGET_LABEL = b"optin-pages/forget"
+
+
+def forgotten(phone: str, secret: str) -> str:
+    """What `phone` (E.164 digits) is kept as once its person is erased: HMAC-SHA256
+    under a key derived from `secret` (OPTIN_SECRET_KEY). Without the key nobody can
+    tell which number it was; with it, only by trying numbers one by one."""
+    key = hmac.new(secret.encode(), _FORGET_LABEL, hashlib.sha256).digest()
+    return FORGOTTEN_PREFIX + hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()[:_FORGOTTEN_HEX]
+
+
+def stored_as(phone: str, secret: str | None) -> list[str]:
+    """Every form `phone`'s records may be kept under: its digits, and (with the key)
+    what `forgotten` makes of it: what a proof of the number looks for."""
+    return [phone] if secret is None else [phone, forgotten(phone, secret)]
 
 
 def source_params(query: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .consent import ConsentRecord
+from .consent import ConsentRecord, OptOutRecord
 from .metrics import Metrics
-from .outbox import Job, State, Transition, transition
+from .outbox import Job, Kind, State, Transition, transition
 from .pacing import Pacer
 from .storage import Outbox, unreachable, utcnow
-from .upstream import Accepted, OptIn, Outcome, ProTexting, Rejected, Unavailable
+from .upstream import Accepted, OptIn, OptOut, Outcome, ProTexting, Rejected, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,12 @@ class Submitted:
     @property
     def waiting(self) -> bool:
         """True while no text is known to be sent (the thanks page says "shortly"): a
-        held signup too, which goes once the business has fixed its set-up."""
+        held signup too, which goes once the business has fixed its set-up (and one an
+        opt-out of its number, stored in the same moment, came after)."""
         return self.state in _WAITING or self.earlier in _WAITING or not self.verified
 
 
-_WAITING = frozenset({State.PENDING, State.HELD})
+_WAITING = frozenset({State.PENDING, State.HELD, State.CANCELLED})
 
 
 class Delivery:
@@ -102,18 +103,25 @@ class Delivery:
         self._inflight: set[asyncio.Task[tuple[Transition, Outcome]]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._database_down = False
+        # Opt-outs this process's worker holds, waiting for a slot in the pace.
+        self._revocations_waiting = 0
 
     # -- the request path -------------------------------------------------------
 
     async def submit(self, record: ConsentRecord, optin: OptIn) -> Submitted:
         # The pace is asked first, so that a signup that must wait is stored unleased,
         # ready for the worker, in the same write (a duplicate wastes its slot: rare).
-        slot = not self._stop.is_set() and await self.pacer.try_acquire()
+        # Not while an opt-out of this process waits for a slot: signups never take
+        # the pace ahead of a revocation (they are queued behind it instead).
+        slot = not self._stop.is_set() and not self._revocations_waiting and await self.pacer.try_acquire()
         signup = await self.outbox.add(
             record, optin, leased_by=self.worker_id if slot else None, duplicate_window=self.duplicate_window
         )
         if signup.state == State.DUPLICATE:
             return Submitted(signup, State.DUPLICATE, earlier=signup.earlier)
+        if signup.state == State.CANCELLED:
+            # An opt-out of the number, stored in the same moment, came after it.
+            return Submitted(signup, State.CANCELLED)
         if not slot:
             self._wake.set()
             return Submitted(signup, State.PENDING)
@@ -141,6 +149,16 @@ class Delivery:
     def wake(self) -> None:
         """Look for due signups now (an operator queued some again), not at the next poll."""
         self._wake.set()
+
+    async def queue(self, record: OptOutRecord, optout: OptOut) -> Job:
+        """Store an opt-out and its job, committed, for the worker to send: before any
+        opt-in (its kind's priority), at the shared pace, retried like any job. The
+        person is not kept waiting for ProTexting: the revocation is recorded, which is
+        what they are told. Opt-ins of the number not sent yet are cancelled."""
+        job = await self.outbox.add(record, optout, duplicate_window=self.duplicate_window)
+        if job.state == State.PENDING:
+            self._wake.set()
+        return job
 
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
@@ -217,11 +235,21 @@ class Delivery:
         # no other worker can claim the row while this one may still be sending it.
         wait = self.outbox.lease.total_seconds() - self.protexting.deadline - LEASE_MARGIN_SECONDS
         waited = time.monotonic()
-        got_slot = await self.pacer.acquire(self._stop, timeout=wait)
+        urgent = signup.kind == Kind.OPT_OUT
+        self._revocations_waiting += urgent
+        try:
+            got_slot = await self.pacer.acquire(self._stop, timeout=wait)
+        finally:
+            self._revocations_waiting -= urgent
         self.metrics.pacing_wait_seconds.observe(time.monotonic() - waited)
         if not got_slot:
             await self.outbox.release(signup, worker=self.worker_id, reason="no slot before shutdown or lease end")
             return False
+        # An opt-out of the number may have come while the job waited for its slot:
+        # then the opt-in is cancelled, and never sent (its slot goes unused).
+        if not await self.outbox.vet(signup, worker=self.worker_id):
+            logger.info("%s %s not sent: cancelled, or no longer held", _NAMES[signup.kind], signup.id)
+            return True
         await self._deliver(signup)
         return True
 
@@ -248,10 +276,18 @@ class Delivery:
             answered.set_result(outcome)
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
         self.metrics.deliveries.labels(_RESULTS.get(step.state, str(step.state))).inc()
+        if signup.kind == Kind.OPT_OUT and step.state == State.FAILED:
+            logger.error(
+                "opt-out %s given up after %s attempts: the number is NOT opted out at ProTexting; "
+                "run `optin retry-failed` once ProTexting answers",
+                signup.id,
+                step.attempts,
+            )
         if isinstance(outcome, Rejected):
             self._refused_for_set_up(signup, outcome, step)
         logger.info(
-            "signup %s (%s): %s after %s attempt(s)",
+            "%s %s (%s): %s after %s attempt(s)",
+            _NAMES[signup.kind],
             signup.id,
             signup.campaign,
             step.state,
@@ -288,6 +324,8 @@ class Delivery:
         match job.payload:
             case OptIn():
                 return await self.protexting.opt_in(job.payload)
+            case OptOut():
+                return await self.protexting.opt_out(job.payload)
 
     async def _respect(self, outcome: Outcome, signup: Job) -> None:
         """Slow every replica down when ProTexting says so."""
@@ -327,6 +365,9 @@ class Delivery:
             logger.warning("ProTexting unavailable for signup %s: %s", signup.id, outcome.reason)
 
 
+# What the log calls a job of each kind.
+_NAMES = {Kind.OPT_IN: "signup", Kind.OPT_OUT: "opt-out"}
+
 # A settled attempt's state, as `optin_deliveries_total{result}` counts it.
 _RESULTS = {
     State.DELIVERED: "delivered",
@@ -334,6 +375,7 @@ _RESULTS = {
     State.FAILED: "failed",
     State.PENDING: "retry",
     State.DUPLICATE: "duplicate",
+    State.CANCELLED: "cancelled",
     State.HELD: "held",
 }
 

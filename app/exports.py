@@ -11,7 +11,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-# The columns of an exported consent record, in order ("history" follows them).
+# The columns of an exported record, a signup's or an opt-out's, in order ("history"
+# follows them). An opt-out (`kind` opt_out) has no groups and no source; its
+# disclosure is the notice its page showed. `language` is the page's (None where the
+# record does not keep one).
 EXPORT_FIELDS = (
     "id",
     "created_at",
@@ -30,6 +33,10 @@ EXPORT_FIELDS = (
     "last_error",
     "duplicate_of",
     "updated_at",
+    # Added after the others, so that a spreadsheet reading the columns by position
+    # still finds them where they were.
+    "kind",
+    "language",
 )
 
 FORMATS = ("csv", "jsonl")

@@ -26,12 +26,11 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
-from .campaigns import Campaign
 from .captcha import CaptchaVerifier
 from .problems import Problem, Refusal
 from .site import Listing
 from .throttle import Throttle
-from .tokens import FormTokens
+from .tokens import FormTokens, Stamp
 from .visit import Visit
 
 logger = logging.getLogger(__name__)
@@ -120,21 +119,7 @@ class Guard:
         Raises InvalidFormToken, ExpiredFormToken, BotTrapped, FilledTooFast or
         CaptchaFailed."""
         campaign = listing.campaign
-        stamp = self.tokens.read(token, listing.key)
-        if honeypot:
-            self._caught("honeypot", campaign, client_ip)
-        # Timed on the clock that stamped the token, from the first page view: the
-        # confirming form keeps that time, so a person's tap on it is late enough.
-        waited = self.tokens.clock() - stamp.issued
-        if self.min_fill_seconds and waited < self.min_fill_seconds:
-            if stamp.confirming:
-                self._caught("too fast", campaign, client_ip)
-            logger.info(
-                "a submission to %s from %s came %.1fs after its page: asked to confirm",
-                campaign.keyword, client_ip, waited,
-                extra={"campaign": campaign.keyword, "outcome": "too-fast"},
-            )  # fmt: skip
-            raise FilledTooFast(math.ceil(self.min_fill_seconds - waited))
+        stamp = self.traps(listing.key, token=token, honeypot=honeypot, client_ip=client_ip, page=campaign.keyword)
         if campaign.captcha is not None:
             await self.captcha.verify(
                 campaign.captcha.kind,
@@ -144,17 +129,38 @@ class Guard:
             )
         return stamp.issued
 
+    def traps(self, key: str, *, token: str | None, honeypot: str | None, client_ip: str | None, page: str) -> Stamp:
+        """The form token of the page `key` names, and the bot traps; the token's stamp.
+        Raises InvalidFormToken, ExpiredFormToken, BotTrapped or FilledTooFast (`page`
+        names the page in the log)."""
+        stamp = self.tokens.read(token, key)
+        if honeypot:
+            self._caught("honeypot", page, client_ip)
+        # Timed on the clock that stamped the token, from the first page view: the
+        # confirming form keeps that time, so a person's tap on it is late enough.
+        waited = self.tokens.clock() - stamp.issued
+        if self.min_fill_seconds and waited < self.min_fill_seconds:
+            if stamp.confirming:
+                self._caught("too fast", page, client_ip)
+            logger.info(
+                "a submission to %s from %s came %.1fs after its page: asked to confirm",
+                page, client_ip, waited,
+                extra={"campaign": page, "outcome": "too-fast"},
+            )  # fmt: skip
+            raise FilledTooFast(math.ceil(self.min_fill_seconds - waited))
+        return stamp
+
     async def number(self, listing: Listing, phone: str) -> None:
         """Count a valid number against its limits (raises TooManyRequests)."""
         await self.throttle.signup(listing.key, phone)
 
-    def _caught(self, trap: str, campaign: Campaign, client_ip: str | None) -> None:
+    def _caught(self, trap: str, page: str, client_ip: str | None) -> None:
         self.trapped[trap] += 1
         logger.info(
             "bot trap %r caught a submission to %s from %s",
             trap,
-            campaign.keyword,
+            page,
             client_ip,
-            extra={"campaign": campaign.keyword, "outcome": "bot-trapped"},
+            extra={"campaign": page, "outcome": "bot-trapped"},
         )
         raise BotTrapped(trap)

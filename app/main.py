@@ -41,6 +41,8 @@ from .web.errors import install_error_handlers
 from .web.head import HeadAsGet
 from .web.health import router as health_router
 from .web.metrics import router as metrics_router
+from .web.optout import api_router as opt_out_api_router
+from .web.optout import router as opt_out_router
 from .web.pages import RESERVED_PATHS, build_site, campaign_route, embed_route, router, without_trailing_slash
 from .web.qr import router as qr_router
 from .web.request_ids import request_ids
@@ -188,6 +190,8 @@ def create_app(
         middleware=[Middleware(HeadAsGet), Middleware(CountSubmissions), Middleware(BodyLimit)],
     )
     rest.include_router(api_router)
+    rest.include_router(opt_out_api_router)
+    rest.include_router(opt_out_router)
     rest.include_router(router)
     rest.include_router(metrics_router)
     rest.include_router(health_router)

@@ -1,7 +1,8 @@
 """The outbox: jobs of calls to ProTexting and where each stands, as pure rules.
 
 A job is one call to make to ProTexting, of a kind (`Kind`) with the request it sends
-(its payload: an `OptIn` for a signup). Every job goes through the same states:
+(its payload: an `OptIn` for a signup, an `OptOut` for a web opt-out). Every job goes
+through the same states:
 
     pending ──> delivered    ProTexting answered 201 (its body unread or not: never re-sent)
         │  ──> rejected     ProTexting answered 422 about the number; its messages are kept
@@ -11,6 +12,8 @@ A job is one call to make to ProTexting, of a kind (`Kind`) with the request it 
         └─ (retry later)    timeout, refused connection, 5xx, 429, 401/403, 200/3xx, pacing
     duplicate               the same call for the same number within the window:
                             the record is kept, ProTexting is not called again
+    cancelled               an opt-in revoked before it was sent: an opt-out of the
+                            same number came after it (revocation wins); never sent
     failed, held ──> pending   an operator's `optin retry-failed` (`--held`)
 
 This module holds the rules only: the states, what an outcome does to a job
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .upstream import Accepted, OptIn, Outcome, Rejected, Unavailable
+from .upstream import Accepted, OptIn, OptOut, Outcome, Rejected, Unavailable
 
 
 class State(enum.StrEnum):
@@ -35,6 +38,7 @@ class State(enum.StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    CANCELLED = "cancelled"
     # Refused for the business's set-up (its groups, words, credit, account), not for
     # the number: sent again once the set-up is fixed (`optin retry-failed --held`).
     HELD = "held"
@@ -42,26 +46,33 @@ class State(enum.StrEnum):
 
 class Kind(enum.StrEnum):
     """What a job asks of ProTexting. Each kind has its payload type and its own
-    record (a signup's consent record for an opt-in)."""
+    record (a signup's consent record for an opt-in, an opt-out record for an opt-out)."""
 
     OPT_IN = "opt_in"
+    OPT_OUT = "opt_out"
 
     @property
     def priority(self) -> int:
-        """Due jobs are taken lowest first (an opt-out, when it comes, before any opt-in)."""
+        """Due jobs are taken lowest first: an opt-out before any opt-in, so a backlog
+        of signups never holds up a revocation."""
         return _PRIORITY[self]
 
 
-_PRIORITY = {Kind.OPT_IN: 1}
+_PRIORITY = {Kind.OPT_OUT: 0, Kind.OPT_IN: 1}
+
+# How long an opt-out is retried before it is given up as failed (see `transition`).
+OPT_OUT_MAX_AGE = timedelta(days=7)
 
 # The request a job sends: one type per kind.
-Payload = OptIn
+Payload = OptIn | OptOut
 
 
 def kind_of(payload: Payload) -> Kind:
     match payload:
         case OptIn():
             return Kind.OPT_IN
+        case OptOut():
+            return Kind.OPT_OUT
     raise TypeError(f"not a job's payload: {payload!r}")
 
 
@@ -76,6 +87,8 @@ def encode(payload: Payload) -> dict[str, Any]:
                 "confirm_message": payload.confirm_message,
                 "send_cta_message": payload.send_cta_message,
             }
+        case OptOut():
+            return {"phone": payload.phone}
     raise TypeError(f"not a job's payload: {payload!r}")
 
 
@@ -90,6 +103,8 @@ def decode(kind: Kind, data: dict[str, Any]) -> Payload:
                 confirm_message=data.get("confirm_message"),
                 send_cta_message=bool(data.get("send_cta_message")),
             )
+        case Kind.OPT_OUT:
+            return OptOut(phone=data["phone"])
     raise ValueError(f"unknown kind of job: {kind!r}")
 
 
@@ -158,8 +173,14 @@ def transition(
             return Transition(State.PENDING, job.attempts, retry_in=wait, error=outcome.reason)
         case Unavailable():
             attempts = job.attempts + 1
-            too_old = now - job.created_at >= policy.max_age
-            if attempts >= policy.max_attempts or too_old:
+            if job.kind == Kind.OPT_OUT:
+                # A revocation is not given up after a few attempts: it is retried (at
+                # most every OPTIN_RETRY_MAX_SECONDS) for a week, well within the ten
+                # business days the FCC allows for honouring it.
+                given_up = now - job.created_at >= max(policy.max_age, OPT_OUT_MAX_AGE)
+            else:
+                given_up = attempts >= policy.max_attempts or now - job.created_at >= policy.max_age
+            if given_up:
                 return Transition(State.FAILED, attempts, error=outcome.reason)
             return Transition(State.PENDING, attempts, retry_in=policy.backoff(attempts, rng), error=outcome.reason)
     raise TypeError(f"not an outcome: {outcome!r}")
@@ -168,6 +189,8 @@ def transition(
 def describe(outcome: Outcome, step: Transition) -> str:
     """The line an outcome adds to a job's history."""
     match outcome:
+        case Accepted() if outcome.reason and outcome.verified:
+            return f"ProTexting: {outcome.reason} (HTTP {outcome.status})"
         case Accepted() if not outcome.verified:
             return f"ProTexting accepted (HTTP {outcome.status}), unverified: {outcome.reason}; not sent again"
         case Accepted():

@@ -13,6 +13,9 @@ Numbers with a scripted answer (everything else valid gets 201):
     12015550103  422, object shape, code 5: not enough credit (the set-up: held)
     12015550104  503: ProTexting is down
 
+It answers the opt-out call (`POST /v1/contacts/opt-out`) too: 201 with the contact,
+`OptedOut: 1`, for every valid number (12015550104 is down there as well).
+
 A small control API under `/_fake/` lets an out-of-process test read the calls made,
 switch the fake down or up, and have it refuse every call with a 422 of the business's
 set-up (`refuse`, e.g. "Not enough credit.") until that is fixed.
@@ -85,6 +88,8 @@ class FakeProTexting:
     # A 422 body to answer every valid call with, while set: a set-up ProTexting refuses.
     refuse: Any = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # The opt-out calls, apart: `calls` stays the opt-ins that reached it.
+    opt_outs: list[dict[str, Any]] = field(default_factory=list)
     throttled: int = 0
     # As a long-running server (`python -m app.sandbox`): move the calls it keeps out
     # of the collector's full scans, which over a benchmark's 100,000 calls stall the
@@ -106,17 +111,20 @@ class FakeProTexting:
         return Starlette(
             routes=[
                 Route("/v1/contacts-opt-in/create", self._opt_in, methods=["POST"]),
+                Route("/v1/contacts/opt-out", self._opt_out, methods=["POST"]),
                 Route("/_fake/calls", self._calls, methods=["GET"]),
                 Route("/_fake/state", self._state, methods=["POST"]),
             ]
         )
 
-    async def _opt_in(self, request: Request) -> Response:
+    async def _admit(self, request: Request) -> tuple[dict[str, Any] | Response, dict[str, str]]:
+        """What every call goes through first (latency, token, the account's bucket,
+        down, the JSON body): the body, or the answer that refuses it; and the headers."""
         if self.latency:
             await asyncio.sleep(self.latency)
         token = request.query_params.get("access_token")
         if not token or (self.token is not None and token != self.token):
-            return _error(401, "Unauthorized", "Your request was made with invalid credentials.")
+            return _error(401, "Unauthorized", "Your request was made with invalid credentials."), {}
         headers: dict[str, str] = {}
         if self._bucket is not None:
             allowed, remaining, reset = self._bucket.take()
@@ -127,17 +135,38 @@ class FakeProTexting:
             }
             if not allowed:
                 self.throttled += 1
-                return _error(429, "Too Many Requests", "Rate limit exceeded.", headers=headers)
+                return _error(429, "Too Many Requests", "Rate limit exceeded.", headers=headers), headers
         if self.down:
-            return _error(503, "Service Unavailable", "Service temporarily unavailable.", headers=headers)
+            return _error(503, "Service Unavailable", "Service temporarily unavailable.", headers=headers), headers
         if not request.headers.get("content-type", "").startswith("application/json"):
-            return JSONResponse([{"field": "PhoneNumber", "message": "Phone Number cannot be blank."}], 422, headers)
+            blank = [{"field": "PhoneNumber", "message": "Phone Number cannot be blank."}]
+            return JSONResponse(blank, 422, headers), headers
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "Bad Request", "Invalid JSON data in request body.", headers=headers)
+            body = None
         if not isinstance(body, dict):
-            return _error(400, "Bad Request", "Invalid JSON data in request body.", headers=headers)
+            return _error(400, "Bad Request", "Invalid JSON data in request body.", headers=headers), headers
+        return body, headers
+
+    async def _opt_out(self, request: Request) -> Response:
+        body, headers = await self._admit(request)
+        if isinstance(body, Response):
+            return body
+        phone = body.get("PhoneNumber")
+        if not isinstance(phone, str) or not phone.isdigit() or not 8 <= len(phone) <= 15:
+            return JSONResponse([{"field": "PhoneNumber", "message": "Phone Number is invalid."}], 422, headers)
+        self.opt_outs.append(body)
+        if phone in SCRIPTED and SCRIPTED[phone][0] == 503:
+            status, payload = SCRIPTED[phone]
+            return JSONResponse(payload, status, headers)
+        contact = {"Id": len(self.opt_outs), "Number": phone, "OptedOut": 1, "FirstName": "", "LastName": ""}
+        return JSONResponse(contact, 201, headers)
+
+    async def _opt_in(self, request: Request) -> Response:
+        body, headers = await self._admit(request)
+        if isinstance(body, Response):
+            return body
 
         errors = []
         phone = body.get("PhoneNumber")
@@ -169,7 +198,7 @@ class FakeProTexting:
         return JSONResponse(contact, 201, headers)
 
     async def _calls(self, request: Request) -> Response:
-        return JSONResponse({"calls": self.calls, "throttled": self.throttled})
+        return JSONResponse({"calls": self.calls, "opt_outs": self.opt_outs, "throttled": self.throttled})
 
     async def _state(self, request: Request) -> Response:
         body = await request.json()

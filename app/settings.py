@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=120, ge=1, validation_alias="OPTIN_LEASE_SECONDS")
     run_worker: bool = Field(default=True, validation_alias="OPTIN_RUN_WORKER")
     worker_concurrency: int = Field(default=4, ge=1, le=64, validation_alias="OPTIN_WORKER_CONCURRENCY")
+    # How long `optin purge` keeps records: five years, beyond the TCPA's four-year limitation.
+    retention_days: int = Field(default=1825, ge=1, validation_alias="OPTIN_RETENTION_DAYS")
 
     # Abuse protection (see README, "Holding the door").
     min_fill_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias="OPTIN_MIN_FILL_SECONDS")

@@ -91,6 +91,17 @@ class Throttle:
             ],
         )
 
+    async def opt_out(self, phone: str) -> None:
+        """Count one valid opt-out of `phone`: by number and by block, as signups are,
+        in counts of their own, so that signing up never keeps anyone from leaving."""
+        await self._take(
+            "number",
+            [
+                (self._per_number, ("opt-out-number", phone)),
+                (self._per_prefix, ("opt-out-prefix", phone[:-PREFIX_DROP_DIGITS])),
+            ],
+        )
+
     async def _take(self, scope: str, checks: Sequence[tuple[tuple[RateLimitItem, ...], tuple[str, ...]]]) -> None:
         try:
             await self._hit(scope, checks)

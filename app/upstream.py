@@ -1,7 +1,8 @@
 """ProTexting: the one paid third party this service calls.
 
-`ProTexting.opt_in()` makes the opt-in call and answers with one of three outcomes,
-never an exception, whatever comes back (or does not):
+`ProTexting.opt_in()` makes the opt-in call, `ProTexting.opt_out()` the opt-out call
+(`POST /contacts/opt-out`); each answers with one of three outcomes, never an
+exception, whatever comes back (or does not):
 
     Outcome
      +-- Accepted      201: ProTexting will text the number (`verified` False when its
@@ -44,6 +45,7 @@ from httpx_aiohttp import AiohttpTransport
 logger = logging.getLogger(__name__)
 
 OPT_IN_PATH = "/contacts-opt-in/create"
+OPT_OUT_PATH = "/contacts/opt-out"
 
 # Explicit timeouts: a signup page must answer promptly even when ProTexting hangs.
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -105,6 +107,17 @@ class OptIn:
 
 
 @dataclass(frozen=True, slots=True)
+class OptOut:
+    """One opt-out call: the number (E.164 digits). ProTexting opts it out of the whole
+    account, every group and keyword, not of one campaign."""
+
+    phone: str
+
+    def body(self) -> dict[str, object]:
+        return {"PhoneNumber": self.phone}
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     """ProTexting's X-Rate-Limit-* headers; `reset` is seconds until the full allowance."""
 
@@ -145,6 +158,11 @@ class FieldError:
     field: str | None
     message: str
     code: int | None = None
+
+    @property
+    def opted_out(self) -> bool:
+        """ProTexting's word that the number is opted out (codes 1 and 1000)."""
+        return self.code in (OPTED_OUT, GENERAL_OPT_OUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +409,7 @@ class ProTexting:
     def __init__(self, client: httpx.AsyncClient, *, base_url: str, deadline: float = DEFAULT_DEADLINE) -> None:
         self._client = client
         self._opt_in_url = base_url.rstrip("/") + OPT_IN_PATH
+        self._opt_out_url = base_url.rstrip("/") + OPT_OUT_PATH
         # Seconds one call may take in all, from connecting to the last byte read.
         self.deadline = deadline
 
@@ -398,26 +417,38 @@ class ProTexting:
         await self._client.aclose()
 
     async def opt_in(self, request: OptIn) -> Outcome:
+        return await self._post(self._opt_in_url, request.body())
+
+    async def opt_out(self, request: OptOut) -> Outcome:
+        """Opt the number out of the account. A 422 that says the number is opted out
+        already (codes 1 and 1000) is what was asked for: Accepted, with that reason."""
+        outcome = await self._post(self._opt_out_url, request.body())
+        if isinstance(outcome, Rejected) and outcome.errors and all(e.opted_out for e in outcome.errors):
+            return Accepted(status=422, rate_limit=outcome.rate_limit, reason="the number was opted out already")
+        return outcome
+
+    async def _post(self, url: str, body: dict[str, object]) -> Outcome:
+        """One call, under the never-loop and deadline rules every call keeps."""
         response: httpx.Response | None = None
         try:
             # One deadline for the whole call: connecting, sending, the answer's head
             # and its body.
             async with asyncio.timeout(self.deadline):
-                call = self._client.build_request("POST", self._opt_in_url, json=request.body())
+                call = self._client.build_request("POST", url, json=body)
                 response = await self._client.send(call, stream=True)
-                body, unread = await _read(response)
+                answer, unread = await _read(response)
         except (TimeoutError, httpx.TimeoutException):
             if response is None:
                 return Unavailable(reason="timed out")
             # The status came in time: a 201 is still a 201.
-            body, unread = b"", "body not read by the deadline"
+            answer, unread = b"", "body not read by the deadline"
         except httpx.TransportError as exc:
             # The class name, never str(exc): some transports put the URL in it.
             return Unavailable(reason=f"could not connect ({type(exc).__name__})")
         finally:
             if response is not None:
                 await _close(response)
-        return _outcome(response.status_code, RateLimit.from_headers(response.headers), body, unread)
+        return _outcome(response.status_code, RateLimit.from_headers(response.headers), answer, unread)
 
 
 def _outcome(status: int, rate_limit: RateLimit, body: bytes, unread: str | None) -> Outcome:

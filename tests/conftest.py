@@ -82,7 +82,7 @@ def contact(phone: str, group_ids: list[int]) -> dict[str, Any]:
 
 def _created(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
-    return json_response(201, contact(body["PhoneNumber"], body["GroupIds"]), {"X-Rate-Limit-Limit": "60"})
+    return json_response(201, contact(body["PhoneNumber"], body.get("GroupIds", [])), {"X-Rate-Limit-Limit": "60"})
 
 
 @dataclass

@@ -71,6 +71,32 @@ def _leased(database_url: str) -> int:
 # -- crash safety -----------------------------------------------------------------
 
 
+def crash_while_leased(app: Server, fake: Server, database_url: str) -> None:
+    """SIGKILL the app once its worker holds jobs under lease (ProTexting being down),
+    bring ProTexting up, and start the app again on the same database."""
+    wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
+    app.kill()
+    assert app.returncode == -9
+    set_down(fake, False)
+    app.start()
+
+
+# The service's settings for a crash test (tests/test_optout_durability.py too).
+CRASH = {
+    "PROTEXTING_RATE_LIMIT": "100/second",
+    "OPTIN_INLINE_DEADLINE_SECONDS": "0.5",
+    "OPTIN_RETRY_BASE_SECONDS": "0.2",
+    "OPTIN_RETRY_MAX_SECONDS": "1",
+    # Held rows of the killed process come due again quickly (the shortest lease a 1 s
+    # call allows).
+    "OPTIN_UPSTREAM_DEADLINE_SECONDS": "1",
+    "OPTIN_LEASE_SECONDS": "3",
+    # The fake stays down for a while: nothing may be given up meanwhile.
+    "OPTIN_DELIVERY_MAX_ATTEMPTS": "1000",
+    **NO_LIMITS,
+}
+
+
 def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: Path, database_url: str) -> None:
     # Slow enough answers that the worker is caught holding leases when it is killed.
     fake = fake_protexting(tmp_path, token=TOKEN, down=True, latency_ms=200)
@@ -79,20 +105,7 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         token=TOKEN,
         fake=fake,
         campaigns=write_campaigns(tmp_path),
-        env={
-            "OPTIN_DATABASE_URL": database_url,
-            "PROTEXTING_RATE_LIMIT": "100/second",
-            "OPTIN_INLINE_DEADLINE_SECONDS": "0.5",
-            "OPTIN_RETRY_BASE_SECONDS": "0.2",
-            "OPTIN_RETRY_MAX_SECONDS": "1",
-            # Held rows of the killed process come due again quickly (the shortest
-            # lease a 1 s call allows).
-            "OPTIN_UPSTREAM_DEADLINE_SECONDS": "1",
-            "OPTIN_LEASE_SECONDS": "3",
-            # The fake stays down for a while: nothing may be given up meanwhile.
-            "OPTIN_DELIVERY_MAX_ATTEMPTS": "1000",
-            **NO_LIMITS,
-        },
+        env={"OPTIN_DATABASE_URL": database_url, **CRASH},
     )
     numbers = _numbers(20)
     with (
@@ -109,11 +122,7 @@ def test_every_accepted_signup_survives_a_crash_and_is_delivered_once(tmp_path: 
         # ProTexting is down: nothing has been taken yet, every signup is waiting.
         assert fake_state(fake)["calls"] == []
         # Kill the app while its worker holds signups under lease, retrying them.
-        wait_until(lambda: _leased(database_url) > 0, timeout=10, what=lambda: "the worker to hold a lease")
-        app.kill()
-        assert app.returncode == -9
-        set_down(fake, False)
-        app.start()
+        crash_while_leased(app, fake, database_url)
 
         wait_until(
             lambda: set(received(fake)) >= set(numbers),

@@ -10,7 +10,7 @@ owns them all. The rules (states, transitions, retries) are app.outbox's.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..consent import ConsentRecord, Disclosure
+from ..consent import ConsentRecord, Disclosure, OptOutRecord
 from ..outbox import Job, Kind, Payload, RetryPolicy, State, Transition, describe, transition
 from ..upstream import Outcome
-from . import queries, reports
+from . import queries, reports, retention
 from .tables import jobs, signups, utcnow
 from .writer import Writer
 
@@ -57,7 +57,7 @@ class Outbox:
 
     async def add(
         self,
-        record: ConsentRecord,
+        record: ConsentRecord | OptOutRecord,
         payload: Payload,
         *,
         leased_by: str | None = None,
@@ -79,6 +79,12 @@ class Outbox:
             functools.partial(queries.claim, worker=worker, limit=limit, lease=self.lease)
         )
         return jobs_
+
+    async def vet(self, job: Job, *, worker: str) -> bool:
+        """Whether `worker` may send `job` now (app.storage.queries.vet): an opt-in an
+        opt-out of its number has come after is cancelled instead."""
+        sendable: bool = await self._writer.run(functools.partial(queries.vet, job=job, worker=worker))
+        return sendable
 
     async def settle(self, job: Job, outcome: Outcome, *, worker: str) -> Transition:
         """Record the outcome of one delivery attempt made under `worker`'s lease."""
@@ -118,6 +124,24 @@ class Outbox:
         held: bool = await self._writer.submit(queries.Update(job_id, worker, values, state, detail, now))
         return held
 
+    async def purge(
+        self, *, before: datetime, keep_texts: Collection[str] | None, apply: bool = False
+    ) -> retention.Purged:
+        """Delete what is past retention, records older than `before` (app.storage.
+        retention); a dry run, counting only, unless `apply`."""
+        purged: retention.Purged = await self._writer.run(
+            functools.partial(retention.purge, cutoff=before, keep_texts=keep_texts, apply=apply)
+        )
+        return purged
+
+    async def forget(self, phone: str, *, hashed: str) -> retention.Forgotten:
+        """Keep `phone` only as `hashed` and drop its address and device, in every
+        record and job; raises retention.CannotForget when it may not be yet."""
+        done: retention.Forgotten = await self._writer.run(
+            functools.partial(retention.forget, phone=phone, hashed=hashed)
+        )
+        return done
+
     async def retry_failed(self, *, campaign: str | None = None, held: bool = False, job_id: int | None = None) -> int:
         """Put failed signups (`held`: held ones) back in the queue with fresh attempts
         (only `job_id`'s, when given); returns how many."""
@@ -153,7 +177,17 @@ class Outbox:
         return await reports.counts(self._writer.reading)
 
     def export(
-        self, *, since: datetime | None = None, until: datetime | None = None, campaign: str | None = None
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        campaign: str | None = None,
+        kind: Kind | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Consent records with their disclosure text and delivery history, oldest first."""
-        return reports.export(self._writer.reading, since=since, until=until, campaign=campaign)
+        """Records (consent records and opt-outs) with their disclosure text and delivery
+        history, oldest first."""
+        return reports.export(self._writer.reading, since=since, until=until, campaign=campaign, kind=kind)
+
+    async def proof(self, phones: list[str]) -> list[dict[str, Any]]:
+        """Every record of one number, oldest first (app.storage.reports.proof)."""
+        return await reports.proof(self._writer.reading, phones)

@@ -12,16 +12,17 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
-from ..consent import ConsentRecord, Disclosure
+from ..consent import ConsentRecord, Disclosure, OptOutRecord
 from ..outbox import Job, Kind, Payload, State, decode, encode, kind_of
-from .tables import UTCDateTime, disclosures, job_events, jobs, signups, utcnow
+from .tables import UTCDateTime, disclosures, job_events, jobs, opt_outs, signups, utcnow
 
 
 @dataclass(slots=True)
 class Add:
-    """A new job and its record (a signup's consent record for an opt-in)."""
+    """A new job and its record (a signup's consent record for an opt-in, an opt-out
+    record for an opt-out)."""
 
-    record: ConsentRecord
+    record: ConsentRecord | OptOutRecord
     payload: Payload
     leased_by: str | None
     window: timedelta
@@ -43,11 +44,21 @@ class Update:
 Write = Add | Update
 
 # A number's calls of one kind, to one campaign: what the duplicate check compares.
+# An opt-out is the account's, whatever page it came from: its campaign is "".
 Number = tuple[Kind, str, str]
 
 
 def _number(item: Add) -> Number:
-    return (kind_of(item.payload), item.record.campaign, item.record.phone)
+    kind = kind_of(item.payload)
+    if isinstance(item.record, OptOutRecord):
+        return (kind, "", item.record.phone)
+    return (kind, item.record.campaign, item.record.phone)
+
+
+def _checked(item: Add) -> bool:
+    """Whether the write looks at the number's other jobs: an opt-in within a duplicate
+    window; an opt-out always (it cancels the number's opt-ins not yet sent)."""
+    return item.window > timedelta(0) or isinstance(item.record, OptOutRecord)
 
 
 def write_key(item: Write) -> Hashable | None:
@@ -55,7 +66,7 @@ def write_key(item: Write) -> Hashable | None:
     updates, or the number it checks for duplicates (app.storage.writer.next_batch)."""
     if isinstance(item, Update):
         return item.job_id
-    return _number(item) if item.window > timedelta(0) else None
+    return _number(item) if _checked(item) else None
 
 
 def job_of(row: Any) -> Job:
@@ -103,30 +114,59 @@ def write_batch(conn: Connection, batch: list[Write], *, lease: timedelta) -> li
 def _insert(conn: Connection, batch: list[Add], lease: timedelta, events: list[dict[str, Any]]) -> list[Job]:
     """Store new jobs and their records: a duplicate check for all their numbers, one
     multi-row INSERT for the jobs, one for their records; their first events are added
-    to `events`."""
-    checked = [item for item in batch if item.window > timedelta(0)]
+    to `events`. An opt-out cancels the opt-ins of its number not yet sent, and an
+    opt-in that an opt-out of its number has overtaken is stored cancelled."""
+    checked = [item for item in batch if _checked(item)]
     numbers = sorted({_number(i) for i in checked})
-    found: dict[Number, list[tuple[int, State, datetime]]] = {}
+    rows: dict[str, list[_Row]] = {}
     if numbers:
         _lock_numbers(conn, numbers)
-        found = recent(conn, numbers, utcnow() - max(item.window for item in checked))
+        windows = [item.window for item in checked] + [timedelta(0)]
+        rows = _rows(conn, sorted({phone for _, _, phone in numbers}), utcnow() - max(windows))
+
+    # The newest opt-out of each number in this batch (nearly always none).
+    stops: dict[str, datetime] = {}
+    for item in batch:
+        if isinstance(item.record, OptOutRecord):
+            stops[item.record.phone] = max(item.record.created_at, stops.get(item.record.phone, item.record.created_at))
 
     job_rows: list[dict[str, Any]] = []
     earliers: list[tuple[int, State] | None] = []
+    revoked: list[bool] = []
     for item in batch:
         earlier: tuple[int, State] | None = None
         if item.window > timedelta(0):
             since = utcnow() - item.window
-            earlier = next(((i, st) for i, st, at in found.get(_number(item), ()) if at >= since), None)
+            earlier = next(((i, st) for i, st, at in _live(rows, _number(item)) if at >= since), None)
         earliers.append(earlier)
-        job_rows.append(_job_row(item, earlier, lease))
+        gone = _overtaken(item.record, stops, rows)
+        revoked.append(gone)
+        job_rows.append(_job_row(item, earlier, lease, cancelled=gone))
+    waits = {i: _cancel_opt_ins(conn, item) for i, item in enumerate(batch) if isinstance(item.record, OptOutRecord)}
+    for i, (_, until) in waits.items():
+        if until is not None:
+            job_rows[i]["next_attempt_at"] = max(job_rows[i]["next_attempt_at"], until)
     ids = _insert_jobs(conn, job_rows)
-    conn.execute(_INSERT_SIGNUP, [_signup_row(item.record, job_id) for item, job_id in zip(batch, ids, strict=True)])
+    _insert_records(conn, batch, ids)
 
     written = []
-    for item, job_id, earlier, row in zip(batch, ids, earliers, job_rows, strict=True):
+    for index, (item, job_id, earlier, row) in enumerate(zip(batch, ids, earliers, job_rows, strict=True)):
         detail = f"duplicate of {earlier[0]}" if earlier else None
+        if revoked[index]:
+            detail = "cancelled: an opt-out of this number came after it"
+        cancelled, until = waits.get(index, ([], None))
+        if until is not None:
+            detail = f"waits until {until.isoformat()}: an opt-in of this number was being sent when it came"
         events.append({"job_id": job_id, "at": row["created_at"], "state": row["state"], "detail": detail})
+        events.extend(
+            {
+                "job_id": other,
+                "at": row["created_at"],
+                "state": State.CANCELLED,
+                "detail": f"cancelled by opt-out {job_id}",
+            }
+            for other in cancelled
+        )
         written.append(
             Job(
                 job_id, row["kind"], item.payload, row["state"], 0, row["created_at"], row["phone"], row["campaign"],
@@ -134,6 +174,79 @@ def _insert(conn: Connection, batch: list[Add], lease: timedelta, events: list[d
             )
         )  # fmt: skip
     return written
+
+
+def _insert_records(conn: Connection, batch: list[Add], ids: list[int]) -> None:
+    """The records of new jobs: consent records in `signups`, opt-outs in `opt_outs`
+    (with the words their page showed, kept once each in `disclosures`)."""
+    signed, stopped = [], []
+    for item, job_id in zip(batch, ids, strict=True):
+        if isinstance(item.record, OptOutRecord):
+            stopped.append((item.record, job_id))
+        else:
+            signed.append(_signup_row(item.record, job_id))
+    if signed:
+        conn.execute(_INSERT_SIGNUP, signed)
+    if stopped:
+        remember_disclosures(conn, list({record.notice.sha256: record.notice for record, _ in stopped}.values()))
+        conn.execute(_INSERT_OPT_OUT, [_opt_out_row(record, job_id) for record, job_id in stopped])
+
+
+# One job of a number, as the duplicate and revocation checks read it.
+_Row = tuple[int, Kind, str | None, str, datetime]
+
+
+def _rows(conn: Connection, phones: list[str], since: datetime) -> dict[str, list[_Row]]:
+    """Every job of these numbers since `since`, newest first, by number."""
+    found: dict[str, list[_Row]] = {}
+    for row in conn.execute(_RECENT, {"r_phones": phones, "r_since": since}):
+        found.setdefault(row.phone, []).append((row.id, Kind(row.kind), row.campaign, row.state, row.created_at))
+    return found
+
+
+def _live(rows: dict[str, list[_Row]], number: Number) -> list[tuple[int, State, datetime]]:
+    """The jobs of `number` that were or will be delivered, newest first, as far back as
+    the last call of the other kind: an opt-in before an opt-out of its number is
+    revoked, so a signup after the opt-out is sent again, as new consent; an opt-out
+    before a new signup is undone by it, so the next opt-out is sent again too."""
+    kind, campaign, phone = number
+    found = []
+    for job_id, row_kind, row_campaign, state, at in rows.get(phone, ()):
+        if row_kind != kind:
+            # The other kind: an opt-out (any state) ends an opt-in's run; an opt-in
+            # that was or will be sent ends an opt-out's.
+            if kind == Kind.OPT_OUT and state not in _LIVE:
+                continue
+            break
+        if state in _LIVE and (kind == Kind.OPT_OUT or row_campaign == campaign):
+            found.append((job_id, State(state), at))
+    return found
+
+
+def _overtaken(record: ConsentRecord | OptOutRecord, stops: dict[str, datetime], rows: dict[str, list[_Row]]) -> bool:
+    """An opt-in that an opt-out of its number, in this batch (`stops`) or stored, came
+    after: it is revoked before it was sent (two replicas, one stamping the signup
+    before the other the opt-out, and committing after)."""
+    if isinstance(record, OptOutRecord):
+        return False
+    stop = stops.get(record.phone)
+    if stop is not None and stop >= record.created_at:
+        return True
+    return any(kind == Kind.OPT_OUT and at >= record.created_at for _, kind, _, _, at in rows.get(record.phone, ()))
+
+
+def _cancel_opt_ins(conn: Connection, item: Add) -> tuple[list[int], datetime | None]:
+    """Cancel the opt-ins of an opt-out's number that came before it and are not sent
+    (pending, or failed or held: `optin retry-failed` must not send them either). The ids, and
+    until when the opt-out must wait: while a worker holds one, its call may be under
+    way, and ProTexting must get the opt-out after it (the lease outlives the call)."""
+    record = item.record
+    now = utcnow()
+    cancelled = conn.execute(
+        _CANCEL_OPT_INS, {"c_phone": record.phone, "c_before": record.created_at, "c_now": now}
+    ).all()
+    leases = [row.lease_until for row in cancelled if row.lease_until is not None and row.lease_until > now]
+    return [row.id for row in cancelled], max(leases, default=None)
 
 
 def _insert_jobs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -151,11 +264,14 @@ def _insert_jobs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     return ids
 
 
-def _job_row(item: Add, earlier: tuple[int, State] | None, lease: timedelta) -> dict[str, Any]:
+def _job_row(
+    item: Add, earlier: tuple[int, State] | None, lease: timedelta, *, cancelled: bool = False
+) -> dict[str, Any]:
     record = item.record
     kind = kind_of(item.payload)
     now = record.created_at
-    holder = item.leased_by if earlier is None else None
+    holder = item.leased_by if earlier is None and not cancelled else None
+    state = State.CANCELLED if cancelled else State.DUPLICATE if earlier is not None else State.PENDING
     return {
         "kind": kind,
         "priority": kind.priority,
@@ -163,7 +279,7 @@ def _job_row(item: Add, earlier: tuple[int, State] | None, lease: timedelta) -> 
         "phone": record.phone,
         "campaign": record.campaign,
         "payload": encode(item.payload),
-        "state": State.DUPLICATE if earlier is not None else State.PENDING,
+        "state": state,
         "attempts": 0,
         "next_attempt_at": now,
         "lease_until": now + lease if holder else None,
@@ -188,18 +304,38 @@ def _signup_row(record: ConsentRecord, job_id: int) -> dict[str, Any]:
     }
 
 
+def _opt_out_row(record: OptOutRecord, job_id: int) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "created_at": record.created_at,
+        "phone": record.phone,
+        "campaign": record.campaign,
+        "page_url": record.page_url,
+        "language": record.language,
+        "notice_sha256": record.notice.sha256,
+        "client_ip": record.client_ip,
+        "user_agent": record.user_agent,
+    }
+
+
 def _apply_updates(conn: Connection, updates: list[Update], events: list[dict[str, Any]]) -> set[int]:
     """Write the updates whose worker still holds the job's lease; their ids. Their
     events are added to `events`."""
     # Only the lease holder may write: a worker whose lease ran out must not overwrite
     # what the job's next holder recorded. Read the holders first (locking the rows on
     # PostgreSQL), then write each group of same-shaped updates in one executemany.
-    holders = {
-        job_id: holder
-        for job_id, holder, state in conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]})
-        if state == State.PENDING
-    }
+    found = list(conn.execute(_HOLDERS, {"h_ids": [u.job_id for u in updates]}))
+    holders = {job_id: holder for job_id, holder, state in found if state == State.PENDING}
     held = [u for u in updates if holders.get(u.job_id) == u.worker]
+    # An opt-in cancelled by an opt-out while its call was under way: the call's
+    # outcome stays in its history (the proof of what ProTexting was sent), and
+    # its state stays cancelled.
+    revoked = {job_id: holder for job_id, holder, state in found if state == State.CANCELLED}
+    events.extend(
+        {"job_id": u.job_id, "at": u.at, "state": State.CANCELLED, "detail": f"{u.detail} (sent before its opt-out)"}
+        for u in updates
+        if revoked.get(u.job_id) == u.worker and "attempts" in u.values
+    )
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for u in held:
         shapes.setdefault(tuple(sorted(u.values)), []).append({"held_id": u.job_id, "held_by": u.worker, **u.values})
@@ -210,22 +346,10 @@ def _apply_updates(conn: Connection, updates: list[Update], events: list[dict[st
 
 
 def recent(conn: Connection, numbers: list[Number], since: datetime) -> dict[Number, list[tuple[int, State, datetime]]]:
-    """Jobs of these numbers since `since` that were or will be delivered, newest first."""
-    found: dict[Number, list[tuple[int, State, datetime]]] = {}
-    wanted = set(numbers)
-    params = {
-        "r_kinds": sorted({k for k, _, _ in numbers}),
-        "r_campaigns": sorted({c for _, c, _ in numbers}),
-        "r_phones": sorted({p for _, _, p in numbers}),
-        "r_since": since,
-    }
-    for row in conn.execute(_RECENT, params):
-        # The query matches kinds, campaigns and numbers apart: keep the ones asked for,
-        # in the states that count (see _RECENT for why not in SQL).
-        number = (Kind(row.kind), row.campaign, row.phone)
-        if number in wanted and row.state in _LIVE:
-            found.setdefault(number, []).append((row.id, State(row.state), row.created_at))
-    return found
+    """Jobs of these numbers since `since` that were or will be delivered, newest first
+    (and not undone since by a job of the other kind: `_live`)."""
+    rows = _rows(conn, sorted({phone for _, _, phone in numbers}), since)
+    return {number: live for number in numbers if (live := _live(rows, number))}
 
 
 def claim(conn: Connection, *, worker: str, limit: int, lease: timedelta) -> list[Job]:
@@ -251,6 +375,34 @@ def claim(conn: Connection, *, worker: str, limit: int, lease: timedelta) -> lis
         .returning(*JOB_COLUMNS)
     )
     return sorted((job_of(row) for row in conn.execute(leased).all()), key=lambda job: job.id)
+
+
+def vet(conn: Connection, *, job: Job, worker: str) -> bool:
+    """Whether `worker` may send `job` now: it still holds the job, pending, and no
+    opt-out of its number has come since it was stored. An opt-in that one has is
+    cancelled here, under the worker's lease, and never sent. The check and an opt-out's
+    cancel lock the job's row (PostgreSQL; SQLite has one writer): whichever comes
+    second sees the first, and an opt-out that comes after this check waits for the
+    lease, so ProTexting gets it after the call (`_cancel_opt_ins`)."""
+    found = conn.execute(_HOLDERS, {"h_ids": [job.id]}).first()
+    if found is None or found.state != State.PENDING or found.leased_by != worker:
+        return False
+    if job.kind != Kind.OPT_IN:
+        return True
+    opt_out = conn.execute(_OPT_OUT_SINCE, {"o_phone": job.phone, "o_since": job.created_at}).scalar()
+    if opt_out is None:
+        return True
+    now = utcnow()
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job.id)
+        .values(state=State.CANCELLED, lease_until=None, leased_by=None, updated_at=now)
+    )
+    conn.execute(
+        _INSERT_EVENT,
+        {"job_id": job.id, "at": now, "state": State.CANCELLED, "detail": f"cancelled by opt-out {opt_out}"},
+    )
+    return False
 
 
 def retry_failed(
@@ -306,6 +458,7 @@ _INSERT_JOB = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
 _INSERT_JOB_WITH_ID = insert(jobs)
 _LAST_JOB_ID = select(func.max(jobs.c.id))
 _INSERT_SIGNUP = insert(signups)
+_INSERT_OPT_OUT = insert(opt_outs)
 _INSERT_EVENT = insert(job_events)
 # SET takes the columns named in the parameters; only the lease holder may write.
 _UPDATE_HELD = update(jobs).where(
@@ -323,17 +476,39 @@ _HOLDERS = (
     .where(jobs.c.id.in_(bindparam("h_ids", expanding=True)))
     .with_for_update()
 )
-# Jobs of some kinds for some numbers to some campaigns since a time, newest first (a
-# superset: the caller keeps the numbers asked for, in the states in _LIVE).
+# Every job of some numbers since a time, newest first (the caller picks the kinds,
+# campaigns and states it asks about: `_live`, `_overtaken`).
 _RECENT = (
     select(jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.campaign, jobs.c.phone, jobs.c.created_at)
     .where(
         jobs.c.phone.in_(bindparam("r_phones", expanding=True)),
-        jobs.c.kind.in_(bindparam("r_kinds", expanding=True)),
-        jobs.c.campaign.in_(bindparam("r_campaigns", expanding=True)),
         jobs.c.created_at >= bindparam("r_since", type_=UTCDateTime),
     )
-    .order_by(jobs.c.id.desc())
+    .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+)
+# The opt-ins of a number stored before its opt-out and not sent: cancelled (by id
+# from the number's index; the states are compared on those few rows).
+_CANCEL_OPT_INS = (
+    update(jobs)
+    .where(
+        jobs.c.phone == bindparam("c_phone"),
+        jobs.c.kind == Kind.OPT_IN.value,
+        jobs.c.created_at <= bindparam("c_before", type_=UTCDateTime),
+        jobs.c.state.in_([State.PENDING.value, State.FAILED.value, State.HELD.value]),
+    )
+    .values(state=State.CANCELLED.value, updated_at=bindparam("c_now", type_=UTCDateTime))
+    .returning(jobs.c.id, jobs.c.lease_until)
+)
+# The first opt-out of a number stored since a time.
+_OPT_OUT_SINCE = (
+    select(jobs.c.id)
+    .where(
+        jobs.c.phone == bindparam("o_phone"),
+        jobs.c.kind == Kind.OPT_OUT.value,
+        jobs.c.created_at >= bindparam("o_since", type_=UTCDateTime),
+    )
+    .order_by(jobs.c.created_at, jobs.c.id)
+    .limit(1)
 )
 # A job in these states was or will be delivered (a held one once its set-up is
 # fixed): a second one of its number within the window is its duplicate.
@@ -345,15 +520,20 @@ _LOCK_NUMBERS = text(
 )
 
 
-def _lock_key(number: Number) -> str:
+def _lock_keys(number: Number) -> tuple[str, ...]:
     kind, campaign, phone = number
-    # An opt-in's key is the one it had before jobs had kinds.
-    return f"optin-pages:{campaign.lower()}:{phone}" if kind == Kind.OPT_IN else f"optin-pages:{kind}:{phone}"
+    # An opt-in's key is the one it had before jobs had kinds. Every write of a number's
+    # opt-out takes the number's own key, and so does every checked opt-in: an opt-out
+    # and a signup of one number are written one after the other, even on two replicas.
+    # ("opt-out" cannot be a campaign's keyword: app.web.pages.RESERVED_PATHS.)
+    whole = f"optin-pages:opt-out:{phone}"
+    return (f"optin-pages:{campaign.lower()}:{phone}", whole) if kind == Kind.OPT_IN else (whole,)
 
 
 def _lock_numbers(conn: Connection, numbers: list[Number]) -> None:
     """Serialise the writes of these numbers' jobs until the transaction ends."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_NUMBERS, {"keys": [_lock_key(number) for number in numbers]})
+        keys = sorted({key for number in numbers for key in _lock_keys(number)})
+        conn.execute(_LOCK_NUMBERS, {"keys": keys})
     # SQLite: every transaction begins IMMEDIATE (app.storage.engine), so this one
     # already holds the database's single write lock.

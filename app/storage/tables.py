@@ -8,6 +8,8 @@ job_events    the delivery history of each job
 signups       one row per valid submission: the consent record, whose id is the
               id of its opt-in job (a record of another kind gets a table of its
               own the same way)
+opt_outs      one row per web opt-out: the revocation's record, whose id is the
+              id of its opt-out job; the words its page showed are in disclosures
 funnel_counts the console's funnel: views and submissions by campaign, src, hour
               and metric, added into by every replica (app.storage.console)
 audit_log     every action taken in the console, with its time and address
@@ -133,6 +135,24 @@ signups = Table(
 )
 Index("ix_signups_created", signups.c.created_at)
 
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    # The id of the opt-out's job.
+    Column("id", Id, ForeignKey("jobs.id"), primary_key=True, autoincrement=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Who asked to stop (a keyed hash once forgotten: app.consent.forgotten), where and how.
+    Column("phone", String(20), nullable=False),
+    Column("campaign", String(64), nullable=True),
+    Column("page_url", Text, nullable=False),
+    Column("language", String(16), nullable=False),
+    # What the page told them, kept as a disclosure is.
+    Column("notice_sha256", String(64), ForeignKey("disclosures.sha256"), nullable=False),
+    Column("client_ip", String(45), nullable=True),
+    Column("user_agent", Text, nullable=True),
+)
+Index("ix_opt_outs_phone", opt_outs.c.phone)
+Index("ix_opt_outs_created", opt_outs.c.created_at)
 funnel_counts = Table(
     "funnel_counts",
     metadata,

@@ -105,8 +105,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def cors_headers(request: Request, campaign: Campaign) -> dict[str, str]:
+    return cors_for(request, campaign.api_origins)
+
+
+def cors_for(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    """CORS headers for a request from one of the `allowed` origins ("*": any); none else."""
     origin = request_origin(request)
-    allowed = campaign.api_origins
     if origin is None or not (origin in allowed or "*" in allowed):
         return {}
     return {"access-control-allow-origin": origin, "vary": "Origin"}
@@ -136,15 +140,20 @@ async def campaign_info(request: Request, listing: ListingDep, resources: Resour
 
 @router.options("/campaigns/{keyword}/opt-ins", include_in_schema=False)
 async def preflight(request: Request, campaign: CampaignDep) -> Response:
-    headers = cors_headers(request, campaign)
-    if not headers:
+    return preflight_answer(cors_headers(request, campaign), methods="POST")
+
+
+def preflight_answer(cors: dict[str, str], *, methods: str) -> Response:
+    """A CORS preflight's answer: 204 and what may be sent, to an allowed origin (`cors`,
+    its headers); 403 to any other."""
+    if not cors:
         return Response(status_code=403)
-    headers |= {
-        "access-control-allow-methods": "POST",
+    allowed = {
+        "access-control-allow-methods": methods,
         "access-control-allow-headers": "content-type",
         "access-control-max-age": "600",
     }
-    return Response(status_code=204, headers=headers)
+    return Response(status_code=204, headers=cors | allowed)
 
 
 @router.post(

@@ -74,7 +74,7 @@ def refused_status(problems: Sequence[Problem]) -> int:
     codes = {p.code for p in problems}
     if "fill.too_fast" in codes:
         return 200
-    return 400 if "token.expired" in codes else 409 if "token.used" in codes else 422
+    return 400 if "token.expired" in codes else 409 if codes & {"token.used", "token.used_stop"} else 422
 
 
 def _way_back(request: Request, site: Site) -> dict[str, object]:

@@ -85,6 +85,9 @@ _WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "This page was open for a long time. Please check your number and press the button again."
     ),
     "token.used": lambda _: "This form was sent already. To sign up the number below, please press the button again.",
+    "token.used_stop": lambda _: (
+        "This form was sent already. To stop texts to the number below, please press the button again."
+    ),
     "captcha.failed": lambda _: "Please complete the check below the number, then press the button again.",
     "limit.ip": lambda p: f"We've had a lot of signups from this connection just now. {_wait(p['seconds'])}",
     "limit.number": lambda p: f"This number was signed up several times just now. {_wait(p['seconds'])}",
@@ -112,6 +115,9 @@ _API_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "token.expired": lambda _: "The token is too old: fetch a new one.",
     "token.used": lambda _: (
         "The token was used for a signup already: fetch a new one from GET /api/v1/campaigns/{keyword}."
+    ),
+    "token.used_stop": lambda _: (
+        "The token was used for another number already: fetch a new one from GET /api/v1/opt-outs."
     ),
     "captcha.failed": lambda _: "The CAPTCHA was not passed.",
     "fill.too_fast": lambda p: (

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 _API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
 _EMBED = re.compile(r"/embed/([^/]+)")
+# The opt-out form's and API's POSTs (app.web.optout): counted as signups are.
+_OPT_OUT = re.compile(r"/(?:[^/]+/)?stop|/api/v1/opt-outs")
 # The scope state's key of a form submission over the per-address limit.
 LIMITED = "optin.limited"
 
@@ -69,7 +71,8 @@ def visit_of(request: Request, settings: Settings) -> Visit:
 
 
 class CountSubmissions:
-    """Every POST to a campaign's form or to the opt-in API counts once against the
+    """Every POST to a campaign's form, to the opt-in API or to an opt-out page or API
+    counts once against the
     per-address limit, whatever becomes of it: counted here, outside the body limit and
     before the form is read, since a malformed, oversized, cross-site or bad-token
     submission is refused before `sign_up` would count it. Over the limit: the API's
@@ -83,12 +86,14 @@ class CountSubmissions:
             state = scope["app"].state
             resources: Resources | None = getattr(state, "resources", None)
             campaign = _signup_campaign(scope["path"], state.site) if resources is not None else None
-            if resources is not None and campaign is not None:
+            if resources is not None and (campaign is not None or _OPT_OUT.fullmatch(scope["path"])):
                 try:
                     await resources.guard.throttle.client(visitor_ip(scope, resources.settings))
                 except TooManyRequests as exc:
-                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED, _src(scope))
-                    if _small_form(scope, resources.settings.max_body_bytes):
+                    if campaign is not None:
+                        resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED, _src(scope))
+                    # (An opt-out's form is answered the app's 429 page, here.)
+                    if campaign is not None and _small_form(scope, resources.settings.max_body_bytes):
                         # A campaign's form: it comes back with the typed number in it
                         # and the wait (`app.web.pages.signup`), so a form body of a
                         # declared, allowed size is read, and goes no further than that.
