@@ -24,6 +24,7 @@ from starlette.routing import Mount
 from . import packaged
 from .campaigns import load_campaigns
 from .guard import Guard
+from .i18n import DEFAULT_LANGUAGE, translations
 from .logs import configure_logging
 from .metrics import Metrics
 from .phone import load_metadata
@@ -97,7 +98,7 @@ def create_app(
         async with open_services(
             active, upstream_transport=upstream_transport, captcha_transport=captcha_transport
         ) as services:
-            await services.outbox.remember_disclosures([item.disclosure for item in site.listings])
+            await services.outbox.remember_disclosures([item.disclosure for item in site.every_language])
             if active.run_worker:
                 services.delivery.start()
             guard = Guard(
@@ -127,6 +128,10 @@ def create_app(
                 gc.unfreeze()
 
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    # {% trans %} and _(): each render passes its language's gettext in its context
+    # (app.web.languages.words); English, the msgids' own, for a render that does not.
+    templates.env.add_extension("jinja2.ext.i18n")
+    templates.env.install_gettext_translations(translations(DEFAULT_LANGUAGE), newstyle=True)  # type: ignore[attr-defined]
     # The JSON API and the pages other than the campaign's own, with FastAPI's
     # parameters and dependencies. The app's middleware, below, wraps it.
     rest = FastAPI(

@@ -135,7 +135,7 @@ def _upgrade(connection: Connection) -> None:
 
 
 # The newest migration in app/migrations/versions (a test checks it is Alembic's head).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003_language"
 
 
 def _at_head(connection: Connection) -> bool:

@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -30,13 +31,15 @@ from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from ..consent import Disclosure
 from ..guard import HONEYPOT_FIELD
+from ..i18n import NAMES
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
 from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
 from ..tokens import ExpiredFormToken, InvalidFormToken
-from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
+from .deps import LocalizedListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
 from .forms import read_form
+from .languages import LANG_PARAM, pick, request_language, words
 from .messages import say
 from .security import BodyLimit, campaign_headers, secured
 from .visits import CountSubmissions, visit_of
@@ -90,6 +93,8 @@ def _form_context(
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
         "captcha": campaign.captcha,
+        # The page's language rides with the form: the signup is recorded in it.
+        "lang_field": LANG_PARAM if len(listing.languages) > 1 else None,
         "phone": phone,
         "phone_error": phone_error,
         "form_errors": form_errors or [],
@@ -103,10 +108,25 @@ def _variant_context(listing: Listing, variant: str) -> dict[str, object]:
     embed = variant == EMBED
     campaign = listing.campaign
     return {
+        **words(listing.language),
+        **_languages_context(listing, variant_path(campaign, variant)),
         "campaign": campaign,
         "brand": listing.brand,
         "embed": embed,
         "parents": " ".join(campaign.frame_ancestors) if embed else "",
+    }
+
+
+def _languages_context(listing: Listing, path: str, query: str = "") -> dict[str, object]:
+    """The page in its other languages: `alternates` (hreflang links, each language's
+    address) and `switch` (the links a person follows, the other languages' names)."""
+    if len(listing.languages) == 1:
+        return {"alternates": [], "switch": []}
+    sep = "&" if query else "?"
+    addresses = {lang: f"{path}{query}{sep}{LANG_PARAM}={lang}" for lang in listing.languages}
+    return {
+        "alternates": list(addresses.items()),
+        "switch": [(lang, NAMES[lang], href) for lang, href in addresses.items() if lang != listing.language],
     }
 
 
@@ -138,7 +158,7 @@ def render_form(
         "signup.html",
         context,
         status_code=status_code,
-        headers=campaign_headers(campaign, embed=variant == EMBED),
+        headers=campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
     )
 
 
@@ -153,7 +173,8 @@ async def index(request: Request, resources: ResourcesDep, site: SiteDep, templa
     # public directory of its campaigns.
     if not resources.sandbox:
         raise CampaignNotFound("")
-    return templates.TemplateResponse(request, "index.html", {"campaigns": list(site.campaigns)})
+    language = request_language(request)
+    return templates.TemplateResponse(request, "index.html", {**words(language), "campaigns": list(site.campaigns)})
 
 
 # The signup page is the hot path: a QR code on a stadium screen sends thousands of
@@ -171,7 +192,10 @@ def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
-    headers = {**campaign_headers(campaign, embed=variant == EMBED), "content-type": "text/html; charset=utf-8"}
+    headers = {
+        **campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
+        "content-type": "text/html; charset=utf-8",
+    }
     raw = secured(
         headers["content-security-policy"], {k: v for k, v in headers.items() if k != "content-security-policy"}
     )
@@ -179,12 +203,19 @@ def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN
 
 
 def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
-    """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
-    rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
+    """The `Site` of a loaded campaigns file: each campaign's disclosure and pages in
+    each of its languages, rendered with `templates` (whose globals, such as
+    `sandbox`, are set already)."""
     disclosure = templates.get_template("_disclosure.html")
-    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c)), _brand(c)) for c in campaigns.values()]
+    listings = []
+    for campaign in campaigns.values():
+        brand = _brand(campaign)
+        for language in campaign.languages:
+            shown = campaign.in_language(language)
+            text = disclosure.render(campaign=shown, **words(language))
+            listings.append(Listing(shown, Disclosure.of(text), brand, language))
     pages = {
-        PageKey(item.campaign.keyword, variant): prerender(templates, item, variant)
+        PageKey(item.campaign.keyword, variant, item.language): prerender(templates, item, variant)
         for item in listings
         for variant in VARIANTS
     }
@@ -229,9 +260,11 @@ class CampaignPage:
         site: Site = state.site
         keyword: str = scope["path_params"]["keyword"]
         resources: Resources = state.resources
-        page = site.page(keyword, self.variant)
-        if page is None:
+        pages = site.pages(keyword, self.variant)
+        if pages is None:
             raise CampaignNotFound(keyword)
+        # One language: nothing to choose (no header read). Several: app.web.languages.
+        page = pick(pages, scope["query_string"], scope["headers"]) if pages.multilingual else pages.default
         resources.metrics.tally.view(page.key)
         body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
@@ -245,7 +278,12 @@ class CampaignPage:
         if listing is None:
             raise CampaignNotFound(keyword)
         response = await signup(
-            Request(scope, receive), listing, resources=state.resources, templates=state.templates, variant=self.variant
+            Request(scope, receive),
+            listing,
+            resources=state.resources,
+            templates=state.templates,
+            variant=self.variant,
+            site=state.site,
         )
         await response(scope, receive, send)
 
@@ -307,12 +345,22 @@ def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
 
 
 async def signup(
-    request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates, variant: str = PLAIN
+    request: Request,
+    listing: Listing,
+    *,
+    resources: Resources,
+    templates: Jinja2Templates,
+    variant: str = PLAIN,
+    site: Site | None = None,
 ) -> Response:
-    """POST /{keyword}: the form's signup (see the module's docstring)."""
+    """POST /{keyword}: the form's signup (see the module's docstring), in the language
+    of the page it was sent from (the form's `lang`)."""
+    captcha_field = listing.campaign.captcha.kind.response_field if listing.campaign.captcha else None
+    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, captcha_field or "phone"})
+    language = form.get(LANG_PARAM) or request.query_params.get(LANG_PARAM)
+    if site is not None and language is not None:
+        listing = site.listing(listing.campaign.keyword, language) or listing
     campaign = listing.campaign
-    captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
-    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
     typed = form.get("phone", "")
     token = form.get(TOKEN_FIELD)
     submission = Submission(
@@ -341,17 +389,20 @@ async def signup(
 
     result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
     if result.status is Status.REFUSED:
-        phone = [say(p) for p in result.problems if p.field == "phone"]
+        phone = [say(p, language=listing.language) for p in result.problems if p.field == "phone"]
         return again(
             refused_status(result.problems),
             phone_error=" ".join(phone) or None,
-            form_errors=[say(p) for p in result.problems if p.field != "phone"],
+            form_errors=[say(p, language=listing.language) for p in result.problems if p.field != "phone"],
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
-    thanks = f"{variant_path(campaign, variant)}/thanks"
+    query = {}
     if result.status is Status.QUEUED:
-        thanks += "?pending=1"
+        query["pending"] = "1"
+    if len(listing.languages) > 1:
+        query[LANG_PARAM] = listing.language
+    thanks = f"{variant_path(campaign, variant)}/thanks" + (f"?{urlencode(query)}" if query else "")
     return RedirectResponse(thanks, status_code=303)
 
 
@@ -363,12 +414,12 @@ def _issued_at(resources: Resources, token: str | None, listing: Listing) -> flo
 
 
 @router.get("/{keyword}/thanks")
-async def thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+async def thanks(request: Request, listing: LocalizedListingDep, templates: TemplatesDep) -> HTMLResponse:
     return _thanks(request, listing, templates, PLAIN)
 
 
 @router.get("/embed/{keyword}/thanks")
-async def embed_thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+async def embed_thanks(request: Request, listing: LocalizedListingDep, templates: TemplatesDep) -> HTMLResponse:
     """The thanks page inside the frame: it tells the host page of the signup."""
     return _thanks(request, listing, templates, EMBED)
 
@@ -376,9 +427,17 @@ async def embed_thanks(request: Request, listing: ListingDep, templates: Templat
 def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, variant: str) -> HTMLResponse:
     campaign = listing.campaign
     pending = request.query_params.get("pending") == "1"
-    context = {**_variant_context(listing, variant), "pending": pending}
+    path = f"{variant_path(campaign, variant)}/thanks"
+    context = {
+        **_variant_context(listing, variant),
+        **_languages_context(listing, path, "?pending=1" if pending else ""),
+        "pending": pending,
+    }
     if variant == EMBED:
         context["signup_state"] = "pending" if pending else "delivered"
     return templates.TemplateResponse(
-        request, "thanks.html", context, headers=campaign_headers(campaign, embed=variant == EMBED)
+        request,
+        "thanks.html",
+        context,
+        headers=campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
     )
