@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -28,9 +29,11 @@ from .i18n import DEFAULT_LANGUAGE, translations
 from .logs import configure_logging
 from .metrics import Metrics
 from .phone import load_metadata
+from .reload import CampaignsWatcher, signature
 from .resources import Resources
 from .services import limits_for, open_services
 from .settings import Settings, load_settings
+from .site import Site
 from .throttle import Throttle
 from .tokens import FormTokens
 from .web.api import router as api_router
@@ -52,6 +55,23 @@ METRICS_FLUSH_SECONDS = 1.0
 
 TEMPLATES_DIR = packaged("templates")
 STATIC_DIR = packaged("static")
+
+
+def _on_hangup(reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGHUP reloads the campaigns file; returns what puts SIGHUP back as it was.
+
+    Only where the event loop can take signals: the main thread of a process (uvicorn's
+    worker), not a test client's thread, nor a platform without SIGHUP."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+        return lambda: None
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return restore
 
 
 async def _flush_metrics(metrics: Metrics) -> None:
@@ -88,17 +108,29 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         active = settings if settings is not None else load_settings()
         configure_logging(active.log_level, active.log_format)
-        campaigns = load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS)
         templates.env.globals["sandbox"] = active.sandbox
         templates.env.globals["public_url"] = active.public_url
-        site = build_site(templates, campaigns)
+
+        def build() -> Site:
+            return build_site(templates, load_campaigns(active.campaigns_path, reserved=RESERVED_PATHS))
+
+        loaded = signature(active.campaigns_path)
+        site = build()
         if active.sandbox:
             logger.warning("PROTEXTING_ACCESS_TOKEN is not set: sandbox mode, no texts are sent")
 
         async with open_services(
             active, upstream_transport=upstream_transport, captcha_transport=captcha_transport
         ) as services:
-            await services.outbox.remember_disclosures([item.disclosure for item in site.every_language])
+
+            async def install(new: Site) -> None:
+                # Its disclosures stored before any page shows them: every consent
+                # record made on a page points at a disclosure already kept.
+                await services.outbox.remember_disclosures([item.disclosure for item in new.every_language])
+                load_metadata(sorted({r for c in new.campaigns for r in (c.default_country, *c.countries)}))
+                app.state.site = new
+
+            await install(site)
             if active.run_worker:
                 services.delivery.start()
             guard = Guard(
@@ -111,8 +143,6 @@ def create_app(
             app.state.resources = Resources(
                 settings=active, delivery=services.delivery, guard=guard, metrics=services.metrics
             )
-            app.state.site = site
-            load_metadata(sorted({r for c in site.campaigns for r in (c.default_country, *c.countries)}))
             # What start-up built lives as long as the process: keep it out of the
             # collector's full scans, which otherwise stop the event loop for ~90 ms
             # every few thousand signups (README, Performance). Undone at shutdown, so
@@ -120,9 +150,16 @@ def create_app(
             gc.collect()
             gc.freeze()
             flushing = asyncio.create_task(_flush_metrics(services.metrics)) if active.metrics_token else None
+            watcher = CampaignsWatcher(
+                active.campaigns_path, build, install, interval=active.reload_seconds, loaded=loaded
+            )
+            watching = asyncio.create_task(watcher.run())
+            hangup = _on_hangup(watcher.request)
             try:
                 yield
             finally:
+                hangup()
+                watching.cancel()
                 if flushing is not None:
                     flushing.cancel()
                 gc.unfreeze()

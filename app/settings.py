@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     protexting_access_token: SecretStr | None = Field(default=None, validation_alias="PROTEXTING_ACCESS_TOKEN")
     protexting_api_url: str = Field(default="https://api2.protexting.com/v1", validation_alias="PROTEXTING_API_URL")
     campaigns_path: Path = Field(default=Path("campaigns.toml"), validation_alias="OPTIN_CAMPAIGNS")
+    # How often the campaigns file is looked at for changes (app.reload); 0: only on SIGHUP.
+    reload_seconds: float = Field(default=2.0, ge=0, le=5, validation_alias="OPTIN_RELOAD_SECONDS")
     public_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OPTIN_PUBLIC_URL")
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
     # GET /metrics exists only when this is set, and answers only `Authorization: Bearer <it>`.
