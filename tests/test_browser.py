@@ -123,7 +123,8 @@ def _sign_up(page: Page, app: Server, *, number: str, screenshots: bool) -> None
     # Fixed: the thanks page.
     phone.fill(number)
     button.click()
-    expect(page).to_have_url(app.url + "/JOIN/thanks")
+    # The demo campaign speaks English and Spanish: the thanks page keeps the language.
+    expect(page).to_have_url(app.url + "/JOIN/thanks?lang=en")
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your phone")
     expect(page.locator("main")).to_contain_text("We've sent a text to confirm your signup to Corner Bakery Deals")
 
