@@ -125,7 +125,8 @@ def _languages_context(listing: Listing, path: str, query: str = "") -> dict[str
     sep = "&" if query else "?"
     addresses = {lang: f"{path}{query}{sep}{LANG_PARAM}={lang}" for lang in listing.languages}
     return {
-        "alternates": list(addresses.items()),
+        # x-default: the address without a choice, which Accept-Language decides.
+        "alternates": [*addresses.items(), ("x-default", f"{path}{query}")],
         "switch": [(lang, NAMES[lang], href) for lang, href in addresses.items() if lang != listing.language],
     }
 
