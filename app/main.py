@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.routing import Mount
 
 from . import packaged
@@ -81,6 +83,16 @@ async def _flush_metrics(metrics: Metrics) -> None:
     while True:
         await asyncio.sleep(METRICS_FLUSH_SECONDS)
         metrics.flush()
+
+
+class CachedStaticFiles(StaticFiles):
+    """static/: kept by browsers and caches for a day, then checked again by its ETag
+    (its URLs name no version, so a release's new stylesheet is seen within the day)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.setdefault("cache-control", "public, max-age=86400")
+        return response
 
 
 def create_app(
@@ -199,7 +211,7 @@ def create_app(
             # the other routes answer (app.web.pages.RESERVED_PATHS).
             pages,
             embed,
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static"),
             Mount("", rest),
         ],
         # Outermost first. Every request goes through all of them.

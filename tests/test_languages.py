@@ -344,3 +344,22 @@ def test_every_string_has_its_spanish_and_keeps_its_placeholders_and_tags() -> N
             continue
         assert sorted(re.findall(r"%\(\w+\)s", message.id)) == sorted(re.findall(r"%\(\w+\)s", message.string))
         assert re.findall(r"</?(\w+)", message.id) == re.findall(r"</?(\w+)", message.string)
+
+
+# --- what audits read ----------------------------------------------------------------------
+
+
+def test_robots_txt_answers_and_keeps_crawlers_to_the_pages(make_client: MakeClient) -> None:
+    robots = make_client().get("/robots.txt")
+
+    assert robots.status_code == 200 and robots.headers["content-type"].startswith("text/plain")
+    lines = robots.text.splitlines()
+    assert lines[0] == "User-agent: *" and "Disallow: /api/" in lines
+    assert not any(line.strip() in ("Disallow: /", "Disallow: /join") for line in lines)
+
+
+def test_static_files_are_kept_by_browsers(make_client: MakeClient) -> None:
+    css = make_client().get("/static/style.css")
+
+    assert css.status_code == 200
+    assert css.headers["cache-control"] == "public, max-age=86400" and css.headers["etag"]

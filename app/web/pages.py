@@ -168,6 +168,16 @@ async def healthz() -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+# Search engines may read the signup pages (a person searching for the business finds
+# its page); the API, the console, the metrics and the sandbox's fake are not pages.
+ROBOTS_TXT = "User-agent: *\nDisallow: /api/\nDisallow: /admin\nDisallow: /metrics\nDisallow: /_fake\n"
+
+
+@router.get("/robots.txt")
+async def robots() -> PlainTextResponse:
+    return PlainTextResponse(ROBOTS_TXT, headers={"cache-control": "public, max-age=86400"})
+
+
 @router.get("/")
 async def index(request: Request, resources: ResourcesDep, site: SiteDep, templates: TemplatesDep) -> Response:
     # The demo's front door: in sandbox mode list the campaigns; a live service has no
