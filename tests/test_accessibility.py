@@ -1,0 +1,248 @@
+"""Accessibility, proven in a real browser: axe-core in Debian's chromium on every state
+of the pages, in English and Spanish, light and dark; focus and title after an error;
+no sideways scrolling at 200% zoom; a signup made with the keyboard alone.
+
+The browser talks to the app in this process: every request to http://optin.test is
+answered by Starlette's TestClient (`_serve`), so a test can put the app in any state
+(a ProTexting that is down, a tight limit) and still have chromium render, lay out and
+run each page as a phone would. axe-core comes from npm at test time (tests/support/axe.py).
+The pages' CSP forbids scripts; axe is injected with the CSP bypassed, as an extension is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from starlette.testclient import TestClient
+
+from tests.support.axe import axe_source, run_axe
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.campaigns import DEMO_CAMPAIGNS
+
+from .conftest import MakeClient, answers
+
+ORIGIN = "http://optin.test"
+PHONE_VIEWPORT = {"width": 390, "height": 844}
+LANGUAGES = ["en", "es"]
+# What the campaign's words and the catalogs say, to find the page's parts by.
+BUTTON = {"en": "Sign up for texts", "es": "Suscribirme a los mensajes"}
+FIELD = {"en": "Mobile number", "es": "Número de celular"}
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    return axe_source()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"No chromium at {CHROMIUM}. Run `make test` or set OPTIN_CHROMIUM.", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _serve(context: BrowserContext, client: TestClient) -> None:
+    """Every request of the browser to ORIGIN answered by the app in this process."""
+
+    def handle(route: Route) -> None:
+        request = route.request
+        parts = urlsplit(request.url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = client.request(request.method, target, content=request.post_data_buffer, headers=headers)
+        route.fulfill(status=answer.status_code, headers=dict(answer.headers), body=answer.content)
+
+    context.route(f"{ORIGIN}/**", handle)
+
+
+def _app(make_client: MakeClient, tmp_path: Path, **settings: Any) -> TestClient:
+    return make_client(campaigns=DEMO_CAMPAIGNS, public_url=ORIGIN, **settings)
+
+
+def _context(browser: Browser, client: TestClient, *, dark: bool = False, language: str = "en") -> BrowserContext:
+    context = browser.new_context(
+        viewport=PHONE_VIEWPORT,
+        is_mobile=True,
+        has_touch=True,
+        bypass_csp=True,
+        color_scheme="dark" if dark else "light",
+        locale="es-US" if language == "es" else "en-US",
+    )
+    _serve(context, client)
+    return context
+
+
+def _clean(page: Page, axe: str, state: str) -> None:
+    violations = run_axe(page, axe)
+    assert violations == [], f"{state}: {violations}"
+
+
+def _submit(page: Page, language: str, number: str) -> None:
+    page.get_by_label(FIELD[language]).fill(number)
+    page.get_by_role("button", name=BUTTON[language]).click()
+
+
+def test_axe_finds_what_it_is_here_to_find(browser: Browser, axe: str) -> None:
+    # The check itself: a page with a nameless field and no language fails.
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_content("<html><body><input type='tel'><img src='data:,'></body></html>")
+    rules = {violation["rule"] for violation in run_axe(page, axe)}
+    context.close()
+    assert {"html-has-lang", "label", "image-alt"} <= rules
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_state_of_the_signup_passes_axe(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, axe: str, language: str, dark: bool
+) -> None:
+    client = _app(make_client, tmp_path)
+    context = _context(browser, client, dark=dark, language=language)
+    page = context.new_page()
+    try:
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, axe, "page")
+
+        _submit(page, language, "555")
+        expect(page.locator("#phone-error")).to_be_visible()
+        _clean(page, axe, "422")
+
+        _submit(page, language, "(201) 555-0123")
+        expect(page).to_have_url(f"{ORIGIN}/JOIN/thanks?lang={language}")
+        _clean(page, axe, "thanks")
+
+        page.goto(f"{ORIGIN}/embed/JOIN?lang={language}")
+        _clean(page, axe, "embed")
+        _submit(page, language, "(201) 555-0124")
+        expect(page).to_have_url(f"{ORIGIN}/embed/JOIN/thanks?lang={language}")
+        _clean(page, axe, "embed thanks")
+
+        page.goto(f"{ORIGIN}/no-such-campaign?lang={language}")
+        _clean(page, axe, "404")
+
+        page.goto(f"{ORIGIN}/JOIN/poster?lang={language}")
+        _clean(page, axe, "poster")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_pending_thanks_and_the_429_pass_axe(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, axe: str, language: str
+) -> None:
+    # ProTexting down: the signup waits in the outbox, the person reads "shortly".
+    client = _app(make_client, tmp_path, handler=answers(503, {"message": "down"}), limit_per_ip="1/minute")
+    context = _context(browser, client, language=language)
+    page = context.new_page()
+    try:
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        _submit(page, language, "(201) 555-0125")
+        expect(page).to_have_url(f"{ORIGIN}/JOIN/thanks?pending=1&lang={language}")
+        _clean(page, axe, "pending thanks")
+
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        with page.expect_response(lambda response: response.request.method == "POST") as refused:
+            _submit(page, language, "(201) 555-0126")
+        assert refused.value.status == 429
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, axe, "429")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_after_a_refused_number_the_focus_is_on_the_field_and_the_title_says_error(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
+) -> None:
+    client = _app(make_client, tmp_path)
+    context = _context(browser, client, language=language)
+    page = context.new_page()
+    try:
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        title = page.title()
+        assert not title.startswith("Error")
+        _submit(page, language, "555")
+
+        expect(page.locator("#phone-error")).to_be_visible()
+        assert page.title() == f"Error: {title}"
+        assert page.evaluate("document.activeElement.id") == "phone"
+    finally:
+        context.close()
+
+
+def test_the_dark_page_is_dark(make_client: MakeClient, tmp_path: Path, browser: Browser) -> None:
+    client = _app(make_client, tmp_path)
+    colours = {}
+    for dark in (False, True):
+        context = _context(browser, client, dark=dark)
+        page = context.new_page()
+        page.goto(f"{ORIGIN}/JOIN")
+        colours[dark] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        context.close()
+
+    def luminance(css: str) -> float:
+        red, green, blue = (int(part) for part in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+        return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+    assert luminance(colours[True]) < 60 < 200 < luminance(colours[False])
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_at_200_percent_zoom_nothing_scrolls_sideways(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
+) -> None:
+    # 200% zoom on a 390-pixel phone lays the page out in 195 CSS pixels; a 1280-pixel
+    # desktop in 640 (WCAG 1.4.10 Reflow asks for 320).
+    client = _app(make_client, tmp_path)
+    for width in (195, 320, 640):
+        context = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True)
+        _serve(context, client)
+        page = context.new_page()
+        try:
+            for path in (f"/JOIN?lang={language}", f"/embed/JOIN?lang={language}", f"/JOIN/thanks?lang={language}"):
+                page.goto(ORIGIN + path)
+                wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                assert wide <= 0, f"{path} at {width}px scrolls {wide}px sideways"
+        finally:
+            context.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_signup_with_the_keyboard_alone(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
+) -> None:
+    client = _app(make_client, tmp_path)
+    context = browser.new_context(viewport=PHONE_VIEWPORT, bypass_csp=True)
+    _serve(context, client)
+    page = context.new_page()
+    try:
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        # Tab until the number field has the focus, as a person would (the language
+        # link may come first); never more than a handful of stops.
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "phone":
+                break
+        assert page.evaluate("document.activeElement.id") == "phone"
+        page.keyboard.type("(201) 555-0127")
+        # On to the button past the disclosure's links, each a stop of its own.
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.tagName") == "BUTTON":
+                break
+        assert page.evaluate("document.activeElement.textContent").strip() == BUTTON[language]
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{ORIGIN}/JOIN/thanks?lang={language}")
+    finally:
+        context.close()
