@@ -59,10 +59,14 @@ def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | No
 
 
 def limits_for(settings: Settings) -> Limits:
+    # The sandbox's test numbers (app.sandbox) are fictional 555-01xx numbers, all in one
+    # block of a hundred: a newcomer trying them and a few of their own would meet the
+    # per-block limit in minutes. So sandbox mode leaves it off unless it is set.
+    keep_prefix = not settings.sandbox or "limit_per_prefix" in settings.model_fields_set
     return Limits(
         per_ip=settings.limit_per_ip,
         per_number=settings.limit_per_number,
-        per_prefix=settings.limit_per_prefix,
+        per_prefix=settings.limit_per_prefix if keep_prefix else "",
         per_campaign=settings.limit_per_campaign,
     )
 

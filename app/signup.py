@@ -54,6 +54,9 @@ class Result:
 
     status: Status
     problems: tuple[Problem, ...] = ()
+    # The number signed up (E.164 digits), for the thanks page to name it masked; None
+    # when refused or trapped.
+    phone: str | None = None
 
 
 def optin_for(campaign: Campaign, phone: str) -> OptIn:
@@ -157,7 +160,7 @@ async def _sign_up(
     submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
     if submitted.rejected is not None:
         return Result(Status.REFUSED, _refused_by_protexting(submitted.rejected))
-    return Result(Status.QUEUED if submitted.waiting else Status.DELIVERED)
+    return Result(Status.QUEUED if submitted.waiting else Status.DELIVERED, phone=phone)
 
 
 def _refused_by_protexting(rejected: Rejected) -> tuple[Problem, ...]:
@@ -178,4 +181,4 @@ async def _repeated(resources: Resources, campaign: Campaign, phone: str) -> Res
     found = await resources.delivery.outbox.recent(campaign.keyword, phone, window=window)
     if found is None:
         raise UsedFormToken("form token already used; the first signup is not stored as sent")
-    return Result(Status.DELIVERED if found[1] == State.DELIVERED else Status.QUEUED)
+    return Result(Status.DELIVERED if found[1] == State.DELIVERED else Status.QUEUED, phone=phone)

@@ -24,6 +24,8 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
+from .problems import Problem
+
 logger = logging.getLogger(__name__)
 
 # Numbers that share all but their last two digits sit in one block of a hundred;
@@ -40,6 +42,14 @@ class TooManyRequests(Exception):
         super().__init__(f"{scope} limit reached; retry after {retry_after}s")
         self.scope = scope
         self.retry_after = retry_after
+
+    @property
+    def problem(self) -> Problem:
+        """For the visitor: which limit (`limit.ip`, `limit.number`, `limit.prefix`,
+        `limit.campaign`) and the wait, in `seconds`."""
+        kind = self.scope.rpartition(":")[2]
+        field = "phone" if kind in {"number", "prefix"} else None
+        return Problem(field, f"limit.{kind}", {"seconds": self.retry_after})
 
 
 def parse_rates(text: str) -> tuple[RateLimitItem, ...]:

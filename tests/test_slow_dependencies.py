@@ -22,7 +22,7 @@ from tests.conftest import FakeUpstream, MakeClient
 from tests.support.blackhole import Relay
 from tests.support.campaigns import CAMPAIGNS
 from tests.support.servers import app_server
-from tests.support.visitor import Visitor, submit
+from tests.support.visitor import Visitor, submit, without_number
 
 # Generous: far above the configured timeouts (1 s here), far below a hang (today a
 # signup waits as long as TCP lasts).
@@ -35,7 +35,7 @@ def test_with_a_redis_that_never_answers_signups_are_thanked_without_waiting_on_
     with Relay() as hole:
         client = make_client(redis_url=hole.url("redis", "/0"), redis_timeout_seconds=0.2)
         first = submit(client, "/join", "(201) 555-0101")
-        assert first.status_code == 303 and first.headers["location"] == "/JOIN/thanks?pending=1"
+        assert first.status_code == 303 and without_number(first.headers["location"]) == "/JOIN/thanks?pending=1"
         asked = hole.connections
         assert asked >= 1  # the first signup did try Redis, for as long as its timeout
 
@@ -43,7 +43,7 @@ def test_with_a_redis_that_never_answers_signups_are_thanked_without_waiting_on_
         answers = [submit(client, "/join", f"(201) 555-01{n}") for n in range(10, 16)]
         token = client.get("/api/v1/campaigns/join").json()["token"]
         api = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": "(201) 555-0177", "token": token})
-        assert [a.headers["location"] for a in answers] == ["/JOIN/thanks?pending=1"] * 6
+        assert [without_number(a.headers["location"]) for a in answers] == ["/JOIN/thanks?pending=1"] * 6
         assert api.status_code == 202
         assert hole.connections == asked
 

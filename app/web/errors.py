@@ -19,14 +19,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..campaigns import CampaignNotFound
+from ..campaigns import Campaign, CampaignNotFound
 from ..guard import CrossSiteRequest
 from ..i18n import N_, translations
 from ..problems import Problem
+from ..resources import Resources
+from ..site import EMBED, PLAIN, Site, variant_path
 from ..throttle import TooManyRequests
 from ..tokens import InvalidFormToken
 from .forms import MalformedForm
-from .languages import request_language, words
+from .languages import LANG_PARAM, request_language, words
+from .messages import say
 from .security import campaign_headers
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,32 @@ def refused_status(problems: Sequence[Problem]) -> int:
     return 400 if "token.expired" in codes else 409 if "token.used" in codes else 422
 
 
+def _way_back(request: Request, site: Site) -> dict[str, object]:
+    """Where an error page links back to: the campaign's page (in the frame, its embed)
+    when the address names a campaign, or the only campaign there is; in sandbox mode the
+    list of signup pages. A live service lists no campaigns, so otherwise none."""
+    segments = request.url.path.strip("/").split("/")
+    embedded = segments[0] == EMBED and len(segments) > 1
+    keyword = request.path_params.get("keyword") or segments[1 if embedded else 0]
+    campaign = site.campaign(keyword) if keyword else None
+    if campaign is None and len(site.campaigns) == 1:
+        (campaign,) = site.campaigns
+    if campaign is not None:
+        return {"back_href": variant_path(campaign, EMBED if embedded else PLAIN), "back_campaign": campaign}
+    resources: Resources | None = getattr(request.app.state, "resources", None)
+    return {"back_href": "/"} if resources is not None and resources.sandbox else {}
+
+
+def _localized(way_back: dict[str, object], site: Site, language: str) -> dict[str, object]:
+    """The way back in the page's language: the campaign's words in it, and its page in it."""
+    campaign = way_back.get("back_campaign")
+    if not isinstance(campaign, Campaign) or len(campaign.languages) == 1:
+        return way_back
+    listing = site.listing(campaign.keyword, language)
+    shown = listing.campaign if listing is not None else campaign
+    return way_back | {"back_campaign": shown, "back_href": f"{way_back['back_href']}?{LANG_PARAM}={language}"}
+
+
 def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     def answer(
         request: Request,
@@ -95,15 +124,17 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
         field: str | None = None,
         headers: dict[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        problem: Problem | None = None,
     ) -> Response:
-        """The error's page (JSON under /api/): `detail`, a msgid formatted with
-        `params`, in place of the status's own words."""
+        """The error's page (JSON under /api/), in the visitor's language: `problem`'s
+        words, or `detail` (a msgid formatted with `params`), in place of the status's own."""
         heading, message = _PAGES.get(status, _PAGES[400])
         if request.url.path.startswith("/api/"):
-            return json_errors(status, (field, _formatted(detail or message, params)), headers=headers)
+            shown = say(problem, api=True) if problem is not None else _formatted(detail or message, params)
+            return json_errors(status, (field, shown), headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
-        site = getattr(request.app.state, "site", None)
+        site: Site | None = getattr(request.app.state, "site", None)
         campaign = site.campaign(keyword) if keyword and site is not None else None
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
@@ -113,13 +144,11 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
             language = request_language(request)
             headers["content-language"] = language
         _ = translations(language).gettext
-        return templates.TemplateResponse(
-            request,
-            "message.html",
-            {**words(language), "heading": _(heading), "detail": _formatted(_(detail or message), params)},
-            status_code=status,
-            headers=headers,
-        )
+        shown = say(problem, language=language) if problem is not None else _formatted(_(detail or message), params)
+        context: dict[str, object] = {**words(language), "heading": _(heading), "detail": shown}
+        if site is not None:
+            context |= _localized(_way_back(request, site), site, language)
+        return templates.TemplateResponse(request, "message.html", context, status_code=status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -168,7 +197,7 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     async def too_many(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TooManyRequests)
         logger.info("limit %s reached on %s", exc.scope, request.url.path)
-        return answer(request, 429, headers={"retry-after": str(exc.retry_after)})
+        return answer(request, 429, problem=exc.problem, headers={"retry-after": str(exc.retry_after)})
 
     async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

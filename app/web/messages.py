@@ -68,6 +68,22 @@ def _countries_phrase(regions: Sequence[str], language: str) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _wait(seconds: int, language: str) -> str:
+    """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
+    minutes up to an hour and a half, hours beyond."""
+    catalog = translations(language)
+    if seconds < 60:
+        count = seconds
+        text = catalog.ngettext("Try again in %(count)d second.", "Try again in %(count)d seconds.", count)
+    elif seconds <= 90 * 60:
+        count = -(-seconds // 60)
+        text = catalog.ngettext("Try again in %(count)d minute.", "Try again in %(count)d minutes.", count)
+    else:
+        count = -(-seconds // 3600)
+        text = catalog.ngettext("Try again in %(count)d hour.", "Try again in %(count)d hours.", count)
+    return text % {"count": count}
+
+
 Words = Callable[[Mapping[str, Any], Gettext, str], str]
 
 # Code -> the words, made from the problem's parameters in a language.
@@ -94,6 +110,18 @@ _WORDS: dict[str, Words] = {
         "This form was sent already. To sign up the number below, please press the button again."
     ),
     "captcha.failed": lambda p, _, lang: _("Please complete the check below the number, then press the button again."),
+    "limit.ip": lambda p, _, lang: (
+        _("We've had a lot of signups from this connection just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.number": lambda p, _, lang: (
+        _("This number was signed up several times just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.prefix": lambda p, _, lang: (
+        _("We've had a lot of signups for numbers like this one just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.campaign": lambda p, _, lang: (
+        _("This signup has taken all the signups it can for now.") + " " + _wait(p["seconds"], lang)
+    ),
     # ProTexting's own words, as it sent them (its refusals are not classified yet).
     "protexting.refused": lambda p, _, lang: str(p["message"]),
 }

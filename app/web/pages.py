@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
+import phonenumbers
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -29,20 +30,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
-from ..consent import Disclosure
+from ..consent import Disclosure, source_params
 from ..guard import HONEYPOT_FIELD
 from ..i18n import NAMES
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
 from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
+from ..throttle import TooManyRequests
 from ..tokens import ExpiredFormToken, InvalidFormToken
+from . import masked
 from .deps import LocalizedListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
-from .forms import read_form
+from .forms import MalformedForm, read_form
 from .languages import LANG_PARAM, pick, request_language, words
 from .messages import say
 from .security import BodyLimit, campaign_headers, secured
-from .visits import CountSubmissions, visit_of
+from .visits import LIMITED, CountSubmissions, visit_of
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +145,7 @@ def render_form(
     phone_error: str | None = None,
     form_errors: list[str] | None = None,
     status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     resources: Resources = request.app.state.resources
     campaign = listing.campaign
@@ -159,7 +163,7 @@ def render_form(
         "signup.html",
         context,
         status_code=status_code,
-        headers=campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
+        headers={**campaign_headers(campaign, embed=variant == EMBED, language=listing.language), **(headers or {})},
     )
 
 
@@ -367,7 +371,15 @@ async def signup(
     """POST /{keyword}: the form's signup (see the module's docstring), in the language
     of the page it was sent from (the form's `lang`)."""
     captcha_field = listing.campaign.captcha.kind.response_field if listing.campaign.captcha else None
-    form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, captcha_field or "phone"})
+    over = request.scope.get("state", {}).get(LIMITED)  # the address's count (CountSubmissions)
+    try:
+        form = await read_form(
+            request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, captcha_field or "phone"}
+        )
+    except MalformedForm:
+        if over is None:
+            raise
+        form = {}  # over the limit all the same: the 429, with nothing to keep
     language = form.get(LANG_PARAM) or request.query_params.get(LANG_PARAM)
     if site is not None and language is not None:
         listing = site.listing(listing.campaign.keyword, language) or listing
@@ -382,7 +394,11 @@ async def signup(
     )
 
     def again(
-        status_code: int, *, phone_error: str | None = None, form_errors: list[str] | None = None
+        status_code: int,
+        *,
+        phone_error: str | None = None,
+        form_errors: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
         issued = _issued_at(resources, token, listing)
@@ -396,9 +412,24 @@ async def signup(
             status_code=status_code,
             phone_error=phone_error,
             form_errors=form_errors,
+            headers=headers,
         )
 
-    result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    def limited(exc: TooManyRequests) -> HTMLResponse:
+        # The form again with the number in it, and how long to wait: not a dead end.
+        logger.info("limit %s reached on %s", exc.scope, request.url.path)
+        problem = exc.problem
+        message = say(problem, language=listing.language)
+        if problem.field == "phone":
+            return again(429, phone_error=message, headers={"retry-after": str(exc.retry_after)})
+        return again(429, form_errors=[message], headers={"retry-after": str(exc.retry_after)})
+
+    if isinstance(over, TooManyRequests):
+        return limited(over)
+    try:
+        result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
+    except TooManyRequests as exc:
+        return limited(exc)
     if result.status is Status.REFUSED:
         phone = [say(p, language=listing.language) for p in result.problems if p.field == "phone"]
         return again(
@@ -408,13 +439,27 @@ async def signup(
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
-    query = {}
+    # The thanks page keeps the page's source parameters (for its "Start again" link)
+    # and names the number, masked (app.web.masked), in the page's language.
+    query = source_params(request.query_params.multi_items())
     if result.status is Status.QUEUED:
         query["pending"] = "1"
+    to = masked.tag(result.phone or _typed_digits(typed, campaign), key=resources.settings.signing_key())
+    if to is not None:
+        query[masked.QUERY_NAME] = to
     if len(listing.languages) > 1:
         query[LANG_PARAM] = listing.language
     thanks = f"{variant_path(campaign, variant)}/thanks" + (f"?{urlencode(query)}" if query else "")
     return RedirectResponse(thanks, status_code=303)
+
+
+def _typed_digits(typed: str, campaign: Campaign) -> str:
+    """The typed number's digits, country code first as far as the campaign's default
+    country tells: what a trapped bot's thanks page names, as a person's would."""
+    digits = "".join(c for c in typed if c.isascii() and c.isdigit())
+    if typed.strip().startswith("+"):
+        return digits
+    return str(phonenumbers.country_code_for_region(campaign.default_country)) + digits
 
 
 def _issued_at(resources: Resources, token: str | None, listing: Listing) -> float | None:
@@ -437,12 +482,22 @@ async def embed_thanks(request: Request, listing: LocalizedListingDep, templates
 
 def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, variant: str) -> HTMLResponse:
     campaign = listing.campaign
-    pending = request.query_params.get("pending") == "1"
-    path = f"{variant_path(campaign, variant)}/thanks"
+    resources: Resources = request.app.state.resources
+    query = request.query_params
+    pending = query.get("pending") == "1"
+    # "Wrong number? Start again": the same page, from the same poster or link, in the same language.
+    again = variant_path(campaign, variant) + source_query(query.multi_items())
+    if len(listing.languages) > 1:
+        again += ("&" if "?" in again else "?") + f"{LANG_PARAM}={listing.language}"
+    kept = [(name, value) for name, value in query.multi_items() if name != LANG_PARAM]
     context = {
         **_variant_context(listing, variant),
-        **_languages_context(listing, path, "?pending=1" if pending else ""),
+        **_languages_context(
+            listing, f"{variant_path(campaign, variant)}/thanks", f"?{urlencode(kept)}" if kept else ""
+        ),
         "pending": pending,
+        "number": masked.shown(query.get(masked.QUERY_NAME), key=resources.settings.signing_key()),
+        "again": again,
     }
     if variant == EMBED:
         context["signup_state"] = "pending" if pending else "delivered"

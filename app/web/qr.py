@@ -90,6 +90,8 @@ async def poster(
     context = {
         **words(listing.language),
         "campaign": campaign,
+        # The campaign's logo and colour, as its pages show them (app.branding).
+        "brand": listing.brand,
         "format": sheet,
         "formats": [(name, _poster_link(campaign.path, src, name)) for name in POSTER_FORMATS],
         "disclosure": Markup(listing.disclosure.text),

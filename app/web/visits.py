@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 _API_OPT_IN = re.compile(r"/api/v1/campaigns/([^/]+)/opt-ins")
 _EMBED = re.compile(r"/embed/([^/]+)")
+# The scope state's key of a form submission over the per-address limit.
+LIMITED = "optin.limited"
 
 
 def visitor_ip(scope: Scope, settings: Settings) -> str | None:
@@ -69,8 +71,8 @@ class CountSubmissions:
     """Every POST to a campaign's form or to the opt-in API counts once against the
     per-address limit, whatever becomes of it: counted here, outside the body limit and
     before the form is read, since a malformed, oversized, cross-site or bad-token
-    submission is refused before `sign_up` would count it. Over the limit: the app's
-    own 429 answer, before the body is read."""
+    submission is refused before `sign_up` would count it. Over the limit: the API's
+    429 answer before the body is read; a form's is the form again (under `LIMITED`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -85,10 +87,29 @@ class CountSubmissions:
                     await resources.guard.throttle.client(visitor_ip(scope, resources.settings))
                 except TooManyRequests as exc:
                     resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED)
+                    if _small_form(scope, resources.settings.max_body_bytes):
+                        # A campaign's form: it comes back with the typed number in it
+                        # and the wait (`app.web.pages.signup`), so a form body of a
+                        # declared, allowed size is read, and goes no further than that.
+                        scope.setdefault("state", {})[LIMITED] = exc
+                        await self.app(scope, receive, send)
+                        return
                     response = await scope["app"].exception_handlers[TooManyRequests](Request(scope), exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+def _small_form(scope: Scope, limit: int) -> bool:
+    """A POST to a campaign's page (not the API) of a urlencoded form whose declared
+    length is within `limit`: anything else over the limit is answered before its body
+    is read."""
+    if scope["path"].startswith("/api/"):
+        return False
+    headers = dict(scope["headers"])
+    kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    length = headers.get(b"content-length", b"")
+    return kind == b"application/x-www-form-urlencoded" and length.isdigit() and int(length) <= limit
 
 
 def _signup_campaign(path: str, site: Site) -> str | None:
