@@ -365,22 +365,3 @@ def test_every_string_has_its_spanish_and_keeps_its_placeholders_and_tags() -> N
         for string in strings:
             assert sorted(re.findall(r"%\(\w+\)[sd]", ids[-1])) == sorted(re.findall(r"%\(\w+\)[sd]", string))
             assert re.findall(r"</?(\w+)", ids[-1]) == re.findall(r"</?(\w+)", string)
-
-
-# --- what audits read ----------------------------------------------------------------------
-
-
-def test_robots_txt_answers_and_keeps_crawlers_to_the_pages(make_client: MakeClient) -> None:
-    robots = make_client().get("/robots.txt")
-
-    assert robots.status_code == 200 and robots.headers["content-type"].startswith("text/plain")
-    lines = robots.text.splitlines()
-    assert lines[0] == "User-agent: *" and "Disallow: /api/" in lines
-    assert not any(line.strip() in ("Disallow: /", "Disallow: /join") for line in lines)
-
-
-def test_static_files_are_kept_by_browsers(make_client: MakeClient) -> None:
-    css = make_client().get("/static/style.css")
-
-    assert css.status_code == 200
-    assert css.headers["cache-control"] == "public, max-age=86400" and css.headers["etag"]
