@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import phonenumbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -169,13 +170,8 @@ class CampaignText(BaseModel):
     cta_message: str | None = None
     confirm_message: str | None = None
     button_text: ButtonText | None = None
-    terms_url: str | None = None
-    privacy_url: str | None = None
-
-    @field_validator("terms_url", "privacy_url")
-    @classmethod
-    def _urls(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value)
+    terms_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    privacy_url: Annotated[str, AfterValidator(_http_url)] | None = None
 
     @field_validator("confirm_message")
     @classmethod

@@ -11,25 +11,25 @@ The pages' CSP forbids scripts; axe is injected with the CSP bypassed, as an ext
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 from starlette.testclient import TestClient
 
 from tests.support.axe import axe_source, run_axe
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import launched
 from tests.support.campaigns import DEMO_CAMPAIGNS
 
 from .conftest import MakeClient, answers
 
 ORIGIN = "http://optin.test"
-PHONE_VIEWPORT = {"width": 390, "height": 844}
+PHONE_VIEWPORT: ViewportSize = {"width": 390, "height": 844}
 LANGUAGES = ["en", "es"]
 # What the campaign's words and the catalogs say, to find the page's parts by.
 BUTTON = {"en": "Sign up for texts", "es": "Suscribirme a los mensajes"}
@@ -43,12 +43,8 @@ def axe() -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"No chromium at {CHROMIUM}. Run `make test` or set OPTIN_CHROMIUM.", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 def _serve(context: BrowserContext, client: TestClient) -> None:
@@ -69,17 +65,30 @@ def _app(make_client: MakeClient, tmp_path: Path, **settings: Any) -> TestClient
     return make_client(campaigns=DEMO_CAMPAIGNS, public_url=ORIGIN, **settings)
 
 
-def _context(browser: Browser, client: TestClient, *, dark: bool = False, language: str = "en") -> BrowserContext:
+@contextmanager
+def _opened(
+    browser: Browser,
+    client: TestClient,
+    *,
+    dark: bool = False,
+    language: str = "en",
+    viewport: ViewportSize = PHONE_VIEWPORT,
+    phone: bool = True,
+) -> Iterator[Page]:
+    """A new page of a browser that talks to `client`, light or dark, set to `language`."""
     context = browser.new_context(
-        viewport=PHONE_VIEWPORT,
-        is_mobile=True,
-        has_touch=True,
+        viewport=viewport,
+        is_mobile=phone,
+        has_touch=phone,
         bypass_csp=True,
         color_scheme="dark" if dark else "light",
         locale="es-US" if language == "es" else "en-US",
     )
     _serve(context, client)
-    return context
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def _thanks(path: str, query: str) -> re.Pattern[str]:
@@ -115,9 +124,7 @@ def test_every_state_of_the_signup_passes_axe(
     make_client: MakeClient, tmp_path: Path, browser: Browser, axe: str, language: str, dark: bool
 ) -> None:
     client = _app(make_client, tmp_path)
-    context = _context(browser, client, dark=dark, language=language)
-    page = context.new_page()
-    try:
+    with _opened(browser, client, dark=dark, language=language) as page:
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         expect(page.locator("html")).to_have_attribute("lang", language)
         _clean(page, axe, "page")
@@ -141,8 +148,6 @@ def test_every_state_of_the_signup_passes_axe(
 
         page.goto(f"{ORIGIN}/JOIN/poster?lang={language}")
         _clean(page, axe, "poster")
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -151,9 +156,7 @@ def test_the_pending_thanks_and_the_429_pass_axe(
 ) -> None:
     # ProTexting down: the signup waits in the outbox, the person reads "shortly".
     client = _app(make_client, tmp_path, handler=answers(503, {"message": "down"}), limit_per_ip="1/minute")
-    context = _context(browser, client, language=language)
-    page = context.new_page()
-    try:
+    with _opened(browser, client, language=language) as page:
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         _submit(page, language, "(201) 555-0125")
         expect(page).to_have_url(_thanks("/JOIN", f"pending=1&lang={language}"))
@@ -165,8 +168,6 @@ def test_the_pending_thanks_and_the_429_pass_axe(
         assert refused.value.status == 429
         expect(page.locator("html")).to_have_attribute("lang", language)
         _clean(page, axe, "429")
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -174,9 +175,7 @@ def test_after_a_refused_number_the_focus_is_on_the_field_and_the_title_says_err
     make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
 ) -> None:
     client = _app(make_client, tmp_path)
-    context = _context(browser, client, language=language)
-    page = context.new_page()
-    try:
+    with _opened(browser, client, language=language) as page:
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         title = page.title()
         assert not title.startswith("Error")
@@ -185,19 +184,15 @@ def test_after_a_refused_number_the_focus_is_on_the_field_and_the_title_says_err
         expect(page.locator("#phone-error")).to_be_visible()
         assert page.title() == f"Error: {title}"
         assert page.evaluate("document.activeElement.id") == "phone"
-    finally:
-        context.close()
 
 
 def test_the_dark_page_is_dark(make_client: MakeClient, tmp_path: Path, browser: Browser) -> None:
     client = _app(make_client, tmp_path)
     colours = {}
     for dark in (False, True):
-        context = _context(browser, client, dark=dark)
-        page = context.new_page()
-        page.goto(f"{ORIGIN}/JOIN")
-        colours[dark] = page.evaluate("getComputedStyle(document.body).backgroundColor")
-        context.close()
+        with _opened(browser, client, dark=dark) as page:
+            page.goto(f"{ORIGIN}/JOIN")
+            colours[dark] = page.evaluate("getComputedStyle(document.body).backgroundColor")
 
     def luminance(css: str) -> float:
         red, green, blue = (int(part) for part in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
@@ -214,16 +209,11 @@ def test_at_200_percent_zoom_nothing_scrolls_sideways(
     # desktop in 640 (WCAG 1.4.10 Reflow asks for 320).
     client = _app(make_client, tmp_path)
     for width in (195, 320, 640):
-        context = browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True)
-        _serve(context, client)
-        page = context.new_page()
-        try:
+        with _opened(browser, client, viewport={"width": width, "height": 800}, phone=False) as page:
             for path in (f"/JOIN?lang={language}", f"/embed/JOIN?lang={language}", f"/JOIN/thanks?lang={language}"):
                 page.goto(ORIGIN + path)
                 wide = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 assert wide <= 0, f"{path} at {width}px scrolls {wide}px sideways"
-        finally:
-            context.close()
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -231,10 +221,7 @@ def test_a_signup_with_the_keyboard_alone(
     make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
 ) -> None:
     client = _app(make_client, tmp_path)
-    context = browser.new_context(viewport=PHONE_VIEWPORT, bypass_csp=True)
-    _serve(context, client)
-    page = context.new_page()
-    try:
+    with _opened(browser, client, language=language, phone=False) as page:
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         # Tab until the number field has the focus, as a person would (the language
         # link may come first); never more than a handful of stops.
@@ -252,5 +239,3 @@ def test_a_signup_with_the_keyboard_alone(
         assert page.evaluate("document.activeElement.textContent").strip() == BUTTON[language]
         page.keyboard.press("Enter")
         expect(page).to_have_url(_thanks("/JOIN", f"lang={language}"))
-    finally:
-        context.close()
