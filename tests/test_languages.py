@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
+from jinja2 import Environment
 
 from app.campaigns import CampaignsError, parse_campaigns
 from app.i18n import LANGUAGES, negotiate
@@ -365,3 +366,15 @@ def test_every_string_has_its_spanish_and_keeps_its_placeholders_and_tags() -> N
         for string in strings:
             assert sorted(re.findall(r"%\(\w+\)[sd]", ids[-1])) == sorted(re.findall(r"%\(\w+\)[sd]", string))
             assert re.findall(r"</?(\w+)", ids[-1]) == re.findall(r"</?(\w+)", string)
+
+
+# The disclosure template before languages: an English page must show the very same
+# text, so the consent records made before an upgrade keep pointing at their hash.
+_BEFORE = """<p class="disclosure" id="disclosure">By submitting this form, you agree to receive recurring automated marketing text messages from {{ campaign.program_name }} at the number provided. {{ campaign.message_frequency }}. Msg &amp; data rates may apply. Reply <strong>HELP</strong> for help and <strong>STOP</strong> to cancel. Consent is not a condition of purchase. <a href="{{ campaign.terms_url }}" target="_blank" rel="noopener">Terms</a> and <a href="{{ campaign.privacy_url }}" target="_blank" rel="noopener">Privacy Policy</a>.</p>
+"""
+
+
+def test_the_english_disclosure_is_the_same_text_as_before_languages(make_client: MakeClient, bilingual: Path) -> None:
+    listing = make_client(campaigns=bilingual).app.state.site.listing("JOIN")
+    before = Environment(autoescape=True).from_string(_BEFORE).render(campaign=listing.campaign)
+    assert listing.language == "en" and listing.disclosure.text == before
