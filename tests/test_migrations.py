@@ -32,6 +32,14 @@ pytestmark = pytest.mark.anyio
 DISCLOSURE = Disclosure.of("<p>Recurring automated texts. Reply <strong>STOP</strong> to cancel.</p>")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """The rows' times from the test's own start, not the module's import: a long suite
+    would otherwise put the "one minute ago" signup outside the duplicate window."""
+    global NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
 # Revision 0001's tables, as its code wrote them.
 _old = MetaData()
 old_signups = Table(
