@@ -5,18 +5,18 @@ optin serve [--host H] [--port P] [--workers N]
 optin migrate                       bring the database schema up to date
 optin worker [--once]               deliver pending signups (a process of its own)
 optin status                        signups by campaign and delivery state
-optin retry-failed [--campaign K]   queue failed signups again
+optin retry-failed [--held] [--campaign K]
+                                    queue failed (or held) signups again
 optin export [--format csv|jsonl] [--since D] [--until D] [--campaign K] [--output F]
                                     consent records, for proof of consent
 optin backup PATH                   copy the SQLite database, safely while it is in use
+optin hash-password                 the OPTIN_ADMIN_PASSWORD_HASH of a password typed twice
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import json
 import logging
 import os
 import re
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
@@ -35,9 +35,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from .campaigns import CampaignsError
+from .exports import FORMATS, export_text, moment_of
+from .outbox import State
 from .services import open_outbox, open_services
 from .settings import Settings, SettingsError, load_settings
-from .storage import EXPORT_FIELDS, Outbox, StorageError, create_engine, migrate
+from .storage import Outbox, StorageError, create_engine, migrate
 
 
 class CommandError(Exception):
@@ -113,30 +115,29 @@ async def _status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'campaign':<{width}}  {'state':<10} {'count':>8}")
     for campaign, state, count in counts:
         print(f"{campaign:<{width}}  {state:<10} {count:>8}")
+    held = sum(count for _, state, count in counts if state == State.HELD)
+    if held:
+        # Beside the table, not in it: scripts read the table.
+        print(
+            f"{held} signup(s) held: ProTexting refused them for the set-up (the log's ERROR lines say why); "
+            "fix it, then run `optin retry-failed --held`",
+            file=sys.stderr,
+        )
     return 0
 
 
 async def _retry_failed(settings: Settings, args: argparse.Namespace) -> int:
     async with _outbox(settings, existing=True) as outbox:
-        count = await outbox.retry_failed(campaign=args.campaign)
-    print(f"{count} failed signup(s) queued again")
+        count = await outbox.retry_failed(campaign=args.campaign, held=args.held)
+    print(f"{count} {'held' if args.held else 'failed'} signup(s) queued again")
     return 0
 
 
 def _day(text: str) -> datetime:
-    """A date (midnight UTC) or a full ISO timestamp (UTC when it has no offset)."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD) or ISO timestamp") from None
-    if len(text) == 10:
-        moment = datetime.combine(date.fromisoformat(text), time(), UTC)
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    try:
-        moment.astimezone(UTC)  # as the database is asked; 9999-12-31T23:59-05:00 is past year 9999
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
-    return moment
+        return moment_of(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -145,40 +146,15 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _plain(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-# OWASP's advice on CSV injection: a spreadsheet runs a cell that starts with one of
-# these as a formula (a user agent "=HYPERLINK(...)" sent by anyone), and a leading
-# single quote makes it text. JSONL is data for programs: it stays as stored.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, (list, dict)):
-        value = json.dumps(value)
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 async def _write_export(settings: Settings, args: argparse.Namespace, out: IO[str]) -> int:
     count = 0
     async with _outbox(settings, existing=True) as outbox:
-        writer = None
-        if args.format == "csv":
-            # The header even for an empty range, so a spreadsheet still opens it.
-            writer = csv.DictWriter(out, fieldnames=[*EXPORT_FIELDS, "history"])
-            writer.writeheader()
-        async for record in outbox.export(since=args.since, until=args.until, campaign=args.campaign):
-            record = {key: _plain(value) for key, value in record.items()}
-            if writer is None:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            else:
-                writer.writerow({key: _csv_cell(value) for key, value in record.items()})
+        records = outbox.export(since=args.since, until=args.until, campaign=args.campaign)
+        async for text in export_text(records, args.format):
+            out.write(text)
             count += 1
-    return count
+    # The CSV header is a piece of its own.
+    return count - 1 if args.format == "csv" else count
 
 
 def _check_output(settings: Settings, output: Path, *, named: str = "--output ") -> None:
@@ -289,6 +265,30 @@ async def _backup(settings: Settings, args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
     print(f"backed up {database} to {output}")
     return 0
+
+
+def hash_password(ask: Callable[[str], str] | None = None) -> int:
+    """Read a password twice without echo and print its argon2id hash (argon2-cffi's
+    defaults): the value of OPTIN_ADMIN_PASSWORD_HASH, which turns the console on."""
+    import getpass
+
+    from argon2 import PasswordHasher
+
+    ask = ask or getpass.getpass
+    try:
+        password = ask("Console password: ")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise CommandError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+        again = ask("Again: ")
+    except (EOFError, KeyboardInterrupt):
+        raise CommandError("no password read; nothing was made") from None
+    if again != password:
+        raise CommandError("the two passwords differ; nothing was made")
+    print(PasswordHasher().hash(password))
+    return 0
+
+
+MIN_PASSWORD_LENGTH = 12
 
 
 # h11 answers 400 to a request head still incomplete past this many bytes (its own
@@ -402,11 +402,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="signups by campaign and delivery state").set_defaults(run=_status)
 
     retry = commands.add_parser("retry-failed", help="queue failed signups again")
+    retry.add_argument(
+        "--held", action="store_true",
+        help="queue the held signups instead: those ProTexting refused for the set-up, once it is fixed",
+    )  # fmt: skip
     retry.add_argument("--campaign", help="only this campaign's keyword")
     retry.set_defaults(run=_retry_failed)
 
     export = commands.add_parser("export", help="export consent records")
-    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--format", choices=FORMATS, default="csv")
     export.add_argument("--since", type=_day, help="from this date or time (UTC), inclusive")
     export.add_argument("--until", type=_day, help="up to this date or time (UTC), exclusive")
     export.add_argument("--campaign", help="only this campaign's keyword")
@@ -418,6 +422,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("path", metavar="PATH", help="the copy; written beside itself, then renamed over PATH")
     backup.set_defaults(run=_backup)
+
+    commands.add_parser(
+        "hash-password", help="print OPTIN_ADMIN_PASSWORD_HASH for a password typed twice (turns /admin on)"
+    ).set_defaults(run=None)
     return parser
 
 
@@ -435,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings: Settings | None = None
     try:
+        if args.run is None:
+            # hash-password reads no settings: it makes the first console setting.
+            return hash_password()
         settings = load_settings()
         if args.run is _serve:
             # uvicorn runs its own event loop: not inside asyncio.run.

@@ -62,8 +62,12 @@ class Submitted:
 
     @property
     def waiting(self) -> bool:
-        """True while no text is known to be sent (the thanks page says "shortly")."""
-        return State.PENDING in (self.state, self.earlier) or not self.verified
+        """True while no text is known to be sent (the thanks page says "shortly"): a
+        held signup too, which goes once the business has fixed its set-up."""
+        return self.state in _WAITING or self.earlier in _WAITING or not self.verified
+
+
+_WAITING = frozenset({State.PENDING, State.HELD})
 
 
 class Delivery:
@@ -130,7 +134,13 @@ class Delivery:
         outcome = answered.result()
         step = transition(signup, outcome, now=utcnow(), policy=self.outbox.policy)
         verified = not isinstance(outcome, Accepted) or outcome.verified
-        return Submitted(signup, step.state, outcome if isinstance(outcome, Rejected) else None, verified=verified)
+        # Only a refusal of the number goes back to the person; a held one is thanked.
+        rejected = outcome if isinstance(outcome, Rejected) and step.state == State.REJECTED else None
+        return Submitted(signup, step.state, rejected, verified=verified)
+
+    def wake(self) -> None:
+        """Look for due signups now (an operator queued some again), not at the next poll."""
+        self._wake.set()
 
     async def settled(self) -> None:
         """Wait until the outcomes of the attempts under way are stored."""
@@ -238,6 +248,8 @@ class Delivery:
             answered.set_result(outcome)
         step = await self.outbox.settle(signup, outcome, worker=self.worker_id)
         self.metrics.deliveries.labels(_RESULTS.get(step.state, str(step.state))).inc()
+        if isinstance(outcome, Rejected):
+            self._refused_for_set_up(signup, outcome, step)
         logger.info(
             "signup %s (%s): %s after %s attempt(s)",
             signup.id,
@@ -247,6 +259,29 @@ class Delivery:
             extra={"campaign": signup.campaign, "outcome": str(step.state)},
         )
         return step, outcome
+
+    def _refused_for_set_up(self, signup: Job, outcome: Rejected, step: Transition) -> None:
+        """Tell the operator what ProTexting says is wrong with the set-up: the person
+        was thanked (held) or told only of the number, so nobody else will. ProTexting's
+        words are quoted, never the token (no part of a call's URL is in them)."""
+        causes = outcome.causes
+        if not causes:
+            return
+        for cause in causes:
+            self.metrics.held.labels(cause.kind).inc()
+        said = "; ".join(cause.text for cause in causes)
+        extra = {"campaign": signup.campaign, "outcome": str(step.state), "cause": causes[0].kind}
+        if step.state == State.HELD:
+            logger.error(
+                "signup %s (%s) held: ProTexting refused it for the set-up: %s. Fix that, then run "
+                "`optin retry-failed --held` to send the held signups",
+                signup.id, signup.campaign, said, extra=extra,
+            )  # fmt: skip
+        else:
+            logger.error(
+                "signup %s (%s) refused for its number; ProTexting also refused the set-up: %s",
+                signup.id, signup.campaign, said, extra=extra,
+            )  # fmt: skip
 
     async def _call(self, job: Job) -> Outcome:
         """The call to ProTexting a job of its kind makes."""
@@ -299,6 +334,7 @@ _RESULTS = {
     State.FAILED: "failed",
     State.PENDING: "retry",
     State.DUPLICATE: "duplicate",
+    State.HELD: "held",
 }
 
 

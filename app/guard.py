@@ -4,7 +4,9 @@ consent record is made and ProTexting is called.
     limits      too many from this address (every submission)  -> 429 + Retry-After
     origin      a browser POST from another site              -> 403 (`check_origin`)
     form token  missing or forged                             -> 400 (expired: form again)
-    bot traps   honeypot filled, or filled faster than a person -> answered like success
+    bot traps   honeypot filled                               -> answered like success
+    fill time   sent sooner than a person fills it in          -> the form again, to confirm
+                ... and again, with the confirming token       -> answered like success
     CAPTCHA     when the campaign has one, not passed          -> the form again, 422
     number      country and number type (app.phone)           -> 422 beside the field
     limits      this number, its block, the campaign's day    -> 429 + Retry-After
@@ -19,12 +21,14 @@ refused early count too.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
 from .campaigns import Campaign
 from .captcha import CaptchaVerifier
+from .problems import Problem, Refusal
 from .site import Listing
 from .throttle import Throttle
 from .tokens import FormTokens
@@ -41,6 +45,17 @@ class BotTrapped(Exception):
     def __init__(self, trap: str) -> None:
         super().__init__(trap)
         self.trap = trap
+
+
+class FilledTooFast(Refusal):
+    """Sent sooner than OPTIN_MIN_FILL_SECONDS after its page was served: a phone's
+    autofill can be that quick, so the first time is asked to confirm (the form again,
+    with a confirming token) rather than trapped. `retry_after`: whole seconds until
+    the same token would pass."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("form sent sooner than a person fills it in")
+        self.problem = Problem("token", "fill.too_fast", {"retry_after": retry_after})
 
 
 class CrossSiteRequest(Exception):
@@ -102,14 +117,24 @@ class Guard:
     ) -> float:
         """Run the checks that come before the number; return the form's issue time.
 
-        Raises InvalidFormToken, ExpiredFormToken, BotTrapped or CaptchaFailed."""
+        Raises InvalidFormToken, ExpiredFormToken, BotTrapped, FilledTooFast or
+        CaptchaFailed."""
         campaign = listing.campaign
-        issued = self.tokens.check(token, listing.key)
+        stamp = self.tokens.read(token, listing.key)
         if honeypot:
             self._caught("honeypot", campaign, client_ip)
-        # Timed on the clock that stamped the token.
-        if self.min_fill_seconds and self.tokens.clock() - issued < self.min_fill_seconds:
-            self._caught("too fast", campaign, client_ip)
+        # Timed on the clock that stamped the token, from the first page view: the
+        # confirming form keeps that time, so a person's tap on it is late enough.
+        waited = self.tokens.clock() - stamp.issued
+        if self.min_fill_seconds and waited < self.min_fill_seconds:
+            if stamp.confirming:
+                self._caught("too fast", campaign, client_ip)
+            logger.info(
+                "a submission to %s from %s came %.1fs after its page: asked to confirm",
+                campaign.keyword, client_ip, waited,
+                extra={"campaign": campaign.keyword, "outcome": "too-fast"},
+            )  # fmt: skip
+            raise FilledTooFast(math.ceil(self.min_fill_seconds - waited))
         if campaign.captcha is not None:
             await self.captcha.verify(
                 campaign.captcha.kind,
@@ -117,7 +142,7 @@ class Guard:
                 response=captcha_answer,
                 remote_ip=client_ip,
             )
-        return issued
+        return stamp.issued
 
     async def number(self, listing: Listing, phone: str) -> None:
         """Count a valid number against its limits (raises TooManyRequests)."""

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from . import packaged
+from .admin import Console, console_route, open_console
 from .campaigns import load_campaigns
 from .guard import Guard
 from .i18n import DEFAULT_LANGUAGE, translations
@@ -76,13 +77,17 @@ def _on_hangup(reload: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-async def _flush_metrics(metrics: Metrics) -> None:
+async def _flush_metrics(metrics: Metrics, console: Console | None) -> None:
     """The page views' and submissions' counts into prometheus-client's once a second
     (a scrape flushes its own process's first): in multiprocess mode that is how the
-    other processes' counts reach the shared directory."""
+    other processes' counts reach the shared directory. The console's funnel reads the
+    same flush (app.funnel), and is written to the database every few. It runs with
+    neither on too: the tally counts views by query string, and is emptied here."""
     while True:
         await asyncio.sleep(METRICS_FLUSH_SECONDS)
         metrics.flush()
+        if console is not None:
+            await console.flushed()
 
 
 class CachedStaticFiles(StaticFiles):
@@ -161,20 +166,23 @@ def create_app(
             # a process that runs many apps (the tests) can still collect them.
             gc.collect()
             gc.freeze()
-            flushing = asyncio.create_task(_flush_metrics(services.metrics)) if active.metrics_token else None
-            watcher = CampaignsWatcher(
-                active.campaigns_path, build, install, interval=active.reload_seconds, loaded=loaded
-            )
-            watching = asyncio.create_task(watcher.run())
-            hangup = _on_hangup(watcher.request)
-            try:
-                yield
-            finally:
-                hangup()
-                watching.cancel()
-                if flushing is not None:
+            async with open_console(
+                active, delivery=services.delivery, metrics=services.metrics, counters=services.counters
+            ) as console:
+                app.state.console = console
+                flushing = asyncio.create_task(_flush_metrics(services.metrics, console))
+                watcher = CampaignsWatcher(
+                    active.campaigns_path, build, install, interval=active.reload_seconds, loaded=loaded
+                )
+                watching = asyncio.create_task(watcher.run())
+                hangup = _on_hangup(watcher.request)
+                try:
+                    yield
+                finally:
+                    hangup()
+                    watching.cancel()
                     flushing.cancel()
-                gc.unfreeze()
+                    gc.unfreeze()
 
     templates = Jinja2Templates(directory=TEMPLATES_DIR)
     # {% trans %} and _(): each render passes its language's gettext in its context
@@ -212,6 +220,8 @@ def create_app(
             pages,
             embed,
             Mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static"),
+            # /admin and below: the console (app.admin), a 404 while it is off.
+            console_route(),
             Mount("", rest),
         ],
         # Outermost first. Every request goes through all of them.

@@ -19,7 +19,7 @@ answers a scrape adds them all up (`Metrics.exposition`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -34,32 +34,50 @@ class Outcome(StrEnum):
 
     DELIVERED = "delivered"  # ProTexting accepted it while the person waited
     QUEUED = "queued"  # stored; delivered shortly
+    HELD = "held"  # stored; ProTexting refused the business's set-up: sent once it is fixed
     INVALID_NUMBER = "invalid_number"  # the campaign cannot text the number typed
     REFUSED = "refused"  # ProTexting refused it
     CAPTCHA_FAILED = "captcha_failed"
-    BOT_TRAPPED = "bot_trapped"  # the honeypot or the fill time caught it
+    TOO_FAST = "too_fast"  # sent sooner than a person fills the form in: asked to confirm
+    BOT_TRAPPED = "bot_trapped"  # the honeypot, or a second submission too fast, caught it
     RATE_LIMITED = "rate_limited"  # an abuse limit answered 429
     CROSS_SITE = "cross_site"  # posted from a page on another site
     BAD_TOKEN = "bad_token"  # no token, a forged, stale or spent one
 
 
+# The views of each campaign by query string; the submissions of each outcome and `src`.
+Views = dict[str, dict[bytes, int]]
+SubmissionKey = tuple[str, Outcome, str]
+Submissions = dict[SubmissionKey, int]
+
+
 class Tally:
-    """Counts of the hot paths, between two flushes: plain ints in dicts."""
+    """Counts of the hot paths, between two flushes: plain ints in dicts.
+
+    A view is counted under its campaign and its raw query string, as the request
+    carries it: where it came from (`src`) is read out of the query string once per
+    flush and distinct string, not once per view (the console's funnel, app.funnel)."""
 
     __slots__ = ("submissions", "views")
 
     def __init__(self) -> None:
-        self.views: dict[str, int] = {}
-        self.submissions: dict[tuple[str, Outcome], int] = {}
+        self.views: Views = {}
+        self.submissions: Submissions = {}
 
-    def view(self, campaign: str) -> None:
-        self.views[campaign] = self.views.get(campaign, 0) + 1
+    def view(self, campaign: str, query: bytes = b"") -> None:
+        # Two lookups and a store, no tuple to build and hash: as cheap as counting by
+        # campaign alone was (the page view is at its budget). A new key raises once a flush.
+        try:
+            self.views[campaign][query] += 1
+        except KeyError:
+            by_query = self.views.setdefault(campaign, {})
+            by_query[query] = by_query.get(query, 0) + 1
 
-    def submission(self, campaign: str, outcome: Outcome) -> None:
-        key = (campaign, outcome)
+    def submission(self, campaign: str, outcome: Outcome, src: str = "") -> None:
+        key = (campaign, outcome, src)
         self.submissions[key] = self.submissions.get(key, 0) + 1
 
-    def take(self) -> tuple[dict[str, int], dict[tuple[str, Outcome], int]]:
+    def take(self) -> tuple[Views, Submissions]:
         """The counts so far, leaving the tally empty."""
         views, submissions = self.views, self.submissions
         self.views, self.submissions = {}, {}
@@ -85,6 +103,9 @@ class Metrics:
         self._registry = None if multiprocess_mode() else CollectorRegistry()
         registry = self._registry
         self.tally = Tally()
+        # Whoever else reads the tally's counts at each flush (the console's funnel):
+        # one tally, one flush, for every reader.
+        self.readers: list[Callable[[Views, Submissions], None]] = []
         self.page_views = Counter(
             "optin_page_views", "Signup pages shown, by campaign.", ["campaign"], registry=registry
         )
@@ -97,8 +118,16 @@ class Metrics:
         self.deliveries = Counter(
             "optin_deliveries",
             "Delivery attempts' results: delivered, rejected (ProTexting refused the number), "
+            "held (ProTexting refused the business's set-up: optin retry-failed --held once fixed), "
             "retry (ProTexting unavailable or busy), failed (gave up).",
             ["result"],
+            registry=registry,
+        )
+        self.held = Counter(
+            "optin_setup_refusals",
+            "ProTexting's refusals of the business's set-up, by cause: group_ids, field, forbidden_words, "
+            "credit, api_not_activated, ip_not_allowed, sender_blocked, other, unreadable.",
+            ["cause"],
             registry=registry,
         )
         self.protexting_seconds = Histogram(
@@ -130,10 +159,17 @@ class Metrics:
     def flush(self) -> None:
         """Move the tally's counts into the counters."""
         views, submissions = self.tally.take()
-        for campaign, count in views.items():
-            self.page_views.labels(campaign).inc(count)
-        for (campaign, outcome), count in submissions.items():
+        if not views and not submissions:
+            return
+        for campaign, by_query in views.items():
+            self.page_views.labels(campaign).inc(sum(by_query.values()))
+        by_outcome: dict[tuple[str, Outcome], int] = {}
+        for (campaign, outcome, _src), count in submissions.items():
+            by_outcome[campaign, outcome] = by_outcome.get((campaign, outcome), 0) + count
+        for (campaign, outcome), count in by_outcome.items():
             self.submissions.labels(campaign, outcome.value).inc(count)
+        for read in self.readers:
+            read(views, submissions)
 
     def exposition(self, gauges: Iterable[Metric] = ()) -> bytes:
         """The text a scrape gets: this process's counts (or every process's, in

@@ -4,11 +4,14 @@ A job is one call to make to ProTexting, of a kind (`Kind`) with the request it 
 (its payload: an `OptIn` for a signup). Every job goes through the same states:
 
     pending ──> delivered    ProTexting answered 201 (its body unread or not: never re-sent)
-        │  ──> rejected     ProTexting answered 422; its messages are kept
+        │  ──> rejected     ProTexting answered 422 about the number; its messages are kept
+        │  ──> held         ProTexting answered 422 about the business's set-up (or one we
+        │                   cannot read): kept until an operator queues it again
         │  ──> failed       gave up after the configured attempts or age
         └─ (retry later)    timeout, refused connection, 5xx, 429, 401/403, 200/3xx, pacing
     duplicate               the same call for the same number within the window:
                             the record is kept, ProTexting is not called again
+    failed, held ──> pending   an operator's `optin retry-failed` (`--held`)
 
 This module holds the rules only: the states, what an outcome does to a job
 (`transition()`), the retry policy and how a kind's payload is stored. Storing jobs,
@@ -32,6 +35,9 @@ class State(enum.StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    # Refused for the business's set-up (its groups, words, credit, account), not for
+    # the number: sent again once the set-up is fixed (`optin retry-failed --held`).
+    HELD = "held"
 
 
 class Kind(enum.StrEnum):
@@ -125,7 +131,7 @@ class Transition:
     attempts: int
     retry_in: float | None = None  # seconds; set when the row stays pending
     error: str | None = None
-    messages: list[dict[str, str | None]] | None = None
+    messages: list[dict[str, str | int | None]] | None = None
 
 
 def transition(
@@ -136,8 +142,15 @@ def transition(
         case Accepted():
             return Transition(State.DELIVERED, job.attempts + 1)
         case Rejected():
-            messages = [{"field": e.field, "message": e.message} for e in outcome.errors]
-            return Transition(State.REJECTED, job.attempts + 1, messages=messages)
+            # ProTexting's words, and its code where it gave one, kept in the record.
+            messages: list[dict[str, str | int | None]] = [
+                {"field": e.field, "message": e.message} | ({"code": e.code} if e.code is not None else {})
+                for e in outcome.errors
+            ]
+            if outcome.about_number:
+                return Transition(State.REJECTED, job.attempts + 1, messages=messages)
+            cause = "; ".join(c.text for c in outcome.causes)
+            return Transition(State.HELD, job.attempts + 1, error=cause, messages=messages)
         case Unavailable() if outcome.unauthorized or outcome.rate_limited or outcome.misconfigured:
             # Not this job's fault: the account, the set-up or the pace. Wait without
             # using up an attempt; the caller pauses all delivery as well.
@@ -159,6 +172,8 @@ def describe(outcome: Outcome, step: Transition) -> str:
             return f"ProTexting accepted (HTTP {outcome.status}), unverified: {outcome.reason}; not sent again"
         case Accepted():
             return f"ProTexting accepted (HTTP {outcome.status})"
+        case Rejected() if step.state == State.HELD:
+            return f"held: ProTexting refused it for the set-up: {step.error}"
         case Rejected():
             return "ProTexting refused: " + "; ".join(e.message for e in outcome.errors)
         case Unavailable():

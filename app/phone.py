@@ -35,8 +35,10 @@ class PhoneError(Refusal):
     phone.too_long              longer than MAX_LENGTH
     phone.not_a_number          not a phone number anywhere
     phone.invalid_in_country    not valid in `region`, the country its digits name
-    phone.type_not_allowed      a `number_type` (a NUMBER_TYPES name) the campaign refuses
     phone.country_not_served    a valid number outside `regions`, the campaign's countries
+    phone.type_not_allowed      a `number_type` (a NUMBER_TYPES name) the campaign refuses
+
+    in that order of checks: the first that fails is the one reported.
     """
 
     def __init__(self, code: str, **params: Any) -> None:
@@ -70,16 +72,19 @@ def normalise(
             raise PhoneError("not_a_number")
         raise PhoneError("invalid_in_country", region=region)
 
-    # The kind of line first: a toll-free +1 800 number is filed under the US by
-    # phonenumbers, and "toll-free" is the useful thing to tell a Canadian.
+    # The country first: a UK landline on a US page is told the page is for US
+    # numbers, which no other number of theirs would change, before what kind of line
+    # it is. A number valid in one of the campaign's countries counts as of it: a
+    # toll-free +1 800 number is filed under the US by phonenumbers but is valid in
+    # Canada too, and "toll-free" is the useful thing to tell a Canadian.
+    found = phonenumbers.region_code_for_number(number)
+    if found not in countries and not any(phonenumbers.is_valid_number_for_region(number, c) for c in countries):
+        raise PhoneError("country_not_served", regions=tuple(countries))
+
     kind = phonenumbers.number_type(number)
     if kind not in {NUMBER_TYPES[name] for name in types}:
         name = next((n for n, v in NUMBER_TYPES.items() if v == kind), "unknown")
         raise PhoneError("type_not_allowed", number_type=name)
-
-    found = phonenumbers.region_code_for_number(number)
-    if found not in countries:
-        raise PhoneError("country_not_served", regions=tuple(countries))
 
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
 

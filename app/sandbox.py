@@ -13,8 +13,9 @@ Numbers with a scripted answer (everything else valid gets 201):
     12015550103  422, object shape, code 5: not enough credit (a form-level error)
     12015550104  503: ProTexting is down
 
-A small control API under `/_fake/` lets an out-of-process test read the calls made
-and switch the fake down or up.
+A small control API under `/_fake/` lets an out-of-process test read the calls made,
+switch the fake down or up, and have it refuse every call with a 422 of the business's
+set-up (`refuse`, e.g. "Not enough credit.") until that is fixed.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class FakeProTexting:
     latency: float = 0.0
     rate_limit: tuple[int, float] | None = None
     down: bool = False
+    # A 422 body to answer every valid call with, while set: a set-up ProTexting refuses.
+    refuse: Any = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     throttled: int = 0
     # As a long-running server (`python -m app.sandbox`): move the calls it keeps out
@@ -145,6 +148,8 @@ class FakeProTexting:
             errors.append({"field": "GroupIds", "message": "Group Ids cannot be blank."})
         if errors:
             return JSONResponse(errors, 422, headers)
+        if self.refuse is not None:
+            return JSONResponse(self.refuse, 422, headers)
 
         self.calls.append(body)
         if self.freeze_calls and len(self.calls) % 5000 == 0:
@@ -170,7 +175,9 @@ class FakeProTexting:
         body = await request.json()
         if "down" in body:
             self.down = bool(body["down"])
-        return JSONResponse({"down": self.down})
+        if "refuse" in body:
+            self.refuse = body["refuse"]
+        return JSONResponse({"down": self.down, "refuse": self.refuse})
 
 
 def _error(status: int, name: str, message: str, *, headers: dict[str, str] | None = None) -> Response:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(default=None, validation_alias="OPTIN_SECRET_KEY")
     # GET /metrics exists only when this is set, and answers only `Authorization: Bearer <it>`.
     metrics_token: SecretStr | None = Field(default=None, min_length=16, validation_alias="OPTIN_METRICS_TOKEN")
+    # /admin (the operator's console, app.admin) exists only when this is set: the
+    # argon2id hash of its password, made by `optin hash-password`.
+    admin_password_hash: SecretStr | None = Field(default=None, validation_alias="OPTIN_ADMIN_PASSWORD_HASH")
 
     # Durable delivery (see README, "Never lose a signup").
     database_url: str = Field(default="sqlite+aiosqlite:///var/optin.db", validation_alias="OPTIN_DATABASE_URL")
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
     # (app.logs). Read by the app's lifespan, `optin serve` (uvicorn's lines) and `optin worker`.
     log_format: str = Field(default="text", validation_alias="OPTIN_LOG_FORMAT")
 
-    @field_validator("protexting_access_token", "secret_key", "metrics_token", mode="before")
+    @field_validator("protexting_access_token", "secret_key", "metrics_token", "admin_password_hash", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `PROTEXTING_ACCESS_TOKEN=` in a .env file means "not set", i.e. sandbox mode.
@@ -114,6 +117,23 @@ class Settings(BaseSettings):
             # Never echo the value: it is a secret.
             raise ValueError("must not contain whitespace")
         return value
+
+    @field_validator("admin_password_hash")
+    @classmethod
+    def _argon2id(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        from argon2 import Type, extract_parameters
+        from argon2.exceptions import InvalidHashError
+
+        try:
+            kind = extract_parameters(value.get_secret_value().strip()).type
+        except (InvalidHashError, ValueError):
+            kind = None
+        if kind is not Type.ID:
+            # The value is not echoed: it is the next thing to a password.
+            raise ValueError("must be an argon2id hash ($argon2id$...); make one with `optin hash-password`")
+        return SecretStr(value.get_secret_value().strip())
 
     @model_validator(mode="after")
     def _public_url_where_served(self) -> Settings:

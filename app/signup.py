@@ -24,7 +24,7 @@ from .resources import Resources
 from .site import Listing
 from .throttle import TooManyRequests
 from .tokens import MAX_AGE_SECONDS, InvalidFormToken, UsedFormToken
-from .upstream import PHONE_FIELD, OptIn, Rejected
+from .upstream import GENERAL_BLOCK, GENERAL_OPT_OUT, OPTED_OUT, OptIn, Rejected
 from .visit import Visit
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class Submission:
 class Status(Enum):
     DELIVERED = "delivered"  # ProTexting has it: the text is on its way
     QUEUED = "queued"  # stored; ProTexting gets it shortly (slow, busy or paced)
+    # Stored; ProTexting refused the business's set-up, not the number: it goes once the
+    # set-up is fixed. Answered as QUEUED is: the person has nothing to put right.
+    HELD = "held"
     REFUSED = "refused"  # nothing stored: `problems` say what the visitor can put right
     TRAPPED = "trapped"  # a bot trap caught it: answered as a signup, nothing stored
 
@@ -77,11 +80,14 @@ async def sign_up(
     `cross_origin` lets the campaign's `api_origins` submit from their own pages (the
     JSON API); the form accepts only our own origin. What the visitor can put right
     (the number, the CAPTCHA, a stale or used token, ProTexting's refusal) is a
-    REFUSED result; what refuses the request as a whole is raised: CrossSiteRequest,
+    REFUSED result (ProTexting's refusal only when it is about the number: one about
+    the business's set-up is HELD, answered as queued); what refuses the request as a
+    whole is raised: CrossSiteRequest,
     TooManyRequests, InvalidFormToken. The address limit is counted before, by
     `app.web.visits.CountSubmissions`.
     """
     tally = resources.metrics.tally
+    src = visit.source.get("src", "")
     try:
         result = await _sign_up(resources, visit, listing, submission, cross_origin=cross_origin)
     except Refusal as refusal:
@@ -89,9 +95,9 @@ async def sign_up(
     except BotTrapped:
         result = Result(Status.TRAPPED)
     except (CrossSiteRequest, InvalidFormToken, TooManyRequests) as refused:
-        tally.submission(listing.key, _REFUSED_AS[type(refused)])
+        tally.submission(listing.key, _REFUSED_AS[type(refused)], src)
         raise
-    tally.submission(listing.key, outcome_of(result))
+    tally.submission(listing.key, outcome_of(result), src)
     return result
 
 
@@ -105,6 +111,7 @@ _PROBLEM_OUTCOMES = {
     "phone": Outcome.INVALID_NUMBER,
     "token": Outcome.BAD_TOKEN,
     "captcha": Outcome.CAPTCHA_FAILED,
+    "fill": Outcome.TOO_FAST,
     "protexting": Outcome.REFUSED,
 }
 
@@ -116,6 +123,7 @@ def outcome_of(result: Result) -> Outcome:
     return {
         Status.DELIVERED: Outcome.DELIVERED,
         Status.QUEUED: Outcome.QUEUED,
+        Status.HELD: Outcome.HELD,
         Status.TRAPPED: Outcome.BOT_TRAPPED,
     }[result.status]
 
@@ -159,16 +167,26 @@ async def _sign_up(
     )
     submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
     if submitted.rejected is not None:
-        return Result(Status.REFUSED, _refused_by_protexting(submitted.rejected))
+        return Result(Status.REFUSED, (_refused_by_protexting(submitted.rejected, campaign),))
+    if submitted.state == State.HELD:
+        return Result(Status.HELD, phone=phone)
     return Result(Status.QUEUED if submitted.waiting else Status.DELIVERED, phone=phone)
 
 
-def _refused_by_protexting(rejected: Rejected) -> tuple[Problem, ...]:
-    # ProTexting's words, as it sent them; about the number, or the form as a whole.
-    return tuple(
-        Problem("phone" if error.field == PHONE_FIELD else None, "protexting.refused", {"message": error.message})
-        for error in rejected.errors
-    )
+def _refused_by_protexting(rejected: Rejected, campaign: Campaign) -> Problem:
+    """What to tell the person of ProTexting's refusal of their number, by its code:
+    in our words (ProTexting's stay in the record). An opted-out number is told how to
+    join again: by text, where the campaign says to what number."""
+    codes = {error.code for error in rejected.number_errors}
+    if codes & {OPTED_OUT, GENERAL_OPT_OUT}:
+        text_to = campaign.text_to
+        params = {"program": campaign.program_name}
+        if text_to is not None:
+            params |= {"keyword": text_to.keyword, "number": text_to.shown}
+        return Problem("phone", "protexting.opted_out", params)
+    if GENERAL_BLOCK in codes:
+        return Problem("phone", "protexting.blocked", {"program": campaign.program_name})
+    return Problem("phone", "protexting.number_refused")
 
 
 async def _repeated(resources: Resources, campaign: Campaign, phone: str) -> Result:

@@ -8,6 +8,9 @@ A token is `keyword.issued.nonce.signature`, signed with itsdangerous' `Signer` 
 BLAKE2b, by a key derived from OPTIN_SECRET_KEY; tokens of earlier releases, HMAC-SHA1,
 are still taken): compact, and cheap enough to make on every page view. The
 nonce makes every token a new one, even a form shown again with its first issue time.
+The form shown again to confirm a submission sent too fast carries
+`keyword.issued.nonce.c.signature` (`issue_confirming`): the signed mark that its next
+submission is the second, so the fill-time trap may take it if it is too fast again.
 
 A token is good for one accepted signup (`claim`): replaying one for many numbers would
 otherwise let a bot skip the page. The used ones are remembered in the shared counters
@@ -23,6 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from itsdangerous import BadSignature, Signer
@@ -38,6 +42,19 @@ logger = logging.getLogger(__name__)
 
 # A page left open longer than this asks the person to press the button again.
 MAX_AGE_SECONDS = 24 * 3600
+
+
+# The end of a confirming token's payload, after its nonce (which has no dot).
+_CONFIRMING = ".c"
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What a valid token says: when its page was first served (epoch seconds), and
+    whether it is a confirming one (`FormTokens.issue_confirming`)."""
+
+    issued: float
+    confirming: bool = False
 
 
 class InvalidFormToken(Exception):
@@ -140,6 +157,14 @@ class FormTokens:
         signer = self._signer
         return (value + signer.sep + base64_encode(_BLAKE2.get_signature(signer.derived_key, value))).decode("ascii")
 
+    def issue_confirming(self, campaign: str, *, issued_at: float) -> str:
+        """A new token for the form shown again to confirm a submission sent sooner
+        than a person fills it in: the first page view's time, marked so that a second
+        such submission is known for one (`Stamp.confirming`)."""
+        value = f"{campaign}.{issued_at:.3f}.{_NONCE_PREFIX}{next(_nonces):x}{_CONFIRMING}"
+        # Rare: the signer's own way, which `issue` shortcuts on every page view.
+        return self._signer.sign(value).decode("ascii")
+
     async def claim(self, token: str, phone: str) -> bool:
         """Use a checked token for the accepted signup of `phone` (E.164 digits).
 
@@ -170,6 +195,11 @@ class FormTokens:
 
     def check(self, token: str | None, campaign: str) -> float:
         """The issue time (epoch seconds) of a valid token for `campaign` (its key)."""
+        return self.read(token, campaign).issued
+
+    def read(self, token: str | None, campaign: str) -> Stamp:
+        """What a valid token for `campaign` (its key) says; raises InvalidFormToken or
+        ExpiredFormToken."""
         if not token or len(token) > 512:
             raise InvalidFormToken("missing form token")
         try:
@@ -179,6 +209,9 @@ class FormTokens:
         # Keywords have no dots, so the first dot ends the keyword; the nonce (none in a
         # token issued before nonces) follows the issue time's decimals.
         keyword, _, stamp = payload.partition(".")
+        confirming = stamp.endswith(_CONFIRMING)
+        if confirming:
+            stamp = stamp.removesuffix(_CONFIRMING)
         if stamp.count(".") == 2:
             stamp = stamp.rpartition(".")[0]
         if keyword != campaign:
@@ -193,4 +226,4 @@ class FormTokens:
         # The age counts from the first page view, which the signed payload carries.
         if now - issued > self._max_age:
             raise ExpiredFormToken("form token expired")
-        return issued
+        return Stamp(issued, confirming)

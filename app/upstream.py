@@ -6,10 +6,12 @@ never an exception, whatever comes back (or does not):
     Outcome
      +-- Accepted      201: ProTexting will text the number (`verified` False when its
                        body is not one of the documented ones: it may text all the same)
-     +-- Rejected      422: ProTexting refused; its messages, per field
-     +-- Unavailable   anything else: timeout, refused connection, 401/403, 429, 5xx,
-                       a 422 that is not the documented JSON; and 200, other 2xx, 3xx,
-                       which ProTexting never sends (`misconfigured`: the URL is wrong)
+     +-- Rejected      422: ProTexting refused; its messages, per field. Either the
+                       number is at fault (`about_number`), or the business's set-up
+                       is, or the body is not the documented JSON (`unreadable`)
+     +-- Unavailable   anything else: timeout, refused connection, 401/403, 429, 5xx;
+                       and 200, other 2xx, 3xx, which ProTexting never sends
+                       (`misconfigured`: the URL is wrong)
 
 Each call has a total deadline (connect, send, headers, body), and at most
 `MAX_ANSWER_BYTES` of an answer is read, decoded.
@@ -56,11 +58,29 @@ MAX_ANSWER_BYTES = 1024 * 1024
 # header's say-so is worse than one 429 an hour.
 MAX_RESET_SECONDS = 3600.0
 
-# Object-shaped 422s carry a provider code but no field. These codes are about the
-# number itself (opted out, generally opted out, blocked), so they belong beside the
-# phone field; every other code is a form-level problem.
-_PHONE_ERROR_CODES = frozenset({1, 1000, 1001})
+# Object-shaped 422s carry a provider code but no field [error-codes]. These are about
+# the number itself (opted out, generally opted out, generally blocked): the person can
+# use another. Every other code is about the business's set-up.
+OPTED_OUT = 1
+GENERAL_OPT_OUT = 1000
+GENERAL_BLOCK = 1001
+_PHONE_ERROR_CODES = frozenset({OPTED_OUT, GENERAL_OPT_OUT, GENERAL_BLOCK})
 PHONE_FIELD = "PhoneNumber"
+# What the other documented codes say of the set-up, for the operator: a short name
+# (a bounded label for logs and metrics) and the words.
+SETUP_CODES: dict[int, tuple[str, str]] = {
+    2: ("forbidden_words", "forbidden words in the CTA or confirm message"),
+    3: ("other", "an empty MMS"),
+    4: ("other", "an unprocessable entity"),
+    5: ("credit", "not enough credit on the ProTexting account"),
+    6: ("api_not_activated", "the ProTexting API application is not activated"),
+    7: ("ip_not_allowed", "this server's IP address is not allowed by ProTexting"),
+    8: ("other", "the same content only once per 10 seconds"),
+    301: ("sender_blocked", "the sender number is temporarily blocked"),
+    302: ("sender_blocked", "the sender number is permanently blocked"),
+}
+# ProTexting's own words in a log line are cut here: they are for the record, whole.
+_QUOTED_CHARACTERS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +139,35 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
+    """One of ProTexting's refusals: the field it names (the array shape) or None, its
+    message, and its provider code (the object shape) or None."""
+
     field: str | None
     message: str
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """What is wrong with the business's set-up, as one refusal tells it: `kind` a
+    short name from a fixed set (group_ids, field, forbidden_words, credit,
+    api_not_activated, ip_not_allowed, sender_blocked, other, unreadable), `text` the
+    operator's words, ProTexting's quoted."""
+
+    kind: str
+    text: str
+
+
+def _cause(error: FieldError) -> Cause:
+    quoted = repr(error.message[:_QUOTED_CHARACTERS])
+    if error.field == "GroupIds":
+        return Cause("group_ids", f"the campaign's group_ids (GroupIds: {quoted})")
+    if error.field is not None:
+        return Cause("field", f"the field {error.field[:64]!r} ({quoted})")
+    if error.code in SETUP_CODES:
+        kind, words = SETUP_CODES[error.code]
+        return Cause(kind, f"{words} (code {error.code}: {quoted})")
+    return Cause("other", f"code {error.code}: {quoted}" if error.code is not None else quoted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +184,33 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """ProTexting answered 422: sending the same call again gets the same answer.
+
+    Either the number is at fault (`about_number`: a PhoneNumber field, or codes 1,
+    1000, 1001), which the person can put right; or the business's set-up is (the
+    groups, the messages' words, credit, the account: `causes`), which only the
+    business can, after which the call will go through. `unreadable` says why a 422's
+    body could not be read (not the documented JSON, cut off, too big); `errors` is
+    then empty, and the set-up is presumed at fault: nothing says the number is."""
+
     errors: tuple[FieldError, ...]
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    unreadable: str | None = None
 
     @property
-    def phone_messages(self) -> list[str]:
-        return [e.message for e in self.errors if e.field == PHONE_FIELD]
+    def number_errors(self) -> tuple[FieldError, ...]:
+        return tuple(e for e in self.errors if e.field == PHONE_FIELD)
 
     @property
-    def form_messages(self) -> list[str]:
-        return [e.message for e in self.errors if e.field != PHONE_FIELD]
+    def about_number(self) -> bool:
+        return any(e.field == PHONE_FIELD for e in self.errors)
+
+    @property
+    def causes(self) -> tuple[Cause, ...]:
+        """What the refusal says is wrong with the set-up (none when only the number is)."""
+        if self.unreadable is not None:
+            return (Cause("unreadable", f"a 422 that could not be read ({self.unreadable})"),)
+        return tuple(_cause(e) for e in self.errors if e.field != PHONE_FIELD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +326,8 @@ def http_client(
 
 
 def _parse_422(body: object) -> tuple[FieldError, ...] | None:
-    """Both documented 422 shapes; None when the body is neither."""
+    """Both documented 422 shapes; None when the body is neither. A code about the
+    number files its error under PhoneNumber, as the array shape would."""
     if isinstance(body, list):
         errors = []
         for item in body:
@@ -274,8 +339,9 @@ def _parse_422(body: object) -> tuple[FieldError, ...] | None:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         code = body.get("code")
         # Only an int can be a provider code (a list or an object would not even hash).
-        name = PHONE_FIELD if type(code) is int and code in _PHONE_ERROR_CODES else None
-        return (FieldError(field=name, message=body["message"]),)
+        number = code if type(code) is int else None
+        name = PHONE_FIELD if number in _PHONE_ERROR_CODES else None
+        return (FieldError(field=name, message=body["message"], code=number),)
     return None
 
 
@@ -364,10 +430,13 @@ def _outcome(status: int, rate_limit: RateLimit, body: bytes, unread: str | None
             return Accepted(status=status, rate_limit=rate_limit, verified=False, reason="body not the documented JSON")
         return Accepted(status=status, rate_limit=rate_limit)
     if status == 422:
-        errors = _parse_422(_json(body)) if unread is None else None
-        if errors is not None:
-            return Rejected(errors=errors, rate_limit=rate_limit)
-        return Unavailable(reason="422 with an undocumented body", status=status, rate_limit=rate_limit)
+        # A refusal all the same, whatever its body: asking again gets it again.
+        if unread is not None:
+            return Rejected(errors=(), rate_limit=rate_limit, unreadable=unread)
+        errors = _parse_422(_json(body))
+        if errors is None:
+            return Rejected(errors=(), rate_limit=rate_limit, unreadable="not the documented JSON")
+        return Rejected(errors=errors, rate_limit=rate_limit)
     if 200 <= status < 400:
         reason = f"HTTP {status}, which ProTexting never answers (check PROTEXTING_API_URL)"
         return Unavailable(reason=reason, status=status, rate_limit=rate_limit)

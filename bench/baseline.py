@@ -1,5 +1,6 @@
-"""The page-view baseline: a bare Starlette app that answers `GET /{keyword}` with the
-exact bytes (body and headers) captured from `GET /join` of the real app.
+"""The page-view baseline: a bare Starlette app that answers `GET /{keyword}` (and
+`GET /embed/{keyword}`) with the exact bytes (body and headers) captured from the real
+app's `GET /join` (or `GET /embed/join`).
 
 bench/run.py writes the capture and starts this under the same uvicorn settings as
 the app (one process, the same --loop/--http, access log off):
@@ -35,4 +36,5 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-app = Starlette(routes=[Route("/healthz", healthz), Route("/{keyword}", page)])
+# The embed's path too (the `embedview` section): the same captured answer at either.
+app = Starlette(routes=[Route("/healthz", healthz), Route("/{keyword}", page), Route("/embed/{keyword}", page)])

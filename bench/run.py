@@ -8,6 +8,7 @@ chromium first):
     .venv/bin/python bench/run.py                    # everything, a few minutes on 2 cores
     .venv/bin/python bench/run.py --quick            # short runs, under a minute or two
     .venv/bin/python bench/run.py --only pageview    # one section (comma-separated list)
+    .venv/bin/python bench/run.py --only embedview   # the embed's page view
     make bench BENCH_ARGS="--only signup --duration 5"
 
 Sections (every figure is measured side by side in the same run, because these
@@ -17,6 +18,8 @@ machines are noisy: medians and ratios are what to quote):
               (bench/baseline.py) serving the exact captured bytes under the same
               uvicorn settings; the pair alternates for --rounds rounds (ABBA order),
               and the median of the per-round throughput ratios is reported.
+  embedview   the same for the embed, GET /embed/join (the frame a shop's page
+              loads), against the baseline serving its captured bytes at that path.
   signup      POST /join (a distinct valid number each time) against the fake
               ProTexting running as a real server, with 0 ms and 100 ms upstream
               latency, on SQLite and on PostgreSQL. The fake's own latency is also
@@ -89,7 +92,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LOOPBACK = "127.0.0.1"
 DEFAULT_OUTPUT = BENCH / "results.json"
-SECTIONS = ("pageview", "signup", "openloop", "burst", "pageweight")
+SECTIONS = ("pageview", "embedview", "signup", "openloop", "burst", "pageweight")
 ALIASES = {"memory": "burst"}
 
 # Budgets from the issue.
@@ -636,44 +639,56 @@ _CAPTURED_HEADERS_SKIPPED = {"date", "server", "content-length", "connection", "
 
 
 def section_pageview(bench: Bench) -> dict[str, Any]:
+    return _page_view(bench, "pageview", f"/{bench.args.keyword}")
+
+
+def section_embedview(bench: Bench) -> dict[str, Any]:
+    """The same measure for the embed, `/embed/{keyword}`: the frame a shop's page loads
+    on every visit, prerendered as the page is."""
+    return _page_view(bench, "embedview", f"/embed/{bench.args.keyword}")
+
+
+def _page_view(bench: Bench, name: str, path: str) -> dict[str, Any]:
+    """GET `path` under wrk, against the baseline serving the same captured bytes at the
+    same path (bench/baseline.py), in ABBA rounds."""
     args = bench.args
     keyword = args.keyword
-    workdir = bench.workdir("pageview")
+    workdir = bench.workdir(name)
     with contextlib.ExitStack() as stack:
         fake = stack.enter_context(running(bench.fake(workdir)))
         app = stack.enter_context(running(bench.app(workdir, fake=fake)))
         with http_client() as client:
-            captured = client.get(f"{app.url}/{keyword}")
+            captured = client.get(f"{app.url}{path}")
         if captured.status_code != 200:
-            raise BenchError(f"GET /{keyword} answered {captured.status_code}")
+            raise BenchError(f"GET {path} answered {captured.status_code}")
         headers = [[k, v] for k, v in captured.headers.items() if k.lower() not in _CAPTURED_HEADERS_SKIPPED]
         capture = workdir / "capture.json"
         capture.write_text(json.dumps({"body_hex": captured.content.hex(), "headers": headers}), encoding="utf-8")
         baseline = stack.enter_context(running(bench.baseline(workdir, capture)))
         with http_client() as client:
-            same = client.get(f"{baseline.url}/{keyword}")
+            same = client.get(f"{baseline.url}{path}")
         if same.content != captured.content:
             raise BenchError("the baseline does not answer the captured bytes")
         app_bytes = len(captured.content)
         header_bytes = sum(len(k) + len(v) + 4 for k, v in captured.headers.items())
 
         targets = {"app": app, "baseline": baseline}
-        url = {name: f"{server.url}/{keyword}" for name, server in targets.items()}
+        url = {target: f"{server.url}{path}" for target, server in targets.items()}
         get = BENCH / "get.lua"
-        for name in targets:  # warm-up, discarded
-            wrk(url[name], duration=args.warmup, concurrency=args.concurrency, threads=args.threads, script=get)
+        for target in targets:  # warm-up, discarded
+            wrk(url[target], duration=args.warmup, concurrency=args.concurrency, threads=args.threads, script=get)
 
         rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
             order = ["app", "baseline"] if index % 2 == 0 else ["baseline", "app"]
             this: dict[str, Any] = {"order": order}
-            for name in order:
-                log(f"pageview round {index + 1}/{args.rounds}: {name}")
-                this[name] = wrk(
-                    url[name], duration=args.duration, concurrency=args.concurrency, threads=args.threads, script=get,
-                    cpu_of={"server": targets[name]},
+            for target in order:
+                log(f"{name} round {index + 1}/{args.rounds}: {target}")
+                this[target] = wrk(
+                    url[target], duration=args.duration, concurrency=args.concurrency, threads=args.threads, script=get,
+                    cpu_of={"server": targets[target]},
                 )  # fmt: skip
-                targets[name].check_alive()
+                targets[target].check_alive()
             this["ratio"] = round(this["app"]["rps"] / this["baseline"]["rps"], 4)
             rounds.append(this)
 
@@ -682,6 +697,7 @@ def section_pageview(bench: Bench) -> dict[str, Any]:
 
     summary = {
         "keyword": keyword,
+        "path": path,
         "body_bytes": app_bytes,
         "header_bytes_approx": header_bytes,
         "concurrency": args.concurrency,
@@ -1480,31 +1496,35 @@ def ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
 
 
+def _page_view_rows(section: str, pv: dict[str, Any]) -> list[Row]:
+    if "error" in pv:
+        return [Row(section, "error", pv["error"].splitlines()[-1], "", "ERROR")]
+    a, b = pv["median"]["app"], pv["median"]["baseline"]
+    c = pv["concurrency"]
+    path = pv.get("path", f"/{pv['keyword']}")
+    return [
+        Row(section, f"GET {path} req/s (c={c}, median of {len(pv['rounds'])})",
+            f"{a['rps']:.0f}", f"baseline {b['rps']:.0f}"),
+        Row(section, "ratio app/baseline (median of rounds)", f"{pv['ratio_median']:.3f}x",
+            f">= {BUDGET_PAGEVIEW_RATIO}x", verdict(pv["ratio_median"] >= BUDGET_PAGEVIEW_RATIO)),
+        Row(section, "  per-round ratios", " ".join(f"{r:.3f}" for r in pv["ratios"])),
+        Row(section, "server CPU per request (median)", ms(a["cpu_ms_per_request"]),
+            f"baseline {ms(b['cpu_ms_per_request'])}"
+            + (f" (baseline/app {pv['cpu_ratio']:.3f}x)" if pv.get("cpu_ratio") else "")),
+        Row(section, "p50 latency", ms(a["p50_ms"]), f"baseline {ms(b['p50_ms'])}"),
+        Row(section, "p99 latency", ms(a["p99_ms"]), f"baseline {ms(b['p99_ms'])}"),
+        Row(section, "non-2xx / socket errors", f"{a['non_2xx']} / {a['socket_errors']}",
+            f"baseline {b['non_2xx']} / {b['socket_errors']}",
+            verdict(a["non_2xx"] == 0 and a["socket_errors"] == 0)),
+    ]  # fmt: skip
+
+
 def rows_for(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     sections = results["sections"]
-    if "pageview" in sections:
-        pv = sections["pageview"]
-        if "error" in pv:
-            rows.append(Row("pageview", "error", pv["error"].splitlines()[-1], "", "ERROR"))
-        else:
-            a, b = pv["median"]["app"], pv["median"]["baseline"]
-            c = pv["concurrency"]
-            rows += [
-                Row("pageview", f"GET /{pv['keyword']} req/s (c={c}, median of {len(pv['rounds'])})",
-                    f"{a['rps']:.0f}", f"baseline {b['rps']:.0f}"),
-                Row("pageview", "ratio app/baseline (median of rounds)", f"{pv['ratio_median']:.3f}x",
-                    f">= {BUDGET_PAGEVIEW_RATIO}x", verdict(pv["ratio_median"] >= BUDGET_PAGEVIEW_RATIO)),
-                Row("pageview", "  per-round ratios", " ".join(f"{r:.3f}" for r in pv["ratios"])),
-                Row("pageview", "server CPU per request (median)", ms(a["cpu_ms_per_request"]),
-                    f"baseline {ms(b['cpu_ms_per_request'])}"
-                    + (f" (baseline/app {pv['cpu_ratio']:.3f}x)" if pv.get("cpu_ratio") else "")),
-                Row("pageview", "p50 latency", ms(a["p50_ms"]), f"baseline {ms(b['p50_ms'])}"),
-                Row("pageview", "p99 latency", ms(a["p99_ms"]), f"baseline {ms(b['p99_ms'])}"),
-                Row("pageview", "non-2xx / socket errors", f"{a['non_2xx']} / {a['socket_errors']}",
-                    f"baseline {b['non_2xx']} / {b['socket_errors']}",
-                    verdict(a["non_2xx"] == 0 and a["socket_errors"] == 0)),
-            ]  # fmt: skip
+    for section in ("pageview", "embedview"):
+        if section in sections:
+            rows += _page_view_rows(section, sections[section])
     if "signup" in sections:
         su = sections["signup"]
         if "error" in su:
@@ -1838,7 +1858,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None and {"pageview", "signup"} & set(args.sections):
+    if shutil.which("wrk") is None and {"pageview", "embedview", "signup"} & set(args.sections):
         print("wrk is not installed: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 1
 
@@ -1868,6 +1888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     runners: dict[str, Callable[[Bench], dict[str, Any]]] = {
         "pageview": section_pageview,
+        "embedview": section_embedview,
         "signup": section_signup,
         "openloop": section_openloop,
         "burst": section_burst,

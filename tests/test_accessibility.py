@@ -22,8 +22,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 from starlette.testclient import TestClient
 
-from tests.support.axe import axe_source, run_axe
-from tests.support.browser import launched
+from tests.support.axe import violations
+from tests.support.browser import chromium
 from tests.support.campaigns import DEMO_CAMPAIGNS
 
 from .conftest import MakeClient, answers
@@ -37,13 +37,8 @@ FIELD = {"en": "Mobile number", "es": "Número de celular"}
 
 
 @pytest.fixture(scope="module")
-def axe() -> str:
-    return axe_source()
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with launched() as browser:
+    with chromium() as browser:
         yield browser
 
 
@@ -98,9 +93,9 @@ def _thanks(path: str, query: str) -> re.Pattern[str]:
     return re.compile(f"^{re.escape(ORIGIN + path)}/thanks\\?{wanted}")
 
 
-def _clean(page: Page, axe: str, state: str) -> None:
-    violations = run_axe(page, axe)
-    assert violations == [], f"{state}: {violations}"
+def _clean(page: Page, state: str) -> None:
+    found = violations(page)
+    assert found == [], f"{state}: {found}"
 
 
 def _submit(page: Page, language: str, number: str) -> None:
@@ -108,12 +103,12 @@ def _submit(page: Page, language: str, number: str) -> None:
     page.get_by_role("button", name=BUTTON[language]).click()
 
 
-def test_axe_finds_what_it_is_here_to_find(browser: Browser, axe: str) -> None:
+def test_axe_finds_what_it_is_here_to_find(browser: Browser) -> None:
     # The check itself: a page with a nameless field and no language fails.
     context = browser.new_context()
     page = context.new_page()
     page.set_content("<html><body><input type='tel'><img src='data:,'></body></html>")
-    rules = {violation["rule"] for violation in run_axe(page, axe)}
+    rules = {violation["id"] for violation in violations(page)}
     context.close()
     assert {"html-has-lang", "label", "image-alt"} <= rules
 
@@ -121,38 +116,38 @@ def test_axe_finds_what_it_is_here_to_find(browser: Browser, axe: str) -> None:
 @pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_state_of_the_signup_passes_axe(
-    make_client: MakeClient, tmp_path: Path, browser: Browser, axe: str, language: str, dark: bool
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str, dark: bool
 ) -> None:
     client = _app(make_client, tmp_path)
     with _opened(browser, client, dark=dark, language=language) as page:
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         expect(page.locator("html")).to_have_attribute("lang", language)
-        _clean(page, axe, "page")
+        _clean(page, "page")
 
         _submit(page, language, "555")
         expect(page.locator("#phone-error")).to_be_visible()
-        _clean(page, axe, "422")
+        _clean(page, "422")
 
         _submit(page, language, "(201) 555-0123")
         expect(page).to_have_url(_thanks("/JOIN", f"lang={language}"))
-        _clean(page, axe, "thanks")
+        _clean(page, "thanks")
 
         page.goto(f"{ORIGIN}/embed/JOIN?lang={language}")
-        _clean(page, axe, "embed")
+        _clean(page, "embed")
         _submit(page, language, "(201) 555-0124")
         expect(page).to_have_url(_thanks("/embed/JOIN", f"lang={language}"))
-        _clean(page, axe, "embed thanks")
+        _clean(page, "embed thanks")
 
         page.goto(f"{ORIGIN}/no-such-campaign?lang={language}")
-        _clean(page, axe, "404")
+        _clean(page, "404")
 
         page.goto(f"{ORIGIN}/JOIN/poster?lang={language}")
-        _clean(page, axe, "poster")
+        _clean(page, "poster")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_the_pending_thanks_and_the_429_pass_axe(
-    make_client: MakeClient, tmp_path: Path, browser: Browser, axe: str, language: str
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
 ) -> None:
     # ProTexting down: the signup waits in the outbox, the person reads "shortly".
     client = _app(make_client, tmp_path, handler=answers(503, {"message": "down"}), limit_per_ip="1/minute")
@@ -160,14 +155,14 @@ def test_the_pending_thanks_and_the_429_pass_axe(
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         _submit(page, language, "(201) 555-0125")
         expect(page).to_have_url(_thanks("/JOIN", f"pending=1&lang={language}"))
-        _clean(page, axe, "pending thanks")
+        _clean(page, "pending thanks")
 
         page.goto(f"{ORIGIN}/JOIN?lang={language}")
         with page.expect_response(lambda response: response.request.method == "POST") as refused:
             _submit(page, language, "(201) 555-0126")
         assert refused.value.status == 429
         expect(page.locator("html")).to_have_attribute("lang", language)
-        _clean(page, axe, "429")
+        _clean(page, "429")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

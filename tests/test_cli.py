@@ -31,7 +31,7 @@ from app.outbox import RetryPolicy
 from app.storage import SCHEMA_REVISION, Outbox, create_engine, migrate
 from app.upstream import OptIn
 from tests.support.records import ok, optin, settled, status_counts
-from tests.support.servers import ROOT, calls, fake_protexting, set_down
+from tests.support.servers import ROOT, calls, fake_protexting, set_down, set_refusal
 from tests.support.visitor import form_fields, without_number
 
 from .conftest import MakeClient, contact, json_response
@@ -400,6 +400,35 @@ def test_worker_once_delivers_and_retry_failed_queues_failures_again(tmp_path: P
     assert [state for state, _ in steps] == ["pending", "failed", "pending", "delivered"]
     assert "gave up after 1 attempts" in (steps[1][1] or "")
     assert steps[2][1] == "retry requested by operator"
+
+
+def test_held_signups_are_shown_exported_and_sent_again_with_retry_failed_held(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "held.db")
+    phone = "12015552201"
+    add_signups(url, [(phone, "JOIN", None)])
+    with fake_protexting(tmp_path, token=TOKEN) as fake:
+        env = {"PROTEXTING_ACCESS_TOKEN": TOKEN, "PROTEXTING_API_URL": fake.url + "/v1"}
+        set_refusal(fake, [{"field": "GroupIds", "message": "Group Ids is invalid."}])
+        ok(optin("worker", "--once", database_url=url, cwd=tmp_path, env=env))
+
+        status = optin("status", database_url=url, cwd=tmp_path)
+        assert ok(status).splitlines()[1].split() == ["JOIN", "held", "1"]
+        assert "1 signup(s) held" in status.stderr and "optin retry-failed --held" in status.stderr
+        [record] = [
+            json.loads(line)
+            for line in ok(optin("export", "--format", "jsonl", database_url=url, cwd=tmp_path)).splitlines()
+        ]
+        assert record["state"] == "held"
+        assert record["upstream_messages"] == [{"field": "GroupIds", "message": "Group Ids is invalid."}]
+        assert "GroupIds" in record["last_error"]
+
+        set_refusal(fake, None)  # the campaign's group_ids put right
+        assert ok(optin("retry-failed", "--held", database_url=url, cwd=tmp_path)).strip() == (
+            "1 held signup(s) queued again"
+        )
+        ok(optin("worker", "--once", database_url=url, cwd=tmp_path, env=env))
+        assert [call["PhoneNumber"] for call in calls(fake)] == [phone]
+    assert [state for state, _ in history(url, phone)] == ["pending", "held", "pending", "delivered"]
 
 
 # The worker's own process, as `optin worker --once` runs it, then what it had imported.

@@ -176,7 +176,7 @@ async def test_a_refusal_comes_back_to_the_form_and_is_recorded(build: Build) ->
         submitted = await rig.delivery.submit(consent("12015550101"), optin("12015550101"))
         assert submitted.state == State.REJECTED
         assert submitted.rejected is not None
-        assert submitted.rejected.phone_messages == ["Phone number is opted out."]
+        assert [e.message for e in submitted.rejected.number_errors] == ["Phone number is opted out."]
         await rig.delivery.settled()
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["upstream_messages"][0]["message"] == "Phone number is opted out."
@@ -325,6 +325,36 @@ async def test_gives_up_after_the_configured_attempts_and_the_operator_can_retry
         fake.down = False
         assert await rig.outbox.retry_failed() == 1
         await _until(lambda: rig.states(), {"delivered": 1})
+
+
+async def test_the_worker_holds_a_signup_refused_for_the_set_up_and_sends_it_when_asked(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeProTexting(token="t", down=True)
+    async with build(fake=fake) as rig:
+        submitted = await rig.delivery.submit(consent(), optin())
+        assert submitted.state == State.PENDING  # ProTexting down while the person waited
+        # It comes back, refusing the campaign's groups.
+        fake.down, fake.refuse = False, [{"field": "GroupIds", "message": "Group Ids is invalid."}]
+        await rig.make_due()
+        rig.delivery.start()
+        await _until(lambda: rig.states(), {"held": 1})
+        [line] = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert line.getMessage() == (
+            f"signup {submitted.signup.id} (JOIN) held: ProTexting refused it for the set-up: the campaign's "
+            "group_ids (GroupIds: 'Group Ids is invalid.'). Fix that, then run `optin retry-failed --held` "
+            "to send the held signups"
+        )
+        assert rig.delivery.metrics.held.labels("group_ids")._value.get() == 1
+        row = await rig.outbox.get(submitted.signup.id)
+        assert row is not None and row["upstream_messages"] == [
+            {"field": "GroupIds", "message": "Group Ids is invalid."}
+        ]
+
+        fake.refuse = None  # the groups are fixed
+        assert await rig.outbox.retry_failed(held=True) == 1
+        await _until(lambda: rig.states(), {"delivered": 1})
+        assert [call["PhoneNumber"] for call in fake.calls] == [GOOD]
 
 
 async def test_shutdown_finishes_the_call_in_hand(build: Build) -> None:
@@ -614,7 +644,7 @@ async def test_every_answer_is_an_outcome_that_is_recorded(
         # an answer, and any pause is an hour at most.
         row = await rig.outbox.get(submitted.signup.id)
         assert row is not None and row["leased_by"] is None
-        assert row["state"] in ("pending", "delivered", "rejected", "failed")
+        assert row["state"] in ("pending", "delivered", "rejected", "held", "failed")
         assert submitted.state.value == row["state"]
         assert await rig.pacer.paused_for() <= upstream.MAX_RESET_SECONDS
         if row["state"] == "pending":

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.support.campaigns import CAMPAIGNS
-from tests.support.servers import LOOPBACK, Server, app_server, calls, fake_protexting, wait_until
+from tests.support.records import ok, optin, status_counts
+from tests.support.servers import LOOPBACK, Server, app_server, calls, fake_protexting, set_refusal, wait_until
 from tests.support.visitor import Visitor, without_number
 
 EXPECTED_BODY = {
@@ -96,10 +97,13 @@ def test_signup_over_real_http(servers: tuple[Server, Server], token: str) -> No
         assert "phone-error" in field  # aria-describedby names the message
         assert calls(fake) == []
 
-        # A valid number ProTexting refuses: its PhoneNumber message beside the field.
+        # A valid number ProTexting refuses: told beside the field, in our words, not its own.
         refused = _post_form(client, "(201) 555-0100")
         assert refused.status_code == 422
-        assert _phone_error(refused.text) == "PhoneNumber is not a valid mobile number."
+        assert (
+            _phone_error(refused.text) == "We can't send texts to this number. Check it, or use another mobile number."
+        )
+        assert "PhoneNumber is not a valid mobile number." not in refused.text
         assert 'value="(201) 555-0100"' in _phone_input(refused.text)
         assert 'role="alert"' not in refused.text  # a field problem, not a form-level one
 
@@ -175,3 +179,51 @@ def test_a_client_hanging_up_mid_body_is_not_an_error(
     output = app.stdout + app.stderr
     assert "ERROR" not in output and "Traceback" not in output, output
     assert calls(fake) == []
+
+
+def test_a_signup_refused_for_the_set_up_is_held_then_sent_once_it_is_fixed(
+    servers: tuple[Server, Server], token: str
+) -> None:
+    fake, app = servers
+    credit = {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422}
+    set_refusal(fake, credit)
+    seen: list[httpx.Response] = []
+    with httpx.Client(
+        base_url=app.url, trust_env=False, timeout=10.0, event_hooks={"response": [lambda r: seen.append(r)]}
+    ) as client:
+        # The person has nothing to put right: thanked, the text "shortly".
+        thanks = Visitor(client, "/join").submit("(201) 555-0123", follow_redirects=True)
+        assert (thanks.status_code, thanks.url.path, thanks.url.params.get("pending")) == (200, "/JOIN/thanks", "1")
+        assert "You'll get a text shortly" in unescape(thanks.text)
+        # The API answers it as it answers a queued signup.
+        api_token = client.get("/api/v1/campaigns/JOIN").json()["token"]
+        answer = client.post("/api/v1/campaigns/JOIN/opt-ins", json={"phone": "(201) 555-0124", "token": api_token})
+        assert (answer.status_code, answer.json()) == (202, {"state": "pending"})
+    for response in seen:
+        assert "credit" not in response.text.lower()
+        assert token not in response.text
+
+    # The operator is told what to fix and what to run then; never the token.
+    _wait_for_log(app, "signup 2 (JOIN) held")
+    held = [line for line in app.stderr.splitlines() if " held: " in line]
+    assert len(held) == 2 and all(line.startswith("ERROR app.delivery:") for line in held), held
+    assert "not enough credit on the ProTexting account (code 5: 'Not enough credit.')" in held[0]
+    assert "optin retry-failed --held" in held[0]
+    assert token not in app.stderr + app.stdout
+
+    database = f"sqlite+aiosqlite:///{app.workdir / 'var' / 'optin.db'}"
+    assert status_counts(database, app.workdir) == {("JOIN", "held"): 2}
+    # Fixed (credit bought): the operator sends the held signups, the running worker delivers them.
+    set_refusal(fake, None)
+    assert (
+        ok(optin("retry-failed", database_url=database, cwd=app.workdir)).strip() == "0 failed signup(s) queued again"
+    )
+    sent = ok(optin("retry-failed", "--held", database_url=database, cwd=app.workdir))
+    assert sent.strip() == "2 held signup(s) queued again"
+    wait_until(lambda: len(calls(fake)) == 2, timeout=15, what=lambda: f"the held signups sent: {calls(fake)}")
+    assert sorted(str(call["PhoneNumber"]) for call in calls(fake)) == ["12015550123", "12015550124"]
+    wait_until(
+        lambda: status_counts(database, app.workdir) == {("JOIN", "delivered"): 2},
+        timeout=15,
+        what="both delivered",
+    )

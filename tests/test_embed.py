@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import http.server
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from playwright.sync_api import Browser, Frame, Page, sync_playwright
+from playwright.sync_api import Browser, Frame, Page
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import HostSite, chromium
 from tests.support.page import Page as Html
-from tests.support.servers import LOOPBACK, Server, app_server, free_port
+from tests.support.servers import Server, app_server
 from tests.support.visitor import Visitor, without_number
 
 from .conftest import FakeUpstream, MakeClient
@@ -120,20 +116,6 @@ frame_ancestors = ["https://elsewhere.example"]
     return path
 
 
-class _Host(http.server.BaseHTTPRequestHandler):
-    pages: ClassVar[dict[str, bytes]] = {}
-
-    def do_GET(self) -> None:
-        body = self.pages.get(self.path)
-        self.send_response(200 if body else 404)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def _host_page(app_url: str, campaign: str, lang: str = "") -> bytes:
     return f"""<!doctype html><html{f' lang="{lang}"' if lang else ""}><head><title>The shop</title></head><body>
 <h1>The shop's home page</h1>
@@ -144,32 +126,23 @@ def _host_page(app_url: str, campaign: str, lang: str = "") -> bytes:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Server]]:
-    port = free_port()
-    origin = f"http://{LOOPBACK}:{port}"
     tmp = tmp_path_factory.mktemp("embed")
-    server = http.server.ThreadingHTTPServer((LOOPBACK, port), _Host)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {"OPTIN_MIN_FILL_SECONDS": "0"}
-    try:
-        with app_server(tmp, campaigns=_campaigns(tmp, origin), env=env) as app:
-            _Host.pages = {
+    with HostSite() as shop, app_server(tmp, campaigns=_campaigns(tmp, shop.origin), env=env) as app:
+        shop.pages.update(
+            {
                 "/join.html": _host_page(app.url, "JOIN"),
                 "/alerts.html": _host_page(app.url, "Alerts"),
                 "/es.html": _host_page(app.url, "JOIN", lang="es-US"),
             }
-            yield origin, app
-    finally:
-        server.shutdown()
-        server.server_close()
+        )
+        yield shop.origin, app
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}: run make test"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _frame(page: Page) -> Frame:

@@ -224,7 +224,8 @@ def test_pressing_twice_on_a_number_protexting_refused_never_thanks(build: Build
     client = build()
     token = Visitor(client).open()
     first = client.post("/join", data={"phone": GOOD, "form_token": token})
-    assert first.status_code == 422 and "opted out" in first.text
+    assert first.status_code == 422
+    assert "We can't send texts to this number" in Page(first.text).described_by(Page(first.text).phone_input())
     second = client.post("/join", data={"phone": GOOD, "form_token": token})
     assert second.status_code == 409 and "press the button again" in Page(second.text).alert_text()
     assert len(upstream.requests) == 1
@@ -274,6 +275,9 @@ def test_the_honeypot_answers_like_success_and_sends_nothing(
     assert upstream.requests == []
     assert client.app.state.resources.guard.trapped["honeypot"] == 1
     assert "honeypot" in caplog.text
+    # Even the masked number on the thanks page is what a person's would be.
+    person = Visitor(build()).submit()
+    assert answer.headers["location"] == person.headers["location"]
 
 
 def test_the_honeypot_is_hidden_from_people_and_screen_readers(build: Build) -> None:
@@ -286,12 +290,77 @@ def test_the_honeypot_is_hidden_from_people_and_screen_readers(build: Build) -> 
     assert ".hp{position:absolute;left:-10000px" in css
 
 
-def test_a_form_filled_faster_than_a_person_answers_like_success(build: Build, upstream: FakeUpstream) -> None:
-    client = build(min_fill_seconds=5)
-    answer = Visitor(client).submit()
-    assert answer.status_code == 303 and without_number(answer.headers["location"]) == "/JOIN/thanks"
+CONFIRM = "Please check your number below and press the button once more to confirm."
+
+
+def test_a_form_sent_too_fast_comes_back_asking_to_confirm_and_one_tap_signs_up(
+    build: Build, upstream: FakeUpstream
+) -> None:
+    # A phone's autofill can fill the number in within a second: not yet a bot.
+    client = build(min_fill_seconds=2)
+    clock = use_clock(client, Clock())
+    token = Visitor(client).open()
+    clock.advance(0.8)
+
+    fast = client.post("/join", data={"phone": GOOD, "form_token": token, "website": ""})
+
+    # The same form, status 200 (nothing in it is wrong), the number kept, one line asking to confirm.
+    assert fast.status_code == 200
+    page = Page(fast.text)
+    assert page.alert_text() == CONFIRM
+    assert page.phone_input().attrs["value"] == GOOD
+    assert "aria-invalid" not in page.phone_input().attrs
+    fresh = token_of(fast.text)
+    assert fresh != token
+    assert upstream.requests == [] and client.app.state.resources.guard.trapped == {}
+
+    clock.advance(1.5)  # reading the line and tapping the button again
+    confirmed = client.post("/join", data={"phone": GOOD, "form_token": fresh, "website": ""})
+    assert confirmed.status_code == 303 and without_number(confirmed.headers["location"]) == "/JOIN/thanks"
+    assert [body["PhoneNumber"] for body in upstream.bodies] == ["12015550123"]
+
+
+def test_a_second_submission_too_fast_is_trapped(build: Build, upstream: FakeUpstream) -> None:
+    client = build(min_fill_seconds=2)
+    clock = use_clock(client, Clock())
+    token = Visitor(client).open()
+    clock.advance(0.3)
+    fast = client.post("/join", data={"phone": GOOD, "form_token": token})
+    assert fast.status_code == 200
+    clock.advance(0.3)  # no person reads the line and taps within the fill time
+
+    again = client.post("/join", data={"phone": GOOD, "form_token": token_of(fast.text)})
+
+    # Answered exactly like success; nothing stored or sent.
+    assert again.status_code == 303 and without_number(again.headers["location"]) == "/JOIN/thanks"
     assert upstream.requests == []
     assert client.app.state.resources.guard.trapped["too fast"] == 1
+
+
+def test_the_confirming_mark_cannot_be_forged(build: Build, upstream: FakeUpstream) -> None:
+    client = build(min_fill_seconds=2)
+    token = Visitor(client).open()
+    payload, _, signature = token.rpartition(".")
+    forged = client.post("/join", data={"phone": GOOD, "form_token": f"{payload}.c.{signature}"})
+    assert forged.status_code == 400 and upstream.requests == []
+
+
+def test_an_api_opt_in_sent_too_fast_is_told_when_to_send_it_again(build: Build, upstream: FakeUpstream) -> None:
+    # The API has no person to ask: the program is told how long, and the same request then passes.
+    client = build(min_fill_seconds=5)
+    clock = use_clock(client, Clock())
+    url = "/api/v1/campaigns/join/opt-ins"
+    token = api_token(client)
+    clock.advance(1.2)
+
+    fast = client.post(url, json={"phone": GOOD, "token": token})
+
+    assert fast.status_code == 429 and fast.headers["retry-after"] == "4"
+    [error] = fast.json()["errors"]
+    assert error["field"] == "token" and "in 4 second(s)" in error["message"]
+    assert upstream.requests == []
+    clock.advance(4)
+    assert client.post(url, json={"phone": GOOD, "token": token}).status_code == 201
 
 
 def test_correcting_a_typo_does_not_restart_the_fill_clock(build: Build, upstream: FakeUpstream) -> None:
@@ -706,14 +775,15 @@ def test_the_api_refuses_a_nul_byte_as_the_form_does(build: Build, upstream: Fak
     assert upstream.requests == []
 
 
-def test_the_api_shows_protextings_refusal(build: Build, upstream: FakeUpstream) -> None:
+def test_the_api_tells_protextings_refusal_of_the_number_in_our_words(build: Build, upstream: FakeUpstream) -> None:
     upstream.respond = lambda request: httpx.Response(
         422, json=[{"field": "PhoneNumber", "message": "Phone number is opted out."}]
     )
     client = build()
     answer = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": GOOD, "token": api_token(client)})
     assert answer.status_code == 422
-    assert answer.json() == {"errors": [{"field": "phone", "message": "Phone number is opted out."}]}
+    message = "We can't send texts to this number. Check it, or use another mobile number."
+    assert answer.json() == {"errors": [{"field": "phone", "message": message}]}
 
 
 def test_the_api_is_as_guarded_as_the_form(build: Build, upstream: FakeUpstream) -> None:
@@ -721,10 +791,10 @@ def test_the_api_is_as_guarded_as_the_form(build: Build, upstream: FakeUpstream)
     url = "/api/v1/campaigns/join/opt-ins"
     # No token: refused.
     assert client.post(url, json={"phone": GOOD, "token": "nope"}).status_code == 403
-    # Too fast, and the honeypot: answered like success, nothing sent.
+    # Too fast: told to wait; the honeypot: answered like success. Nothing sent.
     fast = client.post(url, json={"phone": GOOD, "token": api_token(client)})
     trapped = client.post(url, json={"phone": GOOD, "token": api_token(client), "website": "x"})
-    assert (fast.status_code, trapped.status_code) == (202, 202)
+    assert (fast.status_code, trapped.status_code) == (429, 202)
     assert upstream.requests == []
     # The address limit counts API calls too.
     limited = client.post(url, json={"phone": GOOD, "token": api_token(client)})

@@ -92,6 +92,21 @@ def test_the_scrape_counts_page_views_and_each_outcome_by_campaign(
     assert len(upstream.requests) == 2
 
 
+def test_a_form_sent_too_fast_and_a_second_too_fast_are_counted_apart(make_client: MakeClient) -> None:
+    from tests.support.clocks import Clock, use_clock
+    from tests.support.visitor import token_of
+
+    client = make_client(metrics_token=METRICS_TOKEN, min_fill_seconds=2)
+    use_clock(client, Clock())  # it never moves: every submission is too fast
+    confirm = Visitor(client).submit("(201) 555-0123")
+    assert confirm.status_code == 200
+    trapped = client.post("/join", data={"phone": "(201) 555-0123", "form_token": token_of(confirm.text)})
+    assert trapped.status_code == 303
+
+    scraped = samples(client.get("/metrics", headers=BEARER).text)
+    assert submissions(scraped) == {"too_fast": 1, "bot_trapped": 1}
+
+
 def test_a_number_refused_by_protexting_and_a_queued_signup_are_counted_apart(
     make_client: MakeClient, upstream: FakeUpstream
 ) -> None:
@@ -173,6 +188,8 @@ def test_deliveries_calls_to_protexting_and_pauses_are_counted(make_client: Make
     assert Visitor(client).submit("(201) 555-0101").status_code == 303  # 201: delivered at once
     upstream.respond = answers(422, [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}])
     assert Visitor(client).submit("(201) 555-0102").status_code == 422  # rejected
+    upstream.respond = answers(422, {"message": "Not enough credit.", "code": 5})
+    assert Visitor(client).submit("(201) 555-0105").status_code == 303  # held: the set-up refused
     upstream.respond = answers(503, {"message": "Service Unavailable"})
     assert Visitor(client).submit("(201) 555-0103").status_code == 303  # queued: to be tried again
     upstream.respond = answers(201, {"id": 1})
@@ -187,18 +204,22 @@ def test_deliveries_calls_to_protexting_and_pauses_are_counted(make_client: Make
     def total(name: str, **labels: str) -> float:
         return scraped.get((name, tuple(sorted(labels.items()))), 0)
 
-    assert {r: total("optin_deliveries_total", result=r) for r in ("delivered", "rejected", "retry")} == {
+    assert {r: total("optin_deliveries_total", result=r) for r in ("delivered", "rejected", "held", "retry")} == {
         "delivered": 2,
         "rejected": 1,
+        "held": 1,
         "retry": 2,
     }
+    assert total("optin_setup_refusals_total", cause="credit") == 1
+    assert total("optin_submissions_total", campaign="join", outcome="held") == 1
+    assert total("optin_outbox_jobs", state="held") == 1
     assert {s: total("optin_protexting_responses_total", status=s) for s in ("201", "422", "503", "401")} == {
         "201": 2,
-        "422": 1,
+        "422": 2,
         "503": 1,
         "401": 1,
     }
-    assert total("optin_protexting_request_duration_seconds_count") == 5
+    assert total("optin_protexting_request_duration_seconds_count") == 6
     assert total("optin_pacing_wait_seconds_count") == 1
     assert total("optin_delivery_pauses_total", reason="unauthorized") == 1
     assert total("optin_delivery_paused") == 1

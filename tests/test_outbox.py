@@ -85,6 +85,26 @@ def test_rejected_keeps_protextings_messages() -> None:
     assert step.messages == [{"field": "PhoneNumber", "message": "Phone number is opted out."}]
 
 
+def test_a_refusal_of_the_set_up_holds_the_signup_naming_the_cause() -> None:
+    outcome = Rejected((FieldError(None, "Not enough credit.", 5),))
+    step = transition(_signup(), outcome, now=NOW, policy=POLICY)
+    assert (step.state, step.attempts, step.retry_in) == (State.HELD, 1, None)
+    assert step.error == "not enough credit on the ProTexting account (code 5: 'Not enough credit.')"
+    assert step.messages == [{"field": None, "message": "Not enough credit.", "code": 5}]
+
+
+def test_a_422_we_cannot_read_holds_the_signup() -> None:
+    step = transition(_signup(), Rejected((), unreadable="body over 1 MB"), now=NOW, policy=POLICY)
+    assert (step.state, step.messages) == (State.HELD, [])
+    assert step.error == "a 422 that could not be read (body over 1 MB)"
+
+
+def test_a_refusal_of_the_number_and_the_set_up_is_the_numbers() -> None:
+    # Sending it again, set-up fixed, would be refused for the number all the same.
+    outcome = Rejected((FieldError("GroupIds", "Group Ids is invalid."), FieldError("PhoneNumber", "Invalid.")))
+    assert transition(_signup(), outcome, now=NOW, policy=POLICY).state == State.REJECTED
+
+
 def test_unavailable_retries_with_backoff_then_fails() -> None:
     down = Unavailable("HTTP 503", status=503)
     first = transition(_signup(attempts=0), down, now=NOW, policy=POLICY, rng=random.Random(1))
@@ -228,6 +248,35 @@ async def test_failed_signups_can_be_retried_by_the_operator(outbox: Outbox) -> 
     assert sorted(await outbox.counts()) == [("ALERTS", "failed", 1), ("JOIN", "pending", 1)]
     [again] = await outbox.claim("w")
     assert again.campaign == "JOIN" and again.attempts == 0
+
+
+async def test_held_signups_are_queued_again_only_when_the_operator_asks_for_held_ones(outbox: Outbox) -> None:
+    await outbox.add(record(campaign="JOIN"), optin())
+    await outbox.add(record(campaign="ALERTS", phone="12015550124"), optin("12015550124"))
+    for signup in await outbox.claim("w", limit=10):
+        await outbox.settle(signup, Rejected((FieldError("GroupIds", "Group Ids is invalid."),)), worker="w")
+    assert sorted(await outbox.counts()) == [("ALERTS", "held", 1), ("JOIN", "held", 1)]
+    assert await outbox.claim("w") == []  # not due: it waits for the set-up to be fixed
+
+    assert await outbox.retry_failed() == 0
+    assert await outbox.retry_failed(campaign="join", held=True) == 1
+    assert sorted(await outbox.counts()) == [("ALERTS", "held", 1), ("JOIN", "pending", 1)]
+    [again] = await outbox.claim("w")
+    assert again.campaign == "JOIN" and again.attempts == 0
+    history = await outbox.history(again.id)
+    assert [state for state, _ in history] == ["pending", "held", "pending"]
+    assert "group_ids" in (history[1][1] or "") and history[2][1] == "retry requested by operator"
+
+
+async def test_a_held_signup_counts_as_live_for_the_duplicate_check(outbox: Outbox) -> None:
+    # Held signups all go once the set-up is fixed: a second of the same number would text twice.
+    first = await outbox.add(record(), optin())
+    [signup] = await outbox.claim("w")
+    await outbox.settle(signup, Rejected((FieldError(None, "Not enough credit.", 5),)), worker="w")
+    window = timedelta(minutes=10)
+    assert await outbox.recent("JOIN", "12015550123", window=window) == (first.id, State.HELD)
+    again = await outbox.add(record(), optin(), duplicate_window=window)
+    assert (again.state, again.earlier) == (State.DUPLICATE, State.HELD)
 
 
 async def test_recent_finds_a_live_signup_of_the_same_number_and_campaign(outbox: Outbox) -> None:

@@ -17,9 +17,10 @@ from starlette.testclient import TestClient
 
 from tests.support.campaigns import CAMPAIGNS_TOML
 from tests.support.page import Page
+from tests.support.records import settled
 from tests.support.visitor import submit, without_number
 
-from .conftest import FakeUpstream, MakeClient, answers, closed_port, raises
+from .conftest import TOKEN, FakeUpstream, MakeClient, answers, closed_port, raises
 
 PHONE = "(201) 555-0123"
 NORMALISED = "12015550123"
@@ -348,24 +349,45 @@ def test_a_canadian_number_is_accepted_where_the_campaign_allows_canada(
     assert [body["PhoneNumber"] for body in upstream.bodies] == ["15062345678"]
 
 
+# --- ProTexting refuses ---------------------------------------------------------------
+# A refusal of the number is told beside the field, in our words; one of the business's
+# set-up is the business's to fix: the person is thanked, the signup held. ProTexting's
+# own words are for the record and the operator, never for the page.
+
+_OPTED_OUT = "This number opted out of texts from Test Bakery Deals, so it can't be signed up here."
+_NUMBER_REFUSED = "We can't send texts to this number. Check it, or use another mobile number."
+
+
+def _refusal(message: str, code: int | None) -> dict[str, Any]:
+    return {"name": "Unprocessable entity", "message": message, "code": code, "status": 422}
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (
+        pytest.param(
             [{"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."}],
-            "PhoneNumber is not a valid mobile number.",
+            _NUMBER_REFUSED,
+            id="array-PhoneNumber",
         ),
-        (
-            {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": 1, "status": 422},
-            "Phone number is opted out.",
+        pytest.param(
+            _refusal("Phone number is opted out.", 1),
+            _OPTED_OUT + " To join again, text START to the number our texts came from.",
+            id="code-1-opted-out",
         ),
-        (
-            {"name": "Unprocessable entity", "message": "Number is blocked.", "code": 1001, "status": 422},
-            "Number is blocked.",
+        pytest.param(
+            _refusal("Phone number is generally opted out.", 1000),
+            _OPTED_OUT + " To join again, text START to the number our texts came from.",
+            id="code-1000-general-opt-out",
+        ),
+        pytest.param(
+            _refusal("Number is blocked.", 1001),
+            "This number can't get texts from Test Bakery Deals. Please use another mobile number.",
+            id="code-1001-general-block",
         ),
     ],
 )
-def test_protexting_refusing_the_number_shows_its_message_beside_the_field(
+def test_protexting_refusing_the_number_is_told_beside_the_field_in_our_words(
     make_client: MakeClient, body: Any, message: str
 ) -> None:
     upstream = FakeUpstream(answers(422, body))
@@ -377,44 +399,133 @@ def test_protexting_refusing_the_number_shows_its_message_beside_the_field(
     phone = page.phone_input()
     assert phone.attrs["value"] == PHONE
     assert phone.attrs["aria-invalid"] == "true"
-    assert message in page.described_by(phone)
+    assert page.described_by(phone) == f"We'll text you to confirm. {message}"
     assert page.alert_text() == ""
+    for theirs in (body[0] if isinstance(body, list) else body)["message"], "Phone number is":
+        assert theirs not in response.text
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ([{"field": "GroupIds", "message": "Group Ids is invalid."}], "Group Ids is invalid."),
-        (
-            {"name": "Unprocessable entity", "message": "Not enough credit.", "code": 5, "status": 422},
-            "Not enough credit.",
-        ),
-    ],
-)
-def test_protexting_refusing_the_form_shows_an_alert(make_client: MakeClient, body: Any, message: str) -> None:
-    response = submit(make_client(handler=answers(422, body)), "/join", PHONE)
+def test_an_opted_out_number_is_told_to_text_the_keyword_where_the_campaign_has_a_number(
+    make_client: MakeClient, tmp_path: Any
+) -> None:
+    campaigns = tmp_path / "texting.toml"
+    campaigns.write_text(CAMPAIGNS_TOML + 'sms_number = "12345"\nsms_keyword = "BREAD"\n', encoding="utf-8")
+    client = make_client(handler=answers(422, _refusal("Phone number is opted out.", 1)), campaigns=campaigns)
 
-    assert response.status_code == 422
-    page = Page(response.text)
-    assert message in page.alert_text()
-    phone = page.phone_input()
-    assert phone.attrs["value"] == PHONE
-    assert "aria-invalid" not in phone.attrs
-    assert message not in page.described_by(phone)
+    page = Page(submit(client, "/alerts", PHONE).text)
+
+    assert page.described_by(page.phone_input()).endswith(
+        "This number opted out of texts from Test Bakery Alerts, so it can't be signed up here. "
+        "To join again, text BREAD to 12345."
+    )
 
 
-def test_both_kinds_of_protexting_message_are_shown_together(make_client: MakeClient) -> None:
+def _states(client: TestClient) -> dict[str, int]:
+    """The signups kept, by state, once the outcomes under way are recorded."""
+    settled(client)
+    outbox = client.app.state.resources.delivery.outbox  # type: ignore[attr-defined]
+    return {state: count for _, state, count in client.portal.call(outbox.counts)}
+
+
+SET_UP_REFUSALS = [
+    pytest.param([{"field": "GroupIds", "message": "Group Ids is invalid."}], "group_ids", id="array-GroupIds"),
+    pytest.param([{"field": "CTAMessage", "message": "CTA Message is invalid."}], "field", id="array-other-field"),
+    pytest.param([{"message": "Something is off."}], "other", id="array-no-field"),
+    pytest.param(_refusal("Message contains forbidden words.", 2), "forbidden_words", id="code-2-forbidden-words"),
+    pytest.param(_refusal("Not enough credit.", 5), "credit", id="code-5-credit"),
+    pytest.param(_refusal("API application is not activated.", 6), "api_not_activated", id="code-6-not-activated"),
+    pytest.param(_refusal("Invalid IP address.", 7), "ip_not_allowed", id="code-7-ip"),
+    pytest.param(_refusal("Something new.", 77), "other", id="code-unknown"),
+    pytest.param(_refusal("No code at all.", None), "other", id="no-code"),
+]
+UNREADABLE_422S = [
+    pytest.param(text, id=name)
+    for name, text in [("html", "<html>Oops, Unprocessable</html>"), ("empty-list", "[]"), ("json-string", '"Oops"')]
+]
+
+
+@pytest.mark.parametrize(("body", "cause"), SET_UP_REFUSALS)
+def test_protexting_refusing_the_set_up_thanks_the_person_and_holds_the_signup(
+    make_client: MakeClient, body: Any, cause: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(handler=answers(422, body))
+
+    response = submit(client, "/join", PHONE, follow_redirects=True)
+
+    # As for a signup ProTexting has yet to take: thanked, "shortly", nothing to put right.
+    assert (response.status_code, response.url.path, response.url.params.get("pending")) == (200, "/JOIN/thanks", "1")
+    assert "You'll get a text shortly" in response.text
+    theirs = (body[0] if isinstance(body, list) else body)["message"]
+    assert theirs not in response.text
+    assert _states(client) == {"held": 1}
+    # The operator is told what to fix, and how to send the held signups then.
+    [line] = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "app.delivery"]
+    assert "signup 1 (JOIN) held" in line.getMessage()
+    assert repr(theirs) in line.getMessage()
+    assert "optin retry-failed --held" in line.getMessage()
+    assert line.__dict__["cause"] == cause  # the JSON line's field
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("text", UNREADABLE_422S)
+def test_a_422_we_cannot_read_holds_the_signup_and_thanks_the_person(
+    make_client: MakeClient, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(handler=answers(422, text=text))
+
+    response = submit(client, "/join", PHONE, follow_redirects=True)
+
+    assert (response.url.path, response.url.params.get("pending")) == ("/JOIN/thanks", "1")
+    assert "Oops" not in response.text
+    assert _states(client) == {"held": 1}
+    assert any("could not be read" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_the_api_answers_a_held_signup_as_a_queued_one(make_client: MakeClient) -> None:
+    client = make_client(handler=answers(422, _refusal("Not enough credit.", 5)))
+    token = client.get("/api/v1/campaigns/join").json()["token"]
+
+    answer = client.post("/api/v1/campaigns/join/opt-ins", json={"phone": PHONE, "token": token})
+
+    assert (answer.status_code, answer.json()) == (202, {"state": "pending"})
+    assert "credit" not in answer.text
+    assert _states(client) == {"held": 1}
+
+
+def test_a_refusal_of_the_number_and_the_set_up_together_tells_the_person_of_the_number(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # They can put the number right now; the operator is told of the rest.
     body = [
         {"field": "PhoneNumber", "message": "Phone Number is invalid."},
         {"field": "GroupIds", "message": "Group Ids cannot be blank."},
     ]
+    client = make_client(handler=answers(422, body))
 
-    response = submit(make_client(handler=answers(422, body)), "/join", PHONE)
+    response = submit(client, "/join", PHONE)
 
     page = Page(response.text)
-    assert "Phone Number is invalid." in page.described_by(page.phone_input())
-    assert "Group Ids cannot be blank." in page.alert_text()
+    assert response.status_code == 422
+    assert _NUMBER_REFUSED in page.described_by(page.phone_input())
+    assert page.alert_text() == ""
+    assert "Group Ids" not in response.text
+    assert _states(client) == {"rejected": 1}
+    assert "Group Ids cannot be blank." in " ".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_a_duplicate_of_a_held_signup_is_thanked_and_not_sent_again(make_client: MakeClient) -> None:
+    upstream = FakeUpstream(answers(422, _refusal("Not enough credit.", 5)))
+    client = make_client(handler=upstream)
+
+    first = submit(client, "/join", PHONE)
+    again = submit(client, "/join", PHONE)
+
+    assert without_number(first.headers["location"]) == without_number(again.headers["location"])
+    assert without_number(first.headers["location"]) == "/JOIN/thanks?pending=1"
+    # Held signups go once the set-up is fixed: a second would make a second text.
+    assert _states(client) == {"held": 1, "duplicate": 1}
+    assert len(upstream.requests) == 1
 
 
 # --- ProTexting unavailable ------------------------------------------------------------
@@ -439,8 +550,6 @@ UNAVAILABLE = [
         {"handler": answers(401, {"message": "Your request was made with invalid credentials."})}, PHONE, id="401"
     ),
     pytest.param({"handler": answers(403, {"message": "Forbidden."})}, PHONE, id="403"),
-    pytest.param({"handler": answers(422, text="<html>Oops</html>")}, PHONE, id="422-not-json"),
-    pytest.param({"handler": answers(422, [])}, PHONE, id="422-empty-list"),
     pytest.param({"token": None, "handler": None}, "(201) 555-0104", id="sandbox-503"),
 ]
 
@@ -535,8 +644,8 @@ def test_sandbox_signs_up_a_normal_number(make_client: MakeClient) -> None:
 @pytest.mark.parametrize(
     ("typed", "message"),
     [
-        ("(201) 555-0100", "PhoneNumber is not a valid mobile number."),
-        ("(201) 555-0101", "Phone number is opted out."),
+        ("(201) 555-0100", _NUMBER_REFUSED),
+        ("(201) 555-0101", _OPTED_OUT),
     ],
 )
 def test_sandbox_numbers_refused_by_protexting_show_beside_the_field(
@@ -550,19 +659,14 @@ def test_sandbox_numbers_refused_by_protexting_show_beside_the_field(
     assert page.phone_input().attrs["aria-invalid"] == "true"
 
 
-@pytest.mark.parametrize(
-    ("typed", "message"),
-    [("(201) 555-0102", "Group Ids is invalid."), ("(201) 555-0103", "Not enough credit.")],
-)
-def test_sandbox_numbers_with_form_level_refusals_show_an_alert(
-    make_client: MakeClient, typed: str, message: str
-) -> None:
-    response = submit(make_client(token=None, handler=None), "/join", typed)
+@pytest.mark.parametrize("typed", ["(201) 555-0102", "(201) 555-0103"])
+def test_sandbox_numbers_refused_for_the_set_up_are_thanked_and_held(make_client: MakeClient, typed: str) -> None:
+    client = make_client(token=None, handler=None)
 
-    assert response.status_code == 422
-    page = Page(response.text)
-    assert message in page.alert_text()
-    assert "aria-invalid" not in page.phone_input().attrs
+    response = submit(client, "/join", typed)
+
+    assert without_number(response.headers["location"]) == "/JOIN/thanks?pending=1"
+    assert _states(client) == {"held": 1}
 
 
 def test_sandbox_never_uses_the_network(make_client: MakeClient) -> None:

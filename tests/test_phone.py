@@ -212,3 +212,29 @@ def test_the_voip_refusal_reads_as_english() -> None:
     assert refusal(voip, default_country="GB", countries=("GB",)).startswith(
         "That looks like an internet (VoIP) number"
     )
+
+
+# --- which check speaks first ---------------------------------------------------------
+
+
+def test_a_uk_landline_on_a_us_page_is_told_the_country_not_the_line() -> None:
+    landline = phonenumbers.format_number(example("GB", PhoneNumberType.FIXED_LINE), PhoneNumberFormat.INTERNATIONAL)
+
+    assert refusal(landline) == "Sorry, this program only texts numbers in United States."
+
+
+def test_a_foreign_toll_free_number_is_told_the_country() -> None:
+    toll_free = phonenumbers.format_number(example("GB", PhoneNumberType.TOLL_FREE), PhoneNumberFormat.INTERNATIONAL)
+
+    assert (
+        refusal(toll_free, countries=("US", "CA"))
+        == "Sorry, this program only texts numbers in United States or Canada."
+    )
+
+
+def test_a_toll_free_800_number_on_a_canadian_page_is_told_it_is_toll_free() -> None:
+    # phonenumbers files +1 800 under the US, but it is as Canadian as it is American:
+    # "toll-free" is what the person can act on, not "only Canada".
+    message = refusal("+1 800 266 2278", default_country="CA", countries=("CA",))
+
+    assert message.startswith("That looks like a toll-free number")

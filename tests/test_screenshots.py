@@ -10,20 +10,17 @@ viewport, e.g. var/screenshots/desktop-thanks.png.
 
 from __future__ import annotations
 
-import http.server
 import io
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Frame, Locator, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, FloatRect, Frame, Locator, Page, Response, expect
 from pypdf import PdfReader
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support.servers import LOOPBACK, Server, app_server, free_port
+from tests.support.browser import HostSite, chromium
+from tests.support.servers import Server, app_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -70,22 +67,6 @@ frame_ancestors = ["{host_origin}"]
     return path
 
 
-class _Shop(http.server.BaseHTTPRequestHandler):
-    """The shop's own site, on another origin: a page with the embed snippet."""
-
-    pages: ClassVar[dict[str, bytes]] = {}
-
-    def do_GET(self) -> None:
-        body = self.pages.get(self.path)
-        self.send_response(200 if body else 404)
-        self.send_header("content-type", "text/html; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def _shop_page(app_url: str) -> bytes:
     return f"""<!doctype html><html lang="en"><head><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Corner Bakery</title></head><body style="margin:0;font-family:Georgia,serif;background:#faf6f1;color:#3b2416">
@@ -97,29 +78,19 @@ def _shop_page(app_url: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    port = free_port()
-    origin = f"http://{LOOPBACK}:{port}"
     tmp = tmp_path_factory.mktemp("look")
-    shop = http.server.ThreadingHTTPServer((LOOPBACK, port), _Shop)
-    threading.Thread(target=shop.serve_forever, daemon=True).start()
-    try:
-        # Another port: another origin to the browser.
-        with app_server(tmp, campaigns=_campaigns(tmp, origin), env={"OPTIN_MIN_FILL_SECONDS": "0"}) as app:
-            _Shop.pages = {"/": _shop_page(app.url)}
-            yield app, origin
-    finally:
-        shop.shutdown()
-        shop.server_close()
+    with HostSite() as shop:
+        campaigns = _campaigns(tmp, shop.origin)
+        with app_server(tmp, campaigns=campaigns, env={"OPTIN_MIN_FILL_SECONDS": "0"}) as app:
+            shop.pages["/"] = _shop_page(app.url)
+            yield app, shop.origin
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}: run make test"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _shot(page: Page, name: str) -> None:
@@ -130,7 +101,7 @@ def _no_sideways_scroll(page: Page | Frame) -> None:
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
-def _box(locator: Locator) -> dict[str, float]:
+def _box(locator: Locator) -> FloatRect:
     box = locator.bounding_box()
     assert box is not None, f"{locator} is not laid out"
     return box
@@ -271,3 +242,52 @@ def test_the_poster_wears_the_campaigns_logo_and_colour_and_prints_on_one_sheet(
     finally:
         context.close()
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 1
+
+
+def test_the_429_keeps_the_number_and_says_the_wait_and_the_404_leads_back(
+    site: tuple[Server, str], browser: Browser
+) -> None:
+    app, _shop = site
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        page.goto(app.url + "/join")
+        # OPTIN_LIMIT_PER_NUMBER's default, 3 an hour: the fourth signup of one number waits.
+        for _ in range(3):
+            page.get_by_label("Mobile number").fill("(201) 555-0188")
+            page.get_by_role("button", name="Sign up for texts").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Check your phone")
+            page.get_by_role("link", name="Start again").click()
+        phone = page.get_by_label("Mobile number")
+        phone.fill("(201) 555-0188")
+        page.get_by_role("button", name="Sign up for texts").click()
+        error = page.locator("#phone-error")
+        expect(error).to_contain_text("This number was signed up several times just now. Try again in ")
+        # The window's own wait, not "a few minutes".
+        assert (error.text_content() or "").endswith("Try again in 1 hour.")
+        expect(phone).to_have_value("(201) 555-0188")
+        _shot(page, "desktop-429")
+
+        page.goto(app.url + "/join/nope")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+        _shot(page, "desktop-404")
+        page.get_by_role("link", name="Go to Get our deals by text").click()
+        expect(page.get_by_role("button", name="Sign up for texts")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_in_dark_mode_the_page_is_dark_and_stays_readable(site: tuple[Server, str], browser: Browser) -> None:
+    app, _shop = site
+    context = browser.new_context(**VIEWPORTS["phone"], color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(app.url + "/join")
+        page.get_by_label("Mobile number").fill("555")
+        page.get_by_role("button", name="Sign up for texts").click()
+        expect(page.locator("#phone-error")).to_be_visible()
+        _shot(page, "phone-dark-error")
+        assert _style(page.locator("body"), "backgroundColor") == "rgb(27, 27, 32)"
+        assert _style(page.get_by_role("heading", level=1), "color") == "rgb(236, 236, 241)"
+    finally:
+        context.close()

@@ -213,7 +213,7 @@ async def test_outcomes_never_carry_the_token(
         assert_sent(fake)
     assert len(paths) == 1 and f"access_token={TOKEN}" in paths[0]
     kinds = [type(outcome) for outcome in outcomes]
-    assert kinds.count(Accepted) == 3 and kinds.count(Rejected) == 3 and Unavailable in kinds
+    assert kinds.count(Accepted) == 3 and kinds.count(Rejected) == 4 and Unavailable in kinds
     assert outcomes[-2] == Unavailable(reason="could not connect (ConnectError)")
 
 

@@ -42,7 +42,7 @@ def test_a_signup_made_from_a_visit_alone_is_delivered_and_recorded_from_it(
         client_ip="203.0.113.9", user_agent="Poster/1", origin=None, fetch_site=None, source={"src": "window"}
     )
 
-    assert run(client, submission(client), visit) == Result(Status.DELIVERED)
+    assert run(client, submission(client), visit) == Result(Status.DELIVERED, phone="12015550123")
     assert [body["PhoneNumber"] for body in upstream.bodies] == ["12015550123"]
 
     async def export() -> list[dict[str, Any]]:
@@ -75,7 +75,7 @@ def test_a_number_the_campaign_cannot_text_is_refused_with_a_code_and_nothing_is
     assert upstream.requests == []
 
 
-def test_protextings_refusal_is_a_result_with_its_words_kept_as_a_parameter(
+def test_protextings_refusal_of_the_number_is_a_result_in_our_words_not_its_own(
     make_client: MakeClient, upstream: FakeUpstream
 ) -> None:
     upstream.respond = answers(422, [{"field": "PhoneNumber", "message": "The number opted out."}])
@@ -83,9 +83,14 @@ def test_protextings_refusal_is_a_result_with_its_words_kept_as_a_parameter(
 
     result = run(client, submission(client))
 
-    assert result == Result(
-        Status.REFUSED, (Problem("phone", "protexting.refused", {"message": "The number opted out."}),)
-    )
+    assert result == Result(Status.REFUSED, (Problem("phone", "protexting.number_refused"),))
+
+
+def test_protextings_refusal_of_the_set_up_is_a_held_result(make_client: MakeClient, upstream: FakeUpstream) -> None:
+    upstream.respond = answers(422, [{"field": "GroupIds", "message": "Group Ids is invalid."}])
+    client = make_client()
+
+    assert run(client, submission(client)) == Result(Status.HELD, phone="12015550123")
 
 
 def test_a_trap_and_a_second_press_are_results_not_errors(make_client: MakeClient, upstream: FakeUpstream) -> None:
@@ -93,8 +98,9 @@ def test_a_trap_and_a_second_press_are_results_not_errors(make_client: MakeClien
     assert run(client, submission(client, honeypot="http://spam.example")) == Result(Status.TRAPPED)
 
     again = submission(client)
-    assert run(client, again) == Result(Status.DELIVERED)
-    assert run(client, again) == Result(Status.DELIVERED)  # the same token and number: the first's answer
+    assert run(client, again) == Result(Status.DELIVERED, phone="12015550123")
+    # The same token and number: the first's answer.
+    assert run(client, again) == Result(Status.DELIVERED, phone="12015550123")
     other = Submission(phone="(201) 555-0124", token=again.token)
     assert run(client, other) == Result(Status.REFUSED, (Problem("token", "token.used"),))
     assert len(upstream.requests) == 1

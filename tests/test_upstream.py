@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app import upstream
-from app.upstream import Accepted, OptIn, ProTexting, RateLimit, Rejected, Unavailable
+from app.upstream import Accepted, Cause, FieldError, OptIn, ProTexting, RateLimit, Rejected, Unavailable
 
 from .conftest import API_URL, TOKEN, FakeUpstream, answers, closed_port, contact, raises
 
@@ -110,7 +110,7 @@ async def test_201_with_a_message_body_is_accepted() -> None:
     assert outcome.status == 201
 
 
-async def test_422_array_splits_messages_between_the_phone_field_and_the_form() -> None:
+async def test_422_array_tells_the_number_from_the_set_up() -> None:
     body = [
         {"field": "PhoneNumber", "message": "PhoneNumber is not a valid mobile number."},
         {"field": "GroupIds", "message": "Group Ids is invalid."},
@@ -119,38 +119,65 @@ async def test_422_array_splits_messages_between_the_phone_field_and_the_form() 
     outcome, _ = await opt_in(answers(422, body))
 
     assert isinstance(outcome, Rejected)
-    assert outcome.phone_messages == ["PhoneNumber is not a valid mobile number."]
-    assert outcome.form_messages == ["Group Ids is invalid."]
+    assert outcome.about_number
+    assert [e.message for e in outcome.number_errors] == ["PhoneNumber is not a valid mobile number."]
+    assert outcome.causes == (Cause("group_ids", "the campaign's group_ids (GroupIds: 'Group Ids is invalid.')"),)
 
 
-async def test_422_array_entry_without_a_field_is_a_form_message() -> None:
-    outcome, _ = await opt_in(answers(422, [{"message": "Something is off."}]))
+@pytest.mark.parametrize(
+    ("entry", "cause"),
+    [
+        ({"field": "GroupIds", "message": "Group Ids is invalid."}, "group_ids"),
+        ({"field": "CTAMessage", "message": "CTA Message is too long."}, "field"),
+        ({"message": "Something is off."}, "other"),
+    ],
+)
+async def test_422_array_entry_about_anything_but_the_number_is_the_set_up(entry: dict[str, str], cause: str) -> None:
+    outcome, _ = await opt_in(answers(422, [entry]))
 
     assert isinstance(outcome, Rejected)
-    assert outcome.phone_messages == []
-    assert outcome.form_messages == ["Something is off."]
+    assert not outcome.about_number
+    assert [c.kind for c in outcome.causes] == [cause]
+    assert entry["message"] in outcome.causes[0].text
 
 
 @pytest.mark.parametrize("code", [1, 1000, 1001])
-async def test_422_object_about_the_number_is_a_phone_message(code: int) -> None:
+async def test_422_object_about_the_number_is_about_the_number(code: int) -> None:
     body = {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": code, "status": 422}
 
     outcome, _ = await opt_in(answers(422, body))
 
     assert isinstance(outcome, Rejected)
-    assert outcome.phone_messages == ["Phone number is opted out."]
-    assert outcome.form_messages == []
+    assert outcome.about_number
+    assert outcome.number_errors == (FieldError("PhoneNumber", "Phone number is opted out.", code),)
+    assert outcome.causes == ()
 
 
-@pytest.mark.parametrize("code", [5, 2, 4, 8, None])
-async def test_422_object_about_anything_else_is_a_form_message(code: int | None) -> None:
+@pytest.mark.parametrize(
+    ("code", "cause", "words"),
+    [
+        (2, "forbidden_words", "forbidden words in the CTA or confirm message"),
+        (5, "credit", "not enough credit"),
+        (6, "api_not_activated", "API application is not activated"),
+        (7, "ip_not_allowed", "IP address is not allowed"),
+        (302, "sender_blocked", "sender number is permanently blocked"),
+        (4, "other", "code 4"),
+        (8, "other", "code 8"),
+        (99, "other", "code 99"),
+        (None, "other", "'Not enough credit.'"),
+    ],
+)
+async def test_422_object_about_anything_else_names_the_set_up_cause(code: int | None, cause: str, words: str) -> None:
     body = {"name": "Unprocessable entity", "message": "Not enough credit.", "code": code, "status": 422}
 
     outcome, _ = await opt_in(answers(422, body))
 
     assert isinstance(outcome, Rejected)
-    assert outcome.phone_messages == []
-    assert outcome.form_messages == ["Not enough credit."]
+    assert not outcome.about_number
+    [found] = outcome.causes
+    assert found.kind == cause
+    assert words in found.text
+    assert "'Not enough credit.'" in found.text  # ProTexting's words, quoted for the operator
 
 
 @pytest.mark.parametrize(
@@ -167,11 +194,15 @@ async def test_422_object_about_anything_else_is_a_form_message(code: int | None
         pytest.param(answers(422, None), id="json-null"),
     ],
 )
-async def test_422_with_an_undocumented_body_is_unavailable(respond: Respond) -> None:
+async def test_422_with_an_undocumented_body_is_a_refusal_we_cannot_read(respond: Respond) -> None:
+    # Asking again would get the same 422: not something to retry on a timer. Nothing
+    # in it says the number is at fault, so it is the set-up's to look into.
     outcome, _ = await opt_in(respond)
 
-    assert isinstance(outcome, Unavailable)
-    assert outcome.status == 422
+    assert isinstance(outcome, Rejected)
+    assert outcome.errors == ()
+    assert not outcome.about_number
+    assert [c.kind for c in outcome.causes] == ["unreadable"]
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -292,13 +323,14 @@ async def test_a_201_whose_body_cannot_be_checked_is_accepted_unverified(respond
 
 
 @pytest.mark.parametrize("code", [[1], {"n": 1}, "1", 1.5, True, None])
-async def test_422_object_with_a_code_of_any_json_type_is_a_form_message(code: object) -> None:
+async def test_422_object_with_a_code_of_any_json_type_is_not_about_the_number(code: object) -> None:
     body = {"name": "Unprocessable entity", "message": "Phone number is opted out.", "code": code, "status": 422}
 
     outcome, _ = await opt_in(answers(422, body))
 
     assert isinstance(outcome, Rejected)
-    assert outcome.form_messages == ["Phone number is opted out."]
+    assert not outcome.about_number
+    assert outcome.errors == (FieldError(None, "Phone number is opted out."),)
 
 
 @pytest.mark.parametrize("status", [201, 422])
@@ -309,7 +341,7 @@ async def test_a_json_array_nested_100000_deep_is_an_outcome(status: int) -> Non
 
     assert outcome in (
         Accepted(status=201, verified=False, reason="body not the documented JSON"),
-        Unavailable(reason="422 with an undocumented body", status=422),
+        Rejected(errors=(), unreadable="not the documented JSON"),
     )
 
 
@@ -432,14 +464,14 @@ async def test_a_201_with_a_body_that_is_not_gzip_is_accepted_unverified_on_loop
 
 async def test_a_gzip_bomb_is_read_no_further_than_1_mb_decoded() -> None:
     # A documented refusal, then 64 MB of spaces: 64 KB on the wire. Reading stops at
-    # 1 MB decoded, so it is not taken as a refusal (nor held in memory).
+    # 1 MB decoded, so it is not taken as a refusal of the number (nor held in memory).
     refusal = json.dumps([{"field": "PhoneNumber", "message": "Not a mobile number."}]).encode()
     bomb = gzip.compress(refusal + b" " * (64 * 1024 * 1024))
     head = f"HTTP/1.1 422 Unprocessable\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
 
     outcome = await _opt_in_over_loopback(_answer(head.encode() + bomb))
 
-    assert outcome == Unavailable(reason="422 with an undocumented body", status=422)
+    assert outcome == Rejected(errors=(), unreadable="body over 1 MB")
 
 
 async def test_a_300_mb_answer_is_not_read_past_1_mb() -> None:

@@ -20,12 +20,10 @@ from .engine import (
     unreachable,
 )
 from .outbox import Outbox
-from .reports import EXPORT_FIELDS
 from .tables import UTCDateTime, disclosures, job_events, jobs, metadata, signups, utcnow
 
 __all__ = [
     "DATABASE_TIMEOUT_SECONDS",
-    "EXPORT_FIELDS",
     "SCHEMA_REVISION",
     "Outbox",
     "StorageError",

@@ -10,12 +10,14 @@ owns them all. The rules (states, transitions, retries) are app.outbox's.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..consent import ConsentRecord, Disclosure
 from ..outbox import Job, Kind, Payload, RetryPolicy, State, Transition, describe, transition
@@ -23,6 +25,8 @@ from ..upstream import Outcome
 from . import queries, reports
 from .tables import jobs, signups, utcnow
 from .writer import Writer
+
+Result = TypeVar("Result")
 
 
 class Outbox:
@@ -114,10 +118,22 @@ class Outbox:
         held: bool = await self._writer.submit(queries.Update(job_id, worker, values, state, detail, now))
         return held
 
-    async def retry_failed(self, *, campaign: str | None = None) -> int:
-        """Put failed signups back in the queue with fresh attempts; returns how many."""
-        count: int = await self._writer.run(functools.partial(queries.retry_failed, campaign=campaign))
+    async def retry_failed(self, *, campaign: str | None = None, held: bool = False, job_id: int | None = None) -> int:
+        """Put failed signups (`held`: held ones) back in the queue with fresh attempts
+        (only `job_id`'s, when given); returns how many."""
+        state = State.HELD if held else State.FAILED
+        count: int = await self._writer.run(
+            functools.partial(queries.retry_failed, campaign=campaign, state=state, job_id=job_id)
+        )
         return count
+
+    async def run(self, work: Callable[[Connection], Result]) -> Result:
+        """A transaction of another table's (app.storage.console), in turn with the outbox's writes."""
+        return await self._writer.run(work)
+
+    def reading(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction for reads, in turn with the outbox's writes."""
+        return self._writer.reading()
 
     # -- reads ------------------------------------------------------------------
 

@@ -254,17 +254,22 @@ def claim(conn: Connection, *, worker: str, limit: int, lease: timedelta) -> lis
     return sorted((job_of(row) for row in conn.execute(leased).all()), key=lambda job: job.id)
 
 
-def retry_failed(conn: Connection, *, campaign: str | None) -> int:
-    """Put failed jobs back in the queue with fresh attempts; how many."""
+def retry_failed(
+    conn: Connection, *, campaign: str | None, state: State = State.FAILED, job_id: int | None = None
+) -> int:
+    """Put jobs in `state` (failed, or held) back in the queue with fresh attempts (only
+    `job_id`, when given); how many."""
     now = utcnow()
-    where = [jobs.c.state == State.FAILED]
+    where = [jobs.c.state == state]
     if campaign is not None:
         where.append(func.lower(jobs.c.campaign) == campaign.lower())
+    if job_id is not None:
+        where.append(jobs.c.id == job_id)
     ids = conn.execute(select(jobs.c.id).where(*where)).scalars().all()
     if ids:
         conn.execute(
             update(jobs)
-            .where(jobs.c.id.in_(ids), jobs.c.state == State.FAILED)
+            .where(jobs.c.id.in_(ids), jobs.c.state == state)
             .values(state=State.PENDING, attempts=0, next_attempt_at=now, updated_at=now)
         )
         conn.execute(
@@ -331,9 +336,9 @@ _RECENT = (
     )
     .order_by(jobs.c.id.desc())
 )
-# A job in these states was or will be delivered: a second one of its number within
-# the window is its duplicate.
-_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value})
+# A job in these states was or will be delivered (a held one once its set-up is
+# fixed): a second one of its number within the window is its duplicate.
+_LIVE = frozenset({State.PENDING.value, State.DELIVERED.value, State.HELD.value})
 # PostgreSQL: one advisory lock per number, taken in one statement and in one order
 # everywhere, so two replicas never wait on each other in a cycle.
 _LOCK_NUMBERS = text(

@@ -10,31 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..exports import EXPORT_FIELDS
 from .tables import disclosures, job_events, jobs, signups
 
 Reading = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
-
-# The columns of an exported consent record, in order ("history" follows them).
-EXPORT_FIELDS = (
-    "id",
-    "created_at",
-    "campaign",
-    "phone",
-    "group_ids",
-    "page_url",
-    "source",
-    "client_ip",
-    "user_agent",
-    "language",
-    "disclosure_sha256",
-    "disclosure_text",
-    "state",
-    "attempts",
-    "upstream_messages",
-    "last_error",
-    "duplicate_of",
-    "updated_at",
-)
 
 _EXPORT_PAGE = 500
 

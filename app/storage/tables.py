@@ -8,6 +8,9 @@ job_events    the delivery history of each job
 signups       one row per valid submission: the consent record, whose id is the
               id of its opt-in job (a record of another kind gets a table of its
               own the same way)
+funnel_counts the console's funnel: views and submissions by campaign, src, hour
+              and metric, added into by every replica (app.storage.console)
+audit_log     every action taken in the console, with its time and address
 """
 
 from __future__ import annotations
@@ -132,6 +135,29 @@ signups = Table(
     Column("language", String(8), nullable=False, server_default="en"),
 )
 Index("ix_signups_created", signups.c.created_at)
+
+funnel_counts = Table(
+    "funnel_counts",
+    metadata,
+    # The campaign's key (app.site.Listing.key), as the tally counts it.
+    Column("campaign", String(64), primary_key=True),
+    Column("src", String(200), primary_key=True),
+    Column("hour", UTCDateTime, primary_key=True),
+    # "views", or a submission's outcome (app.metrics.Outcome).
+    Column("metric", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+Index("ix_funnel_counts_hour", funnel_counts.c.hour)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("address", String(45), nullable=True),
+    Column("detail", Text, nullable=True),
+)
 
 
 @functools.cache

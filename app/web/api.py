@@ -5,7 +5,9 @@
 
 It is exactly as guarded as the form (`app.signup.sign_up` runs the same checks): the
 token, the honeypot and minimum fill time, the limits, the number policy, the CAPTCHA,
-and the origin check, here with a per-campaign CORS allow-list (`api_origins`).
+and the origin check, here with a per-campaign CORS allow-list (`api_origins`). An
+opt-in sent sooner than the fill time after its token was issued is answered 429 with
+Retry-After (the form asks a person to confirm instead): the same request then passes.
 """
 
 from __future__ import annotations
@@ -94,7 +96,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ApiErrors, "description": "The token signed up another number already (fetch a new one)."},
     415: {"model": ApiErrors, "description": "Send application/json."},
     422: {"model": ApiErrors, "description": "The number is not usable, or ProTexting refused it."},
-    429: {"model": ApiErrors, "description": "Too many signups; see Retry-After."},
+    429: {
+        "model": ApiErrors,
+        "description": "Too many signups; or sent sooner than OPTIN_MIN_FILL_SECONDS after the token was "
+        "issued (field token: send the same request again then). See Retry-After.",
+    },
 }
 
 
@@ -155,8 +161,14 @@ async def opt_in(request: Request, body: OptInRequest, listing: ListingDep, reso
     result = await sign_up(resources, visit_of(request, resources.settings), listing, submission, cross_origin=True)
     if result.status is Status.REFUSED:
         problems = [(p.field, say(p, api=True)) for p in result.problems]
+        too_fast = next((p for p in result.problems if p.code == "fill.too_fast"), None)
+        if too_fast is not None:
+            # No person to ask here: the client is told when the same request will do.
+            retry = {"retry-after": str(too_fast.params["retry_after"])}
+            return json_errors(429, *problems, headers={**cors, **retry})
         return json_errors(refused_status(result.problems), *problems, headers=cors)
     if result.status is Status.DELIVERED:
         return JSONResponse({"state": "delivered"}, status_code=201, headers=cors)
-    # Queued; or trapped, answered like a signup that is.
+    # Queued, or held (ProTexting refused the business's set-up, not the number); or
+    # trapped: each answered like a signup that is queued.
     return JSONResponse({"state": "pending"}, status_code=202, headers=cors)

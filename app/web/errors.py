@@ -84,8 +84,11 @@ def json_errors(
 
 def refused_status(problems: Sequence[Problem]) -> int:
     """The status of a refused submission: 400 for a form open too long, 409 for a
-    spent token (the form was fine; the fresh token confirms), else 422."""
+    spent token (the form was fine; the fresh token confirms), 200 for a form sent too
+    fast (nothing is wrong with it: the page asks to confirm), else 422."""
     codes = {p.code for p in problems}
+    if "fill.too_fast" in codes:
+        return 200
     return 400 if "token.expired" in codes else 409 if "token.used" in codes else 422
 
 

@@ -70,12 +70,12 @@ def _countries_phrase(regions: Sequence[str], language: str) -> str:
 
 def _wait(seconds: int, language: str) -> str:
     """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
-    minutes up to an hour and a half, hours beyond."""
+    minutes up to 55, hours beyond."""
     catalog = translations(language)
     if seconds < 60:
         count = seconds
         text = catalog.ngettext("Try again in %(count)d second.", "Try again in %(count)d seconds.", count)
-    elif seconds <= 90 * 60:
+    elif seconds <= 55 * 60:
         count = -(-seconds // 60)
         text = catalog.ngettext("Try again in %(count)d minute.", "Try again in %(count)d minutes.", count)
     else:
@@ -122,8 +122,27 @@ _WORDS: dict[str, Words] = {
     "limit.campaign": lambda p, _, lang: (
         _("This signup has taken all the signups it can for now.") + " " + _wait(p["seconds"], lang)
     ),
-    # ProTexting's own words, as it sent them (its refusals are not classified yet).
-    "protexting.refused": lambda p, _, lang: str(p["message"]),
+    "fill.too_fast": lambda p, _, lang: _("Please check your number below and press the button once more to confirm."),
+    # ProTexting's refusals of the number, in our words (its own stay in the record).
+    "protexting.opted_out": lambda p, _, lang: (
+        _(
+            "This number opted out of texts from %(program)s, so it can't be signed up here. "
+            "To join again, text %(keyword)s to %(number)s."
+        )
+        % p
+        if "number" in p
+        else _(
+            "This number opted out of texts from %(program)s, so it can't be signed up here. "
+            "To join again, text START to the number our texts came from."
+        )
+        % p
+    ),
+    "protexting.blocked": lambda p, _, lang: (
+        _("This number can't get texts from %(program)s. Please use another mobile number.") % p
+    ),
+    "protexting.number_refused": lambda p, _, lang: _(
+        "We can't send texts to this number. Check it, or use another mobile number."
+    ),
 }
 
 # Where the JSON API says it otherwise: its reader is a developer.
@@ -133,6 +152,10 @@ _API_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "The token was used for a signup already: fetch a new one from GET /api/v1/campaigns/{keyword}."
     ),
     "captcha.failed": lambda _: "The CAPTCHA was not passed.",
+    "fill.too_fast": lambda p: (
+        "Sent sooner than a person fills a form in after the token was issued: send it again, with the same "
+        f"token, in {p['retry_after']} second(s) (Retry-After)."
+    ),
 }
 
 

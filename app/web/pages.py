@@ -146,14 +146,22 @@ def render_form(
     form_errors: list[str] | None = None,
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
+    confirming: bool = False,
 ) -> HTMLResponse:
+    """The form again (after an error, or to confirm a submission sent too fast: then
+    with a confirming token of the first page view's time)."""
     resources: Resources = request.app.state.resources
     campaign = listing.campaign
+    tokens = resources.guard.tokens
+    if confirming and issued_at is not None:
+        form_token = tokens.issue_confirming(listing.key, issued_at=issued_at)
+    else:
+        form_token = tokens.issue(listing.key, issued_at=issued_at)
     context = _form_context(
         listing,
         variant=variant,
         query=source_query(request.query_params.multi_items()),
-        form_token=resources.guard.tokens.issue(listing.key, issued_at=issued_at),
+        form_token=form_token,
         phone=phone,
         phone_error=phone_error,
         form_errors=form_errors,
@@ -279,9 +287,10 @@ class CampaignPage:
         if pages is None:
             raise CampaignNotFound(keyword)
         # One language: nothing to choose (no header read). Several: app.web.languages.
-        page = pick(pages, scope["query_string"], scope["headers"]) if pages.multilingual else pages.default
-        resources.metrics.tally.view(page.key)
-        body = page.body(query_string=scope["query_string"], token=resources.guard.tokens.issue(page.key))
+        query: bytes = scope["query_string"]
+        page = pick(pages, query, scope["headers"]) if pages.multilingual else pages.default
+        resources.metrics.tally.view(page.key, query)
+        body = page.body(query_string=query, token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -399,6 +408,7 @@ async def signup(
         phone_error: str | None = None,
         form_errors: list[str] | None = None,
         headers: Mapping[str, str] | None = None,
+        confirming: bool = False,
     ) -> HTMLResponse:
         # The same form, the typed number kept, the first page view's time kept.
         issued = _issued_at(resources, token, listing)
@@ -413,6 +423,7 @@ async def signup(
             phone_error=phone_error,
             form_errors=form_errors,
             headers=headers,
+            confirming=confirming,
         )
 
     def limited(exc: TooManyRequests) -> HTMLResponse:
@@ -432,17 +443,20 @@ async def signup(
         return limited(exc)
     if result.status is Status.REFUSED:
         phone = [say(p, language=listing.language) for p in result.problems if p.field == "phone"]
+        # Sent too fast: the same form, status 200 (nothing in it is wrong), asking for
+        # one more press; its token marks that press as the second (app.guard).
         return again(
             refused_status(result.problems),
             phone_error=" ".join(phone) or None,
             form_errors=[say(p, language=listing.language) for p in result.problems if p.field != "phone"],
+            confirming=any(p.code == "fill.too_fast" for p in result.problems),
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
     # The thanks page keeps the page's source parameters (for its "Start again" link)
     # and names the number, masked (app.web.masked), in the page's language.
     query = source_params(request.query_params.multi_items())
-    if result.status is Status.QUEUED:
+    if result.status in (Status.QUEUED, Status.HELD):
         query["pending"] = "1"
     to = masked.tag(result.phone or _typed_digits(typed, campaign), key=resources.settings.signing_key())
     if to is not None:

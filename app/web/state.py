@@ -7,6 +7,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import State
 
+from ..admin.console import Console
 from ..resources import Resources
 from ..site import Site
 
@@ -20,6 +21,8 @@ class AppState(State):
     # Swapped whole by a reload of the campaigns file: each request reads it once.
     site: Site
     templates: Jinja2Templates
+    # The operator's console (app.admin); None while OPTIN_ADMIN_PASSWORD_HASH is unset.
+    console: Console | None
 
     def __init__(self) -> None:
         super().__init__()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -86,7 +87,7 @@ class CountSubmissions:
                 try:
                     await resources.guard.throttle.client(visitor_ip(scope, resources.settings))
                 except TooManyRequests as exc:
-                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED)
+                    resources.metrics.tally.submission(campaign, Outcome.RATE_LIMITED, _src(scope))
                     if _small_form(scope, resources.settings.max_body_bytes):
                         # A campaign's form: it comes back with the typed number in it
                         # and the wait (`app.web.pages.signup`), so a form body of a
@@ -98,6 +99,13 @@ class CountSubmissions:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+def _src(scope: Scope) -> str:
+    """The submission's `src`, read from its query string (the form's action carries
+    the page's), only for a refused one: a signup reads it from its `Visit`."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    return source_params(pairs).get("src", "")
 
 
 def _small_form(scope: Scope, limit: int) -> bool:

@@ -4,12 +4,16 @@ servers from these machines)."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
-import pytest
 from playwright.sync_api import Browser, sync_playwright
+
+from .servers import LOOPBACK
 
 CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking switches chromium calls Google's hosts at start-up.
@@ -23,12 +27,50 @@ CHROMIUM_ARGS = [
 ]
 
 
+class HostSite:
+    """Another site on loopback, a shop's own: it serves `pages` (path to HTML bytes,
+    filled in once the app's address is known) on another port, so another origin to
+    the browser. A context manager: the server runs inside the `with`.
+
+        with HostSite() as shop:
+            shop.pages["/"] = b"<!doctype html>..."
+            page.goto(shop.origin + "/")
+    """
+
+    def __init__(self) -> None:
+        self.pages: dict[str, bytes] = {}
+        pages = self.pages
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.origin = f"http://{LOOPBACK}:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @contextmanager
-def launched() -> Iterator[Browser]:
-    """Debian's chromium, headless, for a module's tests; a clear failure when it is missing."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"No chromium at {CHROMIUM}. Run `make test` or set OPTIN_CHROMIUM.", pytrace=False)
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, headless, through Playwright (see the module's docstring)."""
+    assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}: run make test"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        try:
+            yield browser
+        finally:
+            browser.close()

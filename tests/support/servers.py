@@ -417,6 +417,12 @@ def calls(fake: Server) -> list[dict[str, object]]:
     return response.json()["calls"]
 
 
+def set_refusal(fake: Server, body: object) -> None:
+    """Have the fake ProTexting answer every call 422 with `body` (None: stop)."""
+    with httpx.Client(trust_env=False, timeout=5.0) as client:
+        client.post(fake.url + "/_fake/state", json={"refuse": body}).raise_for_status()
+
+
 def set_down(fake: Server, down: bool) -> None:
     """Switch the fake ProTexting to answer 503 (down) or to work normally (up)."""
     with httpx.Client(trust_env=False, timeout=5.0) as client:

@@ -4,7 +4,7 @@ Every signup made before is English, the only language pages had: the column's s
 default fills them in.
 
 Revision ID: 0003_language
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_language"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
