@@ -100,6 +100,16 @@ class CachedStaticFiles(StaticFiles):
         return response
 
 
+def make_templates() -> Jinja2Templates:
+    """The pages' templates, with {% trans %} and _(): each render passes its language's
+    gettext in its context (app.web.languages.words); English, the msgids' own, for a
+    render that does not."""
+    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    templates.env.add_extension("jinja2.ext.i18n")
+    templates.env.install_gettext_translations(translations(DEFAULT_LANGUAGE), newstyle=True)  # type: ignore[attr-defined]
+    return templates
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -184,11 +194,7 @@ def create_app(
                     flushing.cancel()
                     gc.unfreeze()
 
-    templates = Jinja2Templates(directory=TEMPLATES_DIR)
-    # {% trans %} and _(): each render passes its language's gettext in its context
-    # (app.web.languages.words); English, the msgids' own, for a render that does not.
-    templates.env.add_extension("jinja2.ext.i18n")
-    templates.env.install_gettext_translations(translations(DEFAULT_LANGUAGE), newstyle=True)  # type: ignore[attr-defined]
+    templates = make_templates()
     # The JSON API and the pages other than the campaign's own, with FastAPI's
     # parameters and dependencies. The app's middleware, below, wraps it.
     rest = FastAPI(
