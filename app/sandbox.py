@@ -9,8 +9,8 @@ Numbers with a scripted answer (everything else valid gets 201):
 
     12015550100  422, array shape, PhoneNumber: not a valid mobile number
     12015550101  422, object shape, code 1: opted out
-    12015550102  422, array shape, GroupIds: invalid (a form-level error)
-    12015550103  422, object shape, code 5: not enough credit (a form-level error)
+    12015550102  422, array shape, GroupIds: invalid (the set-up: held)
+    12015550103  422, object shape, code 5: not enough credit (the set-up: held)
     12015550104  503: ProTexting is down
 
 A small control API under `/_fake/` lets an out-of-process test read the calls made,
