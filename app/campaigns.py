@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import phonenumbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,7 @@ from pydantic import (
 
 from . import branding
 from .captcha import PROVIDERS, Provider
+from .i18n import DEFAULT_LANGUAGE, HELP_WORDS, LANGUAGES, STOP_WORDS, has_words
 from .phone import DEFAULT_NUMBER_TYPES, NUMBER_TYPES
 
 # A keyword becomes a URL path segment and an SMS keyword: letters, digits, - and _.
@@ -142,6 +144,39 @@ class Captcha(BaseModel):
 
 
 GroupId = Annotated[int, Field(strict=True, gt=0)]
+ButtonText = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+def _confirm_words(message: str | None, language: str) -> str | None:
+    """A confirm_message carriers accept: it names the stop and help words of its language."""
+    if message is None:
+        return None
+    for kind, words in (("stop", STOP_WORDS[language]), ("help", HELP_WORDS[language])):
+        if not has_words(message, words):
+            raise ValueError(f"must tell how to {kind}: write {' or '.join(words)} in it (in capitals)")
+    return message
+
+
+class CampaignText(BaseModel):
+    """`[campaigns.KEYWORD.LANG]`: the campaign's words in another language. What it
+    leaves out is the top-level key's (a link may be the same for every language)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    language: str
+    title: NonBlank
+    description: str = ""
+    message_frequency: NonBlank
+    cta_message: str | None = None
+    confirm_message: str | None = None
+    button_text: ButtonText | None = None
+    terms_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    privacy_url: Annotated[str, AfterValidator(_http_url)] | None = None
+
+    @field_validator("confirm_message")
+    @classmethod
+    def _confirm(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _confirm_words(value, info.data.get("language", DEFAULT_LANGUAGE))
 
 
 class Campaign(BaseModel):
@@ -174,13 +209,24 @@ class Campaign(BaseModel):
     logo: str | None = None
     accent_color: str | None = None
     theme: Literal["auto", "light", "dark"] = "auto"
-    button_text: Annotated[str, Field(min_length=1, max_length=40)] = "Sign up for texts"
+    # None: the catalog's words for the page's language ("Sign up for texts").
+    button_text: ButtonText | None = None
     back_url: str | None = None
     # Signing up by text: the short code or number the keyword is texted to, and the
     # keyword (the campaign's own by default). Declared after default_country, which
     # a number without a country code is read in.
     sms_number: str | None = None
     sms_keyword: str | None = None
+    # The language of the keys above; each [campaigns.KEYWORD.LANG] table offers another.
+    default_language: str = DEFAULT_LANGUAGE
+    texts: Mapping[str, CampaignText] = Field(default_factory=dict)
+
+    @field_validator("default_language")
+    @classmethod
+    def _default_language(cls, value: str) -> str:
+        if value not in LANGUAGES:
+            raise ValueError(f"must be one of {list(LANGUAGES)}, got {value!r}")
+        return value
 
     @field_validator("number_types")
     @classmethod
@@ -254,9 +300,43 @@ class Campaign(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _texts_in_every_language(self) -> Campaign:
+        try:
+            _confirm_words(self.confirm_message, self.default_language)
+        except ValueError as exc:
+            raise ValueError(f"key 'confirm_message': {exc}") from None
+        if self.default_language in self.texts:
+            raise ValueError(
+                f"key {self.default_language!r}: the top-level keys are in {self.default_language!r} already"
+            )
+        # A visitor reading Spanish gets the texts in Spanish, never the other language's.
+        for language, text in self.texts.items():
+            for key in ("cta_message", "confirm_message"):
+                if getattr(self, key) is not None and getattr(text, key) is None:
+                    raise ValueError(f"key '{language}.{key}': set it, the top-level {key} in {language!r}")
+        return self
+
     @property
     def path(self) -> str:
         return f"/{self.keyword}"
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the campaign's page is offered in, its default first."""
+        return (self.default_language, *(lang for lang in LANGUAGES if lang in self.texts))
+
+    def in_language(self, language: str) -> Campaign:
+        """The campaign as its page in `language` shows it: that language's words in
+        place of the top-level ones (itself for its default language)."""
+        text = self.texts.get(language)
+        if text is None:
+            return self
+        # Its own links when it has them; its own words always (the button's default
+        # words are the catalog's).
+        words = text.model_dump(exclude={"language", "terms_url", "privacy_url"})
+        words |= text.model_dump(include={"terms_url", "privacy_url"}, exclude_none=True)
+        return self.model_copy(update=words)
 
     @property
     def text_to(self) -> TextTo | None:
@@ -272,7 +352,7 @@ class Campaign(BaseModel):
         return TextTo(keyword=self.sms_keyword or self.keyword, number=self.sms_number, shown=shown)
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], table: str = "") -> str:
     loc = [str(part) for part in error["loc"]]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -280,7 +360,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     if not loc:
         return message
     # group_ids.1 -> "group_ids[1]"
-    key = loc[0] + "".join(f"[{part}]" for part in loc[1:])
+    key = table + loc[0] + "".join(f"[{part}]" for part in loc[1:])
     return f"key {key!r}: {message}"
 
 
@@ -322,8 +402,9 @@ def parse_campaigns(
             )
         if "keyword" in table:
             raise CampaignsError(f"{where}: key 'keyword': unknown key (the table name is the keyword)")
+        table, texts = _texts(table, where)
         try:
-            campaign = Campaign(keyword=keyword, **table)
+            campaign = Campaign(keyword=keyword, texts=texts, **table)
         except ValidationError as exc:
             raise CampaignsError(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
         if campaign.logo is not None:
@@ -335,6 +416,31 @@ def parse_campaigns(
             campaign = campaign.model_copy(update={"logo": str(logo)})
         campaigns[keyword.lower()] = campaign
     return campaigns
+
+
+# A sub-table named like a language code ([campaigns.JOIN.es]) is the campaign's words in it.
+_LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}$")
+
+
+def _texts(table: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, CampaignText]]:
+    """The campaign's own keys, and its [campaigns.KEYWORD.LANG] tables validated."""
+    own: dict[str, Any] = {}
+    texts: dict[str, CampaignText] = {}
+    for key, value in table.items():
+        if not (isinstance(value, dict) and _LANGUAGE_KEY.match(key) and key not in Campaign.model_fields):
+            own[key] = value
+            continue
+        if key not in LANGUAGES:
+            raise CampaignsError(
+                f"{where}: table [{key}]: no catalog for language {key!r}; languages: {list(LANGUAGES)}"
+            )
+        if "language" in value:
+            raise CampaignsError(f"{where}: key '{key}.language': unknown key (the table name is the language)")
+        try:
+            texts[key] = CampaignText(language=key, **value)
+        except ValidationError as exc:
+            raise CampaignsError(f"{where}: " + "; ".join(_describe(e, f"{key}.") for e in exc.errors())) from None
+    return own, texts
 
 
 def load_campaigns(path: Path, *, reserved: Collection[str] = ()) -> dict[str, Campaign]:

@@ -2,8 +2,8 @@
 
 A `ConsentRecord` holds what the TCPA and CTIA ask a sender to be able to show: the
 number, the time (UTC), the exact disclosure the page showed (by SHA-256; the texts are
-kept in their own table), the page and its source parameters, the client IP address and
-the user agent. `app.outbox` stores it before ProTexting is ever called.
+kept in their own table) and its language, the page and its source parameters, the
+client IP address and the user agent. `app.outbox` stores it before ProTexting is ever called.
 
 An `OptOutRecord` is its opposite, kept the same way: a person's revocation made on the
 web opt-out page, with the words that page showed them.
@@ -25,6 +25,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from .campaigns import Campaign
+from .i18n import DEFAULT_LANGUAGE
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,6 +62,8 @@ class ConsentRecord:
     source: dict[str, str]
     client_ip: str | None
     user_agent: str | None
+    # The language the page (and so the disclosure) was shown in.
+    language: str = DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True, slots=True)

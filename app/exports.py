@@ -25,6 +25,7 @@ EXPORT_FIELDS = (
     "source",
     "client_ip",
     "user_agent",
+    "language",
     "disclosure_sha256",
     "disclosure_text",
     "state",

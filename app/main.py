@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -20,12 +21,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.routing import Mount
 
 from . import packaged
 from .admin import Console, console_route, open_console
 from .campaigns import load_campaigns
 from .guard import Guard
+from .i18n import DEFAULT_LANGUAGE, translations
 from .logs import configure_logging
 from .metrics import Metrics
 from .phone import load_metadata
@@ -89,6 +92,26 @@ async def _flush_metrics(metrics: Metrics, console: Console | None) -> None:
             await console.flushed()
 
 
+class CachedStaticFiles(StaticFiles):
+    """static/: kept by browsers and caches for a day, then checked again by its ETag
+    (its URLs name no version, so a release's new stylesheet is seen within the day)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.setdefault("cache-control", "public, max-age=86400")
+        return response
+
+
+def make_templates() -> Jinja2Templates:
+    """The pages' templates, with {% trans %} and _(): each render passes its language's
+    gettext in its context (app.web.languages.words); English, the msgids' own, for a
+    render that does not."""
+    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    templates.env.add_extension("jinja2.ext.i18n")
+    templates.env.install_gettext_translations(translations(DEFAULT_LANGUAGE), newstyle=True)  # type: ignore[attr-defined]
+    return templates
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -132,7 +155,7 @@ def create_app(
             async def install(new: Site) -> None:
                 # Its disclosures stored before any page shows them: every consent
                 # record made on a page points at a disclosure already kept.
-                await services.outbox.remember_disclosures([item.disclosure for item in new.listings])
+                await services.outbox.remember_disclosures([item.disclosure for item in new.every_language])
                 load_metadata(sorted({r for c in new.campaigns for r in (c.default_country, *c.countries)}))
                 app.state.site = new
 
@@ -173,7 +196,7 @@ def create_app(
                     flushing.cancel()
                     gc.unfreeze()
 
-    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    templates = make_templates()
     # The JSON API and the pages other than the campaign's own, with FastAPI's
     # parameters and dependencies. The app's middleware, below, wraps it.
     rest = FastAPI(
@@ -206,7 +229,7 @@ def create_app(
             # the other routes answer (app.web.pages.RESERVED_PATHS).
             pages,
             embed,
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static"),
             # /admin and below: the console (app.admin), a 404 while it is off.
             console_route(),
             Mount("", rest),

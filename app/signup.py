@@ -163,6 +163,7 @@ async def _sign_up(
         source=dict(visit.source),
         client_ip=visit.client_ip,
         user_agent=visit.user_agent,
+        language=listing.language,
     )
     submitted = await resources.delivery.submit(record, optin_for(campaign, phone))
     if submitted.rejected is not None:

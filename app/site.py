@@ -20,14 +20,15 @@ from markupsafe import escape
 from .branding import Asset
 from .campaigns import Campaign
 from .consent import Disclosure, source_params
+from .i18n import DEFAULT_LANGUAGE
 
-# The page variants the site prerenders. Today each campaign has one page; the embed
-# and each language become further entries beside it, not new tables.
+# The page variants the site prerenders: each campaign has a page of each variant in
+# each of its languages.
 PLAIN = "plain"
 # The form alone, for an iframe on the business's own site (`/embed/{keyword}`).
 EMBED = "embed"
 VARIANTS = (PLAIN, EMBED)
-ENGLISH = "en"
+ENGLISH = DEFAULT_LANGUAGE
 
 
 def variant_path(campaign: Campaign, variant: str) -> str:
@@ -74,12 +75,19 @@ class Brand:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """One campaign as the site shows it. Its pages show exactly `disclosure`, and each
-    consent record made on them points at its hash."""
+    """One campaign as the site shows it in one language: `campaign` in that language's
+    words (`Campaign.in_language`). Its pages show exactly `disclosure`, and each
+    consent record made on them points at its hash and names `language`."""
 
     campaign: Campaign
     disclosure: Disclosure
     brand: Brand = Brand()
+    language: str = ENGLISH
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Every language the campaign is offered in, its default first."""
+        return self.campaign.languages
 
     @property
     def key(self) -> str:
@@ -94,6 +102,18 @@ class PageKey(NamedTuple):
     language: str = ENGLISH
 
 
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """A campaign's page of one variant in each of its languages: what a page view
+    picks from (app.web.languages.pick), with the default ready when there is no choice."""
+
+    default: PrerenderedPage
+    by_language: Mapping[str, PrerenderedPage]
+    # The campaign's languages, default first; more than one means a choice to make.
+    languages: tuple[str, ...]
+    multilingual: bool
+
+
 def _fold(keyword: str) -> str:
     return keyword.lower()
 
@@ -103,10 +123,18 @@ class Site:
 
     Immutable: built whole, swapped whole."""
 
-    __slots__ = ("_assets", "_listings", "_pages")
+    __slots__ = ("_assets", "_listings", "_localized", "_pages", "_pages_of")
 
     def __init__(self, listings: Iterable[Listing], pages: Mapping[PageKey, PrerenderedPage]) -> None:
-        self._listings: dict[str, Listing] = {_fold(item.campaign.keyword): item for item in listings}
+        """`listings`: each campaign in each of its languages (the default language's
+        stands for the campaign); `pages`: their prerendered pages."""
+        self._localized: dict[tuple[str, str], Listing] = {}
+        self._listings: dict[str, Listing] = {}
+        for item in listings:
+            key = _fold(item.campaign.keyword)
+            self._localized[key, item.language] = item
+            if item.language == item.campaign.default_language:
+                self._listings[key] = item
         self._assets: dict[str, Asset] = {
             asset.name: asset
             for item in self._listings.values()
@@ -116,13 +144,30 @@ class Site:
         self._pages: dict[tuple[str, str, str], PrerenderedPage] = {
             (_fold(key.keyword), key.variant, key.language): page for key, page in pages.items()
         }
+        self._pages_of: dict[tuple[str, str], Pages] = {}
+        for (key, variant, _), page in self._pages.items():
+            if (key, variant) in self._pages_of or key not in self._listings:
+                continue
+            languages = self._listings[key].languages
+            by_language = {
+                lang: self._pages[key, variant, lang] for lang in languages if (key, variant, lang) in self._pages
+            }
+            default = by_language.get(languages[0], page)
+            self._pages_of[key, variant] = Pages(default, by_language, languages, len(by_language) > 1)
 
     def asset(self, name: str) -> Asset | None:
         """A campaign's logo or stylesheet by the last part of its URL."""
         return self._assets.get(name)
 
-    def listing(self, keyword: str) -> Listing | None:
-        return self._listings.get(_fold(keyword))
+    def listing(self, keyword: str, language: str | None = None) -> Listing | None:
+        """The campaign of `keyword` in `language`; in its default language when it is
+        not offered in that one (or None is asked)."""
+        key = _fold(keyword)
+        if language is not None:
+            found = self._localized.get((key, language))
+            if found is not None:
+                return found
+        return self._listings.get(key)
 
     def campaign(self, keyword: str) -> Campaign | None:
         listing = self._listings.get(_fold(keyword))
@@ -130,13 +175,22 @@ class Site:
 
     def page(self, keyword: str, variant: str = PLAIN, language: str = ENGLISH) -> PrerenderedPage | None:
         """The prerendered page of `keyword`'s campaign; None for no such campaign
-        (or no such variant of it)."""
+        (or no such variant or language of it)."""
         return self._pages.get((_fold(keyword), variant, language))
+
+    def pages(self, keyword: str, variant: str = PLAIN) -> Pages | None:
+        """`keyword`'s page of `variant` in each language: a page view's one lookup."""
+        return self._pages_of.get((_fold(keyword), variant))
 
     @property
     def listings(self) -> tuple[Listing, ...]:
-        """In the campaigns file's order."""
+        """Each campaign in its default language, in the campaigns file's order."""
         return tuple(self._listings.values())
+
+    @property
+    def every_language(self) -> tuple[Listing, ...]:
+        """Each campaign in each of its languages: every disclosure the site shows."""
+        return tuple(self._localized.values())
 
     @property
     def campaigns(self) -> tuple[Campaign, ...]:

@@ -5,7 +5,8 @@
 
    Writes an iframe of https://texts.example.com/embed/JOIN?src=homepage where the
    script is, sized to its content from the frame's messages (it never scrolls inside),
-   and dispatches an "optin:signup" event (detail: campaign, state, src) on the script
+   in the language of data-optin-lang, else of the host page's <html lang> (when the
+   campaign offers it), and dispatches an "optin:signup" event (detail: campaign, state, src) on the script
    element, bubbling to the document, when a signup is made: count it with your own
    analytics. No dependencies, nothing but this file and the frame. */
 (function () {
@@ -22,10 +23,16 @@
     frameUrl.searchParams.set("src", source);
     pageUrl.searchParams.set("src", source);
   }
+  var lang = (script.getAttribute("data-optin-lang") || document.documentElement.lang || "").split("-")[0].toLowerCase();
+  if (/^[a-z]{2,3}$/.test(lang)) {
+    frameUrl.searchParams.set("lang", lang);
+    pageUrl.searchParams.set("lang", lang);
+  }
+  var words = lang === "es" ? "Inscríbase para recibir mensajes de texto" : "Sign up for text messages";
 
   var frame = document.createElement("iframe");
   frame.src = frameUrl.href;
-  frame.title = script.getAttribute("data-optin-title") || "Sign up for text messages";
+  frame.title = script.getAttribute("data-optin-title") || words;
   frame.style.display = "block";
   frame.style.width = "100%";
   frame.style.minHeight = "22rem";
@@ -34,7 +41,7 @@
   // For browsers that show no frames: the full page.
   var fallback = document.createElement("a");
   fallback.href = pageUrl.href;
-  fallback.textContent = "Sign up for text messages";
+  fallback.textContent = words;
   frame.appendChild(fallback);
   script.parentNode.insertBefore(frame, script.nextSibling);
 

@@ -124,7 +124,8 @@ def _sign_up(page: Page, app: Server, *, number: str, screenshots: bool) -> None
     # Fixed: the thanks page.
     phone.fill(number)
     button.click()
-    expect(page).to_have_url(re.compile(re.escape(app.url + "/JOIN/thanks?to=1-") + r"\d{4}\.[\w-]+$"))
+    # The demo campaign speaks English and Spanish: the thanks page keeps the language too.
+    expect(page).to_have_url(re.compile(re.escape(app.url + "/JOIN/thanks?to=1-") + r"\d{4}\.[\w-]+&lang=en$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your phone")
     expect(page.locator(".number")).to_have_text(f"We texted •••-•••-{number[-4:]}")
     expect(page.locator("main")).to_contain_text("We've sent a text to confirm your signup to Corner Bakery Deals")

@@ -94,6 +94,12 @@ terms_url = "https://shop.example/terms"
 privacy_url = "https://shop.example/privacy"
 frame_ancestors = ["{host_origin}"]
 
+[campaigns.JOIN.es]
+title = "Reciba nuestras ofertas por mensaje de texto"
+message_frequency = "Hasta 4 mensajes al mes"
+cta_message = "Responda YES para recibir los mensajes de Example Shop."
+confirm_message = "¡Ya está inscrito! Responda ALTO para cancelar, AYUDA para ayuda."
+
 [campaigns.Alerts]
 group_ids = [2]
 title = "Alerts"
@@ -110,8 +116,8 @@ frame_ancestors = ["https://elsewhere.example"]
     return path
 
 
-def _host_page(app_url: str, campaign: str) -> bytes:
-    return f"""<!doctype html><html><head><title>The shop</title></head><body>
+def _host_page(app_url: str, campaign: str, lang: str = "") -> bytes:
+    return f"""<!doctype html><html{f' lang="{lang}"' if lang else ""}><head><title>The shop</title></head><body>
 <h1>The shop's home page</h1>
 <script>window.signups = []; document.addEventListener("optin:signup", e => window.signups.push(e.detail));</script>
 <script async src="{app_url}/static/embed.js" data-optin-campaign="{campaign}" data-optin-src="homepage"></script>
@@ -123,7 +129,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Server
     tmp = tmp_path_factory.mktemp("embed")
     env = {"OPTIN_MIN_FILL_SECONDS": "0"}
     with HostSite() as shop, app_server(tmp, campaigns=_campaigns(tmp, shop.origin), env=env) as app:
-        shop.pages.update({"/join.html": _host_page(app.url, "JOIN"), "/alerts.html": _host_page(app.url, "Alerts")})
+        shop.pages.update(
+            {
+                "/join.html": _host_page(app.url, "JOIN"),
+                "/alerts.html": _host_page(app.url, "Alerts"),
+                "/es.html": _host_page(app.url, "JOIN", lang="es-US"),
+            }
+        )
         yield shop.origin, app
 
 
@@ -178,6 +190,24 @@ def test_on_a_host_page_the_frame_fits_its_content_and_the_signup_reaches_the_ho
         page.wait_for_function("window.signups.length === 1")
         assert page.evaluate("window.signups") == [{"campaign": "JOIN", "state": "delivered", "src": "homepage"}]
         page.screenshot(path="/tmp/embed-thanks.png", full_page=True)
+    finally:
+        context.close()
+
+
+def test_on_a_spanish_host_page_the_form_is_in_spanish(host: tuple[str, Server], browser: Browser) -> None:
+    origin, _app = host
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(f"{origin}/es.html")
+        frame = _frame(page)
+        assert page.evaluate("document.querySelector('iframe').title") == "Inscríbase para recibir mensajes de texto"
+        assert frame.evaluate("document.documentElement.lang") == "es"
+        assert frame.locator("h1").inner_text() == "Reciba nuestras ofertas por mensaje de texto"
+        frame.get_by_label("Número de celular").fill("(201) 555-0178")
+        frame.get_by_role("button", name="Suscribirme a los mensajes").click()
+        frame.wait_for_selector("text=Revise su teléfono")
+        page.wait_for_function("window.signups.length === 1")
     finally:
         context.close()
 

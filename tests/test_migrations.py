@@ -15,7 +15,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, insert, select, text
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +31,15 @@ pytestmark = pytest.mark.anyio
 
 DISCLOSURE = Disclosure.of("<p>Recurring automated texts. Reply <strong>STOP</strong> to cancel.</p>")
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """The rows' times from the test's own start, not the module's import: a long suite
+    would otherwise put the "one minute ago" signup outside the duplicate window."""
+    global NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
 
 # Revision 0001's tables, as its code wrote them.
 _old = MetaData()
@@ -250,7 +259,38 @@ async def _read_0001(engine: AsyncEngine) -> list[dict[str, Any]]:
     ]
 
 
-def _record(phone: str) -> ConsentRecord:
+async def test_signups_stored_before_languages_are_english_and_a_spanish_one_keeps_its_language(
+    engine: AsyncEngine,
+) -> None:
+    # A database at the revision before languages, with its rows; then today's schema.
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic, "0001")
+        ids = await conn.run_sync(_fill_0001)
+        await conn.run_sync(_alembic, BEFORE_LANGUAGES)
+    await migrate(engine)
+
+    outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=30))
+    try:
+        spanish = await outbox.add(_record("12015550206", language="es"), _optin("12015550206"))
+        exported = {r["id"]: r async for r in outbox.export()}
+        assert {exported[i]["language"] for i in ids.values()} == {"en"}
+        assert exported[spanish.id]["language"] == "es"
+    finally:
+        await outbox.close()
+
+    # And back: the column goes, the rows stay.
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic, BEFORE_LANGUAGES, down=True)
+        columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("signups")])
+        count = (await conn.execute(text("SELECT count(*) FROM signups"))).scalar_one()
+    assert "language" not in columns and count == len(ids) + 1
+
+
+# The revision just before 0005 (languages).
+BEFORE_LANGUAGES = "0004"
+
+
+def _record(phone: str, language: str = "en") -> ConsentRecord:
     return ConsentRecord(
         created_at=datetime.now(UTC),
         campaign="JOIN",
@@ -261,6 +301,7 @@ def _record(phone: str) -> ConsentRecord:
         source={},
         client_ip="198.51.100.4",
         user_agent="test",
+        language=language,
     )
 
 

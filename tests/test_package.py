@@ -55,6 +55,10 @@ def test_the_installed_wheel_serves_a_campaign_page_from_an_empty_directory(inst
             assert css.headers["content-type"].startswith("text/css")
             assert css.text == (ROOT / "static" / "style.css").read_text(encoding="utf-8")
 
+            # The compiled catalogs came along: a Spanish reader gets Spanish words.
+            missing = client.get("/no-such-page", headers={"accept-language": "es"})
+            assert missing.status_code == 404 and "Página no encontrada" in missing.text
+
             # The migrations came along: the schema made at start-up takes a signup.
             signup = client.post("/JOIN", data=form_fields(page.text, "(201) 555-0123"))
             assert signup.status_code == 303, signup.text

@@ -273,7 +273,7 @@ def test_a_valid_number_is_signed_up_once_and_redirected_to_thanks(
             "PhoneNumber": NORMALISED,
             "GroupIds": [7, 9],
             "CTAMessage": "Test Bakery: reply YES to get deals.",
-            "ConfirmMessage": "Test Bakery: you're in! Reply STOP to cancel.",
+            "ConfirmMessage": "Test Bakery: you're in! Reply HELP for help, STOP to cancel.",
         }
     ]
     thanks = client.get(response.headers["location"])

@@ -3,11 +3,9 @@ any case."""
 
 from __future__ import annotations
 
-from fastapi.templating import Jinja2Templates
-
 from app.campaigns import parse_campaigns
 from app.consent import Disclosure
-from app.main import TEMPLATES_DIR
+from app.main import make_templates
 from app.site import Listing, PageKey, PrerenderedPage, Site
 from app.web.pages import build_site
 
@@ -15,7 +13,7 @@ from .conftest import CAMPAIGNS_TOML
 
 
 def test_every_campaign_is_found_with_its_disclosure_and_page_in_any_case() -> None:
-    site = build_site(Jinja2Templates(directory=TEMPLATES_DIR), parse_campaigns(CAMPAIGNS_TOML, source="test"))
+    site = build_site(make_templates(), parse_campaigns(CAMPAIGNS_TOML, source="test"))
 
     for keyword in ("JOIN", "join", "Join"):
         listing = site.listing(keyword)

@@ -301,6 +301,7 @@ def _signup_row(record: ConsentRecord, job_id: int) -> dict[str, Any]:
         "source": record.source,
         "client_ip": record.client_ip,
         "user_agent": record.user_agent,
+        "language": record.language,
     }
 
 

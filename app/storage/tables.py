@@ -132,6 +132,9 @@ signups = Table(
     Column("source", JSON, nullable=False),
     Column("client_ip", String(45), nullable=True),
     Column("user_agent", Text, nullable=True),
+    # The language of the page and its disclosure (app.i18n); the CTA and confirm texts
+    # sent were in it too.
+    Column("language", String(8), nullable=False, server_default="en"),
 )
 Index("ix_signups_created", signups.c.created_at)
 

@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 from ..campaigns import Campaign, CampaignNotFound
 from ..resources import Resources
 from ..site import Listing, Site
+from .languages import request_language
 
 
 async def _resources(request: Request) -> Resources:
@@ -34,6 +35,12 @@ async def _listing(keyword: str, site: Annotated[Site, Depends(_site)]) -> Listi
     return listing
 
 
+async def _localized(request: Request, keyword: str, site: Annotated[Site, Depends(_site)]) -> Listing:
+    default = await _listing(keyword, site)
+    language = request_language(request, default.languages)
+    return site.listing(keyword, language) or default
+
+
 async def _campaign(listing: Annotated[Listing, Depends(_listing)]) -> Campaign:
     return listing.campaign
 
@@ -44,4 +51,6 @@ TemplatesDep = Annotated[Jinja2Templates, Depends(_templates)]
 SiteDep = Annotated[Site, Depends(_site)]
 # The campaign of the path's {keyword}, with its disclosure; CampaignNotFound (404) else.
 ListingDep = Annotated[Listing, Depends(_listing)]
+# The same in the visitor's language (`?lang=`, Accept-Language): for the pages a person reads.
+LocalizedListingDep = Annotated[Listing, Depends(_localized)]
 CampaignDep = Annotated[Campaign, Depends(_campaign)]

@@ -19,43 +19,58 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..campaigns import CampaignNotFound
+from ..campaigns import Campaign, CampaignNotFound
 from ..guard import CrossSiteRequest
+from ..i18n import N_, translations
 from ..problems import Problem
 from ..resources import Resources
 from ..site import EMBED, PLAIN, Site, variant_path
 from ..throttle import TooManyRequests
 from ..tokens import InvalidFormToken
 from .forms import MalformedForm
+from .languages import LANG_PARAM, request_language, words
 from .messages import say
 from .security import campaign_headers
 
 logger = logging.getLogger(__name__)
 
+# Each status's heading and words, in English: the msgids of the catalogs.
 _PAGES: dict[int, tuple[str, str]] = {
-    400: ("Something was wrong with that request", "Please go back, reload the page and try again."),
-    401: ("Credentials needed", "This address answers only with the right credentials."),
+    400: (N_("Something was wrong with that request"), N_("Please go back, reload the page and try again.")),
+    401: (N_("Credentials needed"), N_("This address answers only with the right credentials.")),
     403: (
-        "This form can't be sent from here",
-        "For your safety we only accept signups made on our own page. Please open the signup page itself and try again.",
+        N_("This form can't be sent from here"),
+        N_(
+            "For your safety we only accept signups made on our own page. Please open the signup page itself and try again."
+        ),
     ),
-    404: ("Page not found", "There is no signup page at this address. Check the link or the keyword on the poster."),
-    405: ("Not allowed", "That page can't be used that way."),
-    413: ("Too much data", "That request was far larger than a signup form. Please reload the page and try again."),
-    415: ("Unexpected data", "Please use the signup form on the page."),
+    404: (
+        N_("Page not found"),
+        N_("There is no signup page at this address. Check the link or the keyword on the poster."),
+    ),
+    405: (N_("Not allowed"), N_("That page can't be used that way.")),
+    413: (
+        N_("Too much data"),
+        N_("That request was far larger than a signup form. Please reload the page and try again."),
+    ),
+    415: (N_("Unexpected data"), N_("Please use the signup form on the page.")),
     429: (
-        "Please wait a little",
-        "We've had a lot of signups from here in a short time. Please try again in a few minutes.",
+        N_("Please wait a little"),
+        N_("We've had a lot of signups from here in a short time. Please try again in a few minutes."),
     ),
     500: (
-        "Something went wrong on our side",
-        "Your signup was not saved and no text was sent. Please try again in a minute.",
+        N_("Something went wrong on our side"),
+        N_("Your signup was not saved and no text was sent. Please try again in a minute."),
     ),
     503: (
-        "We can't take signups this minute",
-        "Your signup was not saved and no text was sent. Please try again in a minute.",
+        N_("We can't take signups this minute"),
+        N_("Your signup was not saved and no text was sent. Please try again in a minute."),
     ),
 }
+
+
+def _formatted(message: str, params: Mapping[str, str] | None) -> str:
+    return message % params if params else message
 
 
 def json_errors(
@@ -93,6 +108,16 @@ def _way_back(request: Request, site: Site) -> dict[str, object]:
     return {"back_href": "/"} if resources is not None and resources.sandbox else {}
 
 
+def _localized(way_back: dict[str, object], site: Site, language: str) -> dict[str, object]:
+    """The way back in the page's language: the campaign's words in it, and its page in it."""
+    campaign = way_back.get("back_campaign")
+    if not isinstance(campaign, Campaign) or len(campaign.languages) == 1:
+        return way_back
+    listing = site.listing(campaign.keyword, language)
+    shown = listing.campaign if listing is not None else campaign
+    return way_back | {"back_campaign": shown, "back_href": f"{way_back['back_href']}?{LANG_PARAM}={language}"}
+
+
 def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
     def answer(
         request: Request,
@@ -101,20 +126,31 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        problem: Problem | None = None,
     ) -> Response:
+        """The error's page (JSON under /api/), in the visitor's language: `problem`'s
+        words, or `detail` (a msgid formatted with `params`), in place of the status's own."""
         heading, message = _PAGES.get(status, _PAGES[400])
         if request.url.path.startswith("/api/"):
-            return json_errors(status, (field, detail or message), headers=headers)
+            shown = say(problem, api=True) if problem is not None else _formatted(detail or message, params)
+            return json_errors(status, (field, shown), headers=headers)
         headers = dict(headers or {})
         keyword = request.path_params.get("keyword")
         site: Site | None = getattr(request.app.state, "site", None)
         campaign = site.campaign(keyword) if keyword and site is not None else None
         if campaign is not None:
             # Shown inside the campaign's iframe too: the campaign's own CSP applies.
-            headers |= campaign_headers(campaign)
-        context: dict[str, object] = {"heading": heading, "detail": detail or message}
+            language = request_language(request, campaign.languages)
+            headers |= campaign_headers(campaign, language=language)
+        else:
+            language = request_language(request)
+            headers["content-language"] = language
+        _ = translations(language).gettext
+        shown = say(problem, language=language) if problem is not None else _formatted(_(detail or message), params)
+        context: dict[str, object] = {**words(language), "heading": _(heading), "detail": shown}
         if site is not None:
-            context |= _way_back(request, site)
+            context |= _localized(_way_back(request, site), site, language)
         return templates.TemplateResponse(request, "message.html", context, status_code=status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -138,7 +174,8 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
         return answer(
             request,
             exc.status_code,
-            f"We couldn't read that form ({exc.message}). Please reload the page and try again.",
+            N_("We couldn't read that form (%(reason)s). Please reload the page and try again."),
+            params={"reason": exc.message},
         )
 
     async def cross_site(request: Request, exc: Exception) -> Response:
@@ -155,13 +192,15 @@ def install_error_handlers(app: Starlette, templates: Jinja2Templates) -> None:
                 request, 403, "Missing or invalid token: fetch one from GET /api/v1/campaigns/{keyword}.", field="token"
             )
         return answer(
-            request, 400, "This form has expired or was not sent from our page. Please reload the page and try again."
+            request,
+            400,
+            N_("This form has expired or was not sent from our page. Please reload the page and try again."),
         )
 
     async def too_many(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TooManyRequests)
         logger.info("limit %s reached on %s", exc.scope, request.url.path)
-        return answer(request, 429, say(exc.problem), headers={"retry-after": str(exc.retry_after)})
+        return answer(request, 429, problem=exc.problem, headers={"retry-after": str(exc.retry_after)})
 
     async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -2,7 +2,8 @@
 nowhere else (`app.problems`). The form and the JSON API say some things differently:
 a person is asked to press the button again, a developer to fetch a new token.
 
-English only for now: a second language becomes a catalog looked up by the same codes.
+The form's words are in the page's language, from the catalogs (app.i18n); the JSON
+API's reader is a developer, and reads English.
 """
 
 from __future__ import annotations
@@ -12,100 +13,137 @@ from functools import lru_cache
 from typing import Any
 
 import pycountry
+from babel import Locale
+from babel.lists import format_list
 
+from ..i18n import DEFAULT_LANGUAGE, translations
 from ..problems import Problem
 
 # Regions phonenumbers knows that ISO 3166 (and so pycountry) does not.
 _NOT_IN_ISO_3166 = {"AC": "Ascension Island", "TA": "Tristan da Cunha", "XK": "Kosovo"}
 
-_TYPE_WORDS = {
-    "fixed_line": "a landline",
-    "mobile": "a mobile",
-    "fixed_line_or_mobile": "a landline or mobile",
-    "toll_free": "a toll-free",
-    "premium_rate": "a premium-rate",
-    "shared_cost": "a shared-cost",
-    "voip": "an internet (VoIP)",
-    "personal_number": "a personal-forwarding",
-    "pager": "a pager",
-    "uan": "a company (UAN)",
-    "voicemail": "a voicemail",
-    "unknown": "an unrecognised",
-}
+Gettext = Callable[[str], str]
+
+
+def _type_words(_: Gettext) -> dict[str, str]:
+    # "That looks like {a landline} number": each is said as its language says it.
+    return {
+        "fixed_line": _("a landline"),
+        "mobile": _("a mobile"),
+        "fixed_line_or_mobile": _("a landline or mobile"),
+        "toll_free": _("a toll-free"),
+        "premium_rate": _("a premium-rate"),
+        "shared_cost": _("a shared-cost"),
+        "voip": _("an internet (VoIP)"),
+        "personal_number": _("a personal-forwarding"),
+        "pager": _("a pager"),
+        "uan": _("a company (UAN)"),
+        "voicemail": _("a voicemail"),
+        "unknown": _("an unrecognised"),
+    }
 
 
 @lru_cache(maxsize=512)
-def country_name(region: str) -> str:
-    """English name of an ISO region code, as people say it ("South Korea", not
-    "Korea, Republic of"). From pycountry: phonenumbers' own geocoder would do, but
-    it holds every carrier and place name in memory (about 100 MB)."""
+def country_name(region: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """Name of an ISO region code, as people say it ("South Korea", not "Korea,
+    Republic of"). In English from pycountry: phonenumbers' own geocoder would do, but
+    it holds every carrier and place name in memory (about 100 MB); in the other
+    languages from Babel's (CLDR's) names ("Corea del Sur")."""
+    if language != DEFAULT_LANGUAGE:
+        name: str | None = Locale.parse(language).territories.get(region)
+        if name:
+            return name
     country = pycountry.countries.get(alpha_2=region)
     if country is None:
         return _NOT_IN_ISO_3166.get(region, region)
     return getattr(country, "common_name", None) or country.name
 
 
-def _countries_phrase(regions: Sequence[str]) -> str:
-    names = [country_name(region) for region in regions]
+def _countries_phrase(regions: Sequence[str], language: str) -> str:
+    names = [country_name(region, language) for region in regions]
+    if language != DEFAULT_LANGUAGE:
+        return format_list(names, style="or", locale=language)
     if len(names) == 1:
         return names[0]
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def _wait(seconds: int) -> str:
-    """The real wait, "Try again in 3 minutes", rounded up (never too early): in seconds
-    under a minute, minutes up to 55, hours beyond."""
+def _wait(seconds: int, language: str) -> str:
+    """ "Try again in 3 minutes": the real wait, rounded up, in seconds under a minute,
+    minutes up to 55, hours beyond."""
+    catalog = translations(language)
     if seconds < 60:
-        count, unit = seconds, "second"
+        count = seconds
+        text = catalog.ngettext("Try again in %(count)d second.", "Try again in %(count)d seconds.", count)
     elif seconds <= 55 * 60:
-        count, unit = -(-seconds // 60), "minute"
+        count = -(-seconds // 60)
+        text = catalog.ngettext("Try again in %(count)d minute.", "Try again in %(count)d minutes.", count)
     else:
-        count, unit = -(-seconds // 3600), "hour"
-    return f"Try again in {count} {unit}{'' if count == 1 else 's'}."
+        count = -(-seconds // 3600)
+        text = catalog.ngettext("Try again in %(count)d hour.", "Try again in %(count)d hours.", count)
+    return text % {"count": count}
 
 
-_NOT_A_NUMBER = "That doesn't look like a phone number. Check it and try again."
+Words = Callable[[Mapping[str, Any], Gettext, str], str]
 
-# Code -> the words, made from the problem's parameters.
-_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "phone.missing": lambda _: "Enter your mobile number.",
-    "phone.too_long": lambda _: "That is too long to be a phone number.",
-    "phone.not_a_number": lambda _: _NOT_A_NUMBER,
-    "phone.invalid_in_country": lambda p: (
-        f"That isn't a valid {country_name(p['region'])} phone number. Check the digits and try again."
+# Code -> the words, made from the problem's parameters in a language.
+_WORDS: dict[str, Words] = {
+    "phone.missing": lambda p, _, lang: _("Enter your mobile number."),
+    "phone.too_long": lambda p, _, lang: _("That is too long to be a phone number."),
+    "phone.not_a_number": lambda p, _, lang: _("That doesn't look like a phone number. Check it and try again."),
+    "phone.invalid_in_country": lambda p, _, lang: (
+        _("That isn't a valid %(country)s phone number. Check the digits and try again.")
+        % {"country": country_name(p["region"], lang)}
     ),
-    "phone.type_not_allowed": lambda p: (
-        f"That looks like {_TYPE_WORDS.get(p['number_type'], 'an unrecognised')} number, which can't receive "
-        "these texts. Please use a mobile number."
+    "phone.type_not_allowed": lambda p, _, lang: (
+        _("That looks like %(kind)s number, which can't receive these texts. Please use a mobile number.")
+        % {"kind": _type_words(_).get(p["number_type"], _("an unrecognised"))}
     ),
-    "phone.country_not_served": lambda p: (
-        f"Sorry, this program only texts numbers in {_countries_phrase(p['regions'])}."
+    "phone.country_not_served": lambda p, _, lang: (
+        _("Sorry, this program only texts numbers in %(countries)s.")
+        % {"countries": _countries_phrase(p["regions"], lang)}
     ),
-    "token.expired": lambda _: (
+    "token.expired": lambda p, _, lang: _(
         "This page was open for a long time. Please check your number and press the button again."
     ),
-    "token.used": lambda _: "This form was sent already. To sign up the number below, please press the button again.",
-    "token.used_stop": lambda _: (
+    "token.used": lambda p, _, lang: _(
+        "This form was sent already. To sign up the number below, please press the button again."
+    ),
+    "token.used_stop": lambda p, _, lang: _(
         "This form was sent already. To stop texts to the number below, please press the button again."
     ),
-    "captcha.failed": lambda _: "Please complete the check below the number, then press the button again.",
-    "limit.ip": lambda p: f"We've had a lot of signups from this connection just now. {_wait(p['seconds'])}",
-    "limit.number": lambda p: f"This number was signed up several times just now. {_wait(p['seconds'])}",
-    "limit.prefix": lambda p: f"We've had a lot of signups for numbers like this one just now. {_wait(p['seconds'])}",
-    "limit.campaign": lambda p: f"This signup has taken all the signups it can for now. {_wait(p['seconds'])}",
-    "fill.too_fast": lambda _: "Please check your number below and press the button once more to confirm.",
+    "captcha.failed": lambda p, _, lang: _("Please complete the check below the number, then press the button again."),
+    "limit.ip": lambda p, _, lang: (
+        _("We've had a lot of signups from this connection just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.number": lambda p, _, lang: (
+        _("This number was signed up several times just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.prefix": lambda p, _, lang: (
+        _("We've had a lot of signups for numbers like this one just now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "limit.campaign": lambda p, _, lang: (
+        _("This signup has taken all the signups it can for now.") + " " + _wait(p["seconds"], lang)
+    ),
+    "fill.too_fast": lambda p, _, lang: _("Please check your number below and press the button once more to confirm."),
     # ProTexting's refusals of the number, in our words (its own stay in the record).
-    "protexting.opted_out": lambda p: (
-        f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
-        f"To join again, text {p['keyword']} to {p['number']}."
+    "protexting.opted_out": lambda p, _, lang: (
+        _(
+            "This number opted out of texts from %(program)s, so it can't be signed up here. "
+            "To join again, text %(keyword)s to %(number)s."
+        )
+        % p
         if "number" in p
-        else f"This number opted out of texts from {p['program']}, so it can't be signed up here. "
-        "To join again, text START to the number our texts came from."
+        else _(
+            "This number opted out of texts from %(program)s, so it can't be signed up here. "
+            "To join again, text START to the number our texts came from."
+        )
+        % p
     ),
-    "protexting.blocked": lambda p: (
-        f"This number can't get texts from {p['program']}. Please use another mobile number."
+    "protexting.blocked": lambda p, _, lang: (
+        _("This number can't get texts from %(program)s. Please use another mobile number.") % p
     ),
-    "protexting.number_refused": lambda _: (
+    "protexting.number_refused": lambda p, _, lang: _(
         "We can't send texts to this number. Check it, or use another mobile number."
     ),
 }
@@ -127,7 +165,11 @@ _API_WORDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
 }
 
 
-def say(problem: Problem, *, api: bool = False) -> str:
-    """The words for `problem`; for the JSON API's reader when `api`."""
-    words = (_API_WORDS.get(problem.code) if api else None) or _WORDS[problem.code]
-    return words(problem.params)
+def say(problem: Problem, *, api: bool = False, language: str = DEFAULT_LANGUAGE) -> str:
+    """The words for `problem` in `language`; in English for the JSON API's reader when `api`."""
+    if api:
+        words = _API_WORDS.get(problem.code)
+        if words is not None:
+            return words(problem.params)
+        language = DEFAULT_LANGUAGE
+    return _WORDS[problem.code](problem.params, translations(language).gettext, language)

@@ -32,15 +32,17 @@ from ..branding import load_logo, stylesheet
 from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from ..consent import Disclosure, source_params
 from ..guard import HONEYPOT_FIELD
+from ..i18n import NAMES
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
 from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
 from ..throttle import TooManyRequests
 from ..tokens import ExpiredFormToken, InvalidFormToken
 from . import masked
-from .deps import ListingDep, ResourcesDep, SiteDep, TemplatesDep
+from .deps import LocalizedListingDep, ResourcesDep, SiteDep, TemplatesDep
 from .errors import refused_status
 from .forms import MalformedForm, read_form
+from .languages import LANG_PARAM, pick, request_language, words
 from .messages import say
 from .security import BodyLimit, campaign_headers, secured
 from .visits import LIMITED, CountSubmissions, visit_of
@@ -94,6 +96,8 @@ def _form_context(
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
         "captcha": campaign.captcha,
+        # The page's language rides with the form: the signup is recorded in it.
+        "lang_field": LANG_PARAM if len(listing.languages) > 1 else None,
         "phone": phone,
         "phone_error": phone_error,
         "form_errors": form_errors or [],
@@ -107,10 +111,26 @@ def _variant_context(listing: Listing, variant: str) -> dict[str, object]:
     embed = variant == EMBED
     campaign = listing.campaign
     return {
+        **words(listing.language),
+        **_languages_context(listing, variant_path(campaign, variant)),
         "campaign": campaign,
         "brand": listing.brand,
         "embed": embed,
         "parents": " ".join(campaign.frame_ancestors) if embed else "",
+    }
+
+
+def _languages_context(listing: Listing, path: str, query: str = "") -> dict[str, object]:
+    """The page in its other languages: `alternates` (hreflang links, each language's
+    address) and `switch` (the links a person follows, the other languages' names)."""
+    if len(listing.languages) == 1:
+        return {"alternates": [], "switch": []}
+    sep = "&" if query else "?"
+    addresses = {lang: f"{path}{query}{sep}{LANG_PARAM}={lang}" for lang in listing.languages}
+    return {
+        # x-default: the address without a choice, which Accept-Language decides.
+        "alternates": [*addresses.items(), ("x-default", f"{path}{query}")],
+        "switch": [(lang, NAMES[lang], href) for lang, href in addresses.items() if lang != listing.language],
     }
 
 
@@ -151,7 +171,7 @@ def render_form(
         "signup.html",
         context,
         status_code=status_code,
-        headers={**campaign_headers(campaign, embed=variant == EMBED), **(headers or {})},
+        headers={**campaign_headers(campaign, embed=variant == EMBED, language=listing.language), **(headers or {})},
     )
 
 
@@ -160,13 +180,24 @@ async def healthz() -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+# Search engines may read the signup pages (a person searching for the business finds
+# its page); the API, the console, the metrics and the sandbox's fake are not pages.
+ROBOTS_TXT = "User-agent: *\nDisallow: /api/\nDisallow: /admin\nDisallow: /metrics\nDisallow: /_fake\n"
+
+
+@router.get("/robots.txt")
+async def robots() -> PlainTextResponse:
+    return PlainTextResponse(ROBOTS_TXT, headers={"cache-control": "public, max-age=86400"})
+
+
 @router.get("/")
 async def index(request: Request, resources: ResourcesDep, site: SiteDep, templates: TemplatesDep) -> Response:
     # The demo's front door: in sandbox mode list the campaigns; a live service has no
     # public directory of its campaigns.
     if not resources.sandbox:
         raise CampaignNotFound("")
-    return templates.TemplateResponse(request, "index.html", {"campaigns": list(site.campaigns)})
+    language = request_language(request)
+    return templates.TemplateResponse(request, "index.html", {**words(language), "campaigns": list(site.campaigns)})
 
 
 # The signup page is the hot path: a QR code on a stadium screen sends thousands of
@@ -184,7 +215,10 @@ def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN
     html = templates.get_template("signup.html").render(context)
     head, rest = html.split(_QUERY_MARK)
     middle, tail = rest.split(_TOKEN_MARK)
-    headers = {**campaign_headers(campaign, embed=variant == EMBED), "content-type": "text/html; charset=utf-8"}
+    headers = {
+        **campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
+        "content-type": "text/html; charset=utf-8",
+    }
     raw = secured(
         headers["content-security-policy"], {k: v for k, v in headers.items() if k != "content-security-policy"}
     )
@@ -192,12 +226,19 @@ def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN
 
 
 def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
-    """The `Site` of a loaded campaigns file: each campaign's disclosure and page,
-    rendered with `templates` (whose globals, such as `sandbox`, are set already)."""
+    """The `Site` of a loaded campaigns file: each campaign's disclosure and pages in
+    each of its languages, rendered with `templates` (whose globals, such as
+    `sandbox`, are set already)."""
     disclosure = templates.get_template("_disclosure.html")
-    listings = [Listing(c, Disclosure.of(disclosure.render(campaign=c)), _brand(c)) for c in campaigns.values()]
+    listings = []
+    for campaign in campaigns.values():
+        brand = _brand(campaign)
+        for language in campaign.languages:
+            shown = campaign.in_language(language)
+            text = disclosure.render(campaign=shown, **words(language))
+            listings.append(Listing(shown, Disclosure.of(text), brand, language))
     pages = {
-        PageKey(item.campaign.keyword, variant): prerender(templates, item, variant)
+        PageKey(item.campaign.keyword, variant, item.language): prerender(templates, item, variant)
         for item in listings
         for variant in VARIANTS
     }
@@ -242,10 +283,12 @@ class CampaignPage:
         site: Site = state.site
         keyword: str = scope["path_params"]["keyword"]
         resources: Resources = state.resources
-        page = site.page(keyword, self.variant)
-        if page is None:
+        pages = site.pages(keyword, self.variant)
+        if pages is None:
             raise CampaignNotFound(keyword)
+        # One language: nothing to choose (no header read). Several: app.web.languages.
         query: bytes = scope["query_string"]
+        page = pick(pages, query, scope["headers"]) if pages.multilingual else pages.default
         resources.metrics.tally.view(page.key, query)
         body = page.body(query_string=query, token=resources.guard.tokens.issue(page.key))
         headers = [*page.raw_headers, (b"content-length", str(len(body)).encode())]
@@ -259,7 +302,12 @@ class CampaignPage:
         if listing is None:
             raise CampaignNotFound(keyword)
         response = await signup(
-            Request(scope, receive), listing, resources=state.resources, templates=state.templates, variant=self.variant
+            Request(scope, receive),
+            listing,
+            resources=state.resources,
+            templates=state.templates,
+            variant=self.variant,
+            site=state.site,
         )
         await response(scope, receive, send)
 
@@ -321,18 +369,30 @@ def without_trailing_slash(routes: Sequence[BaseRoute]) -> ASGIApp:
 
 
 async def signup(
-    request: Request, listing: Listing, *, resources: Resources, templates: Jinja2Templates, variant: str = PLAIN
+    request: Request,
+    listing: Listing,
+    *,
+    resources: Resources,
+    templates: Jinja2Templates,
+    variant: str = PLAIN,
+    site: Site | None = None,
 ) -> Response:
-    """POST /{keyword}: the form's signup (see the module's docstring)."""
-    campaign = listing.campaign
-    captcha_field = campaign.captcha.kind.response_field if campaign.captcha else None
+    """POST /{keyword}: the form's signup (see the module's docstring), in the language
+    of the page it was sent from (the form's `lang`)."""
+    captcha_field = listing.campaign.captcha.kind.response_field if listing.campaign.captcha else None
     over = request.scope.get("state", {}).get(LIMITED)  # the address's count (CountSubmissions)
     try:
-        form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, captcha_field or "phone"})
+        form = await read_form(
+            request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, captcha_field or "phone"}
+        )
     except MalformedForm:
         if over is None:
             raise
         form = {}  # over the limit all the same: the 429, with nothing to keep
+    language = form.get(LANG_PARAM) or request.query_params.get(LANG_PARAM)
+    if site is not None and language is not None:
+        listing = site.listing(listing.campaign.keyword, language) or listing
+    campaign = listing.campaign
     typed = form.get("phone", "")
     token = form.get(TOKEN_FIELD)
     submission = Submission(
@@ -370,10 +430,10 @@ async def signup(
         # The form again with the number in it, and how long to wait: not a dead end.
         logger.info("limit %s reached on %s", exc.scope, request.url.path)
         problem = exc.problem
-        words = say(problem)
+        message = say(problem, language=listing.language)
         if problem.field == "phone":
-            return again(429, phone_error=words, headers={"retry-after": str(exc.retry_after)})
-        return again(429, form_errors=[words], headers={"retry-after": str(exc.retry_after)})
+            return again(429, phone_error=message, headers={"retry-after": str(exc.retry_after)})
+        return again(429, form_errors=[message], headers={"retry-after": str(exc.retry_after)})
 
     if isinstance(over, TooManyRequests):
         return limited(over)
@@ -382,25 +442,27 @@ async def signup(
     except TooManyRequests as exc:
         return limited(exc)
     if result.status is Status.REFUSED:
-        phone = [say(p) for p in result.problems if p.field == "phone"]
+        phone = [say(p, language=listing.language) for p in result.problems if p.field == "phone"]
         # Sent too fast: the same form, status 200 (nothing in it is wrong), asking for
         # one more press; its token marks that press as the second (app.guard).
         return again(
             refused_status(result.problems),
             phone_error=" ".join(phone) or None,
-            form_errors=[say(p) for p in result.problems if p.field != "phone"],
+            form_errors=[say(p, language=listing.language) for p in result.problems if p.field != "phone"],
             confirming=any(p.code == "fill.too_fast" for p in result.problems),
         )
     # Delivered, or queued to be: either way the person is done here. A trapped bot
     # gets exactly what a person gets.
     # The thanks page keeps the page's source parameters (for its "Start again" link)
-    # and names the number, masked (app.web.masked).
+    # and names the number, masked (app.web.masked), in the page's language.
     query = source_params(request.query_params.multi_items())
     if result.status in (Status.QUEUED, Status.HELD):
         query["pending"] = "1"
     to = masked.tag(result.phone or _typed_digits(typed, campaign), key=resources.settings.signing_key())
     if to is not None:
         query[masked.QUERY_NAME] = to
+    if len(listing.languages) > 1:
+        query[LANG_PARAM] = listing.language
     thanks = f"{variant_path(campaign, variant)}/thanks" + (f"?{urlencode(query)}" if query else "")
     return RedirectResponse(thanks, status_code=303)
 
@@ -422,12 +484,12 @@ def _issued_at(resources: Resources, token: str | None, listing: Listing) -> flo
 
 
 @router.get("/{keyword}/thanks")
-async def thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+async def thanks(request: Request, listing: LocalizedListingDep, templates: TemplatesDep) -> HTMLResponse:
     return _thanks(request, listing, templates, PLAIN)
 
 
 @router.get("/embed/{keyword}/thanks")
-async def embed_thanks(request: Request, listing: ListingDep, templates: TemplatesDep) -> HTMLResponse:
+async def embed_thanks(request: Request, listing: LocalizedListingDep, templates: TemplatesDep) -> HTMLResponse:
     """The thanks page inside the frame: it tells the host page of the signup."""
     return _thanks(request, listing, templates, EMBED)
 
@@ -437,15 +499,25 @@ def _thanks(request: Request, listing: Listing, templates: Jinja2Templates, vari
     resources: Resources = request.app.state.resources
     query = request.query_params
     pending = query.get("pending") == "1"
+    # "Wrong number? Start again": the same page, from the same poster or link, in the same language.
+    again = variant_path(campaign, variant) + source_query(query.multi_items())
+    if len(listing.languages) > 1:
+        again += ("&" if "?" in again else "?") + f"{LANG_PARAM}={listing.language}"
+    kept = [(name, value) for name, value in query.multi_items() if name != LANG_PARAM]
     context = {
         **_variant_context(listing, variant),
+        **_languages_context(
+            listing, f"{variant_path(campaign, variant)}/thanks", f"?{urlencode(kept)}" if kept else ""
+        ),
         "pending": pending,
         "number": masked.shown(query.get(masked.QUERY_NAME), key=resources.settings.signing_key()),
-        # "Wrong number? Start again": the same page, from the same poster or link.
-        "again": variant_path(campaign, variant) + source_query(query.multi_items()),
+        "again": again,
     }
     if variant == EMBED:
         context["signup_state"] = "pending" if pending else "delivered"
     return templates.TemplateResponse(
-        request, "thanks.html", context, headers=campaign_headers(campaign, embed=variant == EMBED)
+        request,
+        "thanks.html",
+        context,
+        headers=campaign_headers(campaign, embed=variant == EMBED, language=listing.language),
     )

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from ..consent import page_url
 from ..qr import BadParameter, Kind, QRImage, placement, qr_image, scale_of
 from ..site import Listing
-from .deps import ListingDep, ResourcesDep, TemplatesDep
+from .deps import ListingDep, LocalizedListingDep, ResourcesDep, TemplatesDep
+from .languages import words
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,7 +74,9 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 @router.get("/{keyword}/poster")
-async def poster(request: Request, listing: ListingDep, resources: ResourcesDep, templates: TemplatesDep) -> Response:
+async def poster(
+    request: Request, listing: LocalizedListingDep, resources: ResourcesDep, templates: TemplatesDep
+) -> Response:
     """A page to print: the title, the QR code, the short address, the text-to line
     and the whole disclosure with its links written out."""
     try:
@@ -85,6 +88,7 @@ async def poster(request: Request, listing: ListingDep, resources: ResourcesDep,
     source = {"src": src} if src else {}
     public_url = resources.settings.public_url
     context = {
+        **words(listing.language),
         "campaign": campaign,
         # The campaign's logo and colour, as its pages show them (app.branding).
         "brand": listing.brand,
@@ -97,7 +101,7 @@ async def poster(request: Request, listing: ListingDep, resources: ResourcesDep,
         "short_url": (public_url + campaign.path).removeprefix("https://"),
         "text_to": campaign.text_to,
     }
-    return templates.TemplateResponse(request, "poster.html", context)
+    return templates.TemplateResponse(request, "poster.html", context, headers={"content-language": listing.language})
 
 
 def _format_of(value: str | None) -> str:

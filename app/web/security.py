@@ -24,16 +24,21 @@ def request_origin(request: Request) -> str | None:
     return origin_of(referer) if referer else None
 
 
-def campaign_headers(campaign: Campaign, *, embed: bool = False) -> dict[str, str]:
+def campaign_headers(campaign: Campaign, *, embed: bool = False, language: str | None = None) -> dict[str, str]:
     """Headers of every page of a campaign: embeddable where the campaign allows, with
     the CAPTCHA provider's script only when it has one, and our own frame script in
     the embed (the page itself runs none); never stored by a cache (each form carries
-    its own token)."""
+    its own token). In several languages, the page's differs by Accept-Language."""
     scripts = (*(("'self'",) if embed else ()), *(campaign.captcha.kind.origins if campaign.captcha else ()))
-    return {
+    headers = {
         "content-security-policy": page_csp(frame_ancestors=campaign.frame_ancestors, script_origins=scripts),
         "cache-control": "no-store",
     }
+    if language is not None:
+        headers["content-language"] = language
+    if len(campaign.languages) > 1:
+        headers["vary"] = "Accept-Language"
+    return headers
 
 
 # CSP for everything that is not a campaign page: nothing but our own styles, and no
@@ -62,9 +67,13 @@ def page_csp(*, frame_ancestors: Collection[str], script_origins: Collection[str
         "base-uri 'none'",
         f"frame-ancestors {ancestors}",
     ]
+    # connect-src 'self': the page runs no script of its own, so this lets nobody fetch
+    # anything; it lets a browser's tools (Lighthouse) read our robots.txt from the page.
+    connect = " ".join(dict.fromkeys(("'self'", *script_origins)))
     if script_origins:
         sources = " ".join(script_origins)
-        policy += [f"script-src {sources}", f"frame-src {sources}", f"connect-src {sources}"]
+        policy += [f"script-src {sources}", f"frame-src {sources}"]
+    policy.append(f"connect-src {connect}")
     return "; ".join(policy)
 
 

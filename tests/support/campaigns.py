@@ -25,7 +25,7 @@ message_frequency = "Up to 4 msgs/month"
 terms_url = "https://example.com/sms-terms"
 privacy_url = "https://example.com/privacy"
 cta_message = "Test Bakery: reply YES to get deals."
-confirm_message = "Test Bakery: you're in! Reply STOP to cancel."
+confirm_message = "Test Bakery: you're in! Reply HELP for help, STOP to cancel."
 
 [campaigns.Alerts]
 title = "Store alerts"

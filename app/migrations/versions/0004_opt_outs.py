@@ -4,7 +4,7 @@ A job of kind `opt_out` carries the call to ProTexting; its record is a row of
 `opt_outs` with the same id, as a signup's is of `signups`. Nothing existing changes.
 
 Revision ID: 0004
-Revises: 0005
+Revises: 0003
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from app.storage.tables import UTCDateTime
 
 revision = "0004"
-down_revision = "0005"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """The console: the funnel's counts and the audit log.
 
-Revision ID: 0005
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 from app.storage.tables import UTCDateTime
 
-revision = "0005"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
