@@ -165,6 +165,34 @@ def test_the_pending_thanks_and_the_429_pass_axe(
         _clean(page, "429")
 
 
+STOP_BUTTON = {"en": "Stop all texts", "es": "Detener todos los mensajes"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_opt_out_pages_pass_axe(make_client: MakeClient, tmp_path: Path, browser: Browser, language: str) -> None:
+    client = _app(make_client, tmp_path)
+    with _opened(browser, client, language=language) as page:
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        page.get_by_role(
+            "link", name={"en": "Stop getting our texts", "es": "Dejar de recibir nuestros mensajes"}[language]
+        ).click()
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, "opt-out page")
+
+        page.get_by_label(FIELD[language]).fill("555")
+        page.get_by_role("button", name=STOP_BUTTON[language]).click()
+        expect(page.locator("#phone-error")).to_be_visible()
+        assert page.title().startswith("Error:")
+        assert page.evaluate("document.activeElement.id") == "phone"
+        _clean(page, "opt-out 422")
+
+        page.get_by_label(FIELD[language]).fill("(201) 555-0123")
+        page.get_by_role("button", name=STOP_BUTTON[language]).click()
+        expect(page).to_have_url(re.compile(f"^{re.escape(ORIGIN)}/JOIN/stop/done"))
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, "opted out")
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_after_a_refused_number_the_focus_is_on_the_field_and_the_title_says_error(
     make_client: MakeClient, tmp_path: Path, browser: Browser, language: str

@@ -188,6 +188,39 @@ def test_a_signup_from_the_spanish_page_is_recorded_and_sent_in_spanish(
     assert thanks.headers["content-language"] == "es"
 
 
+def test_the_opt_out_page_speaks_the_signup_pages_language_and_records_it(
+    make_client: MakeClient, bilingual: Path
+) -> None:
+    client = make_client(campaigns=bilingual)
+    # The Spanish page links to the Spanish opt-out page.
+    signup = Page(client.get("/join?lang=es").text)
+    link = next(a.attrs["href"] for a in signup.find_all("a") if "/stop" in a.attrs.get("href", ""))
+    assert link == "/JOIN/stop?lang=es"
+
+    page = client.get(link)
+    assert _lang(page.text) == "es"
+    assert "Dejar de recibir mensajes de texto" in page.text
+    notice = Page(page.text).find("p", id="notice").text
+    assert "Esto detiene todos los mensajes de texto de Test Bakery Deals y Test Bakery Alerts" in notice
+    # A Spanish browser gets it in Spanish without asking; an English one in English.
+    assert _lang(client.get("/JOIN/stop", headers={"Accept-Language": "es-MX,es"}).text) == "es"
+    assert _lang(client.get("/JOIN/stop", headers={"Accept-Language": "en-US"}).text) == "en"
+
+    # A number that will not do is told so in Spanish, beside the field.
+    refused = client.post(form_action(page.text), data=form_fields(page.text, "12"))
+    assert refused.status_code == 422 and _lang(refused.text) == "es"
+    assert Page(refused.text).find("title").text.startswith("Error:")
+    assert "autofocus" in Page(refused.text).phone_input().attrs
+
+    sent = client.post(form_action(page.text), data=form_fields(page.text, PHONE))
+    assert (sent.status_code, sent.headers["location"]) == (303, "/JOIN/stop/done?lang=es")
+    done = client.get(sent.headers["location"]).text
+    assert _lang(done) == "es" and "Se ha dado de baja" in done
+    (row,) = _export(client)
+    assert (row["kind"], row["language"]) == ("opt_out", "es")
+    assert "Esto detiene" in row["disclosure_text"]
+
+
 def test_the_english_page_of_the_same_campaign_records_english(
     make_client: MakeClient, bilingual: Path, upstream: FakeUpstream
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from babel.lists import format_list
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -27,15 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..campaigns import Campaign, CampaignNotFound
 from ..consent import Disclosure
 from ..guard import HONEYPOT_FIELD
+from ..i18n import DEFAULT_LANGUAGE, translations
 from ..optout import StopPage, number_rules, opt_out, page_key
 from ..resources import Resources
 from ..signup import Status, Submission
-from ..site import ENGLISH, Site
+from ..site import Site
 from ..tokens import ExpiredFormToken, InvalidFormToken
 from .api import ApiErrors, Text, cors_for, preflight_answer
 from .deps import ResourcesDep, SiteDep, TemplatesDep
 from .errors import json_errors, refused_status
 from .forms import read_form
+from .languages import LANG_PARAM, request_language, words
 from .messages import say
 from .pages import TOKEN_FIELD
 from .visits import visit_of
@@ -46,28 +49,44 @@ api_router = APIRouter(prefix="/api/v1", tags=["opt-outs"])
 _HEADERS = {"cache-control": "no-store"}
 
 
-def _senders(site: Site) -> str:
-    """Every program the account texts for, as the notice names them."""
-    names = list(dict.fromkeys(campaign.program_name for campaign in site.campaigns)) or ["us"]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def _senders(site: Site, language: str = DEFAULT_LANGUAGE) -> str:
+    """Every program the account texts for, as the notice names them ("A, B and C")."""
+    names = list(dict.fromkeys(campaign.program_name for campaign in site.campaigns))
+    if not names:
+        return str(translations(language).gettext("us"))
+    return format_list(names, locale=language)
+
+
+def _language(request: Request, site: Site, keyword: str | None) -> str:
+    """The page's language, chosen as a signup page's is (app.web.languages): among
+    the campaign's languages on /{keyword}/stop, among every campaign's on /stop."""
+    listing = site.listing(keyword) if keyword is not None else None
+    if listing is not None:
+        campaign = listing.campaign
+        return request_language(request, campaign.languages, campaign.default_language)
+    offered = tuple(dict.fromkeys(lang for c in site.campaigns for lang in (c.default_language, *c.languages)))
+    return request_language(request, offered or (DEFAULT_LANGUAGE,))
 
 
 # Built once per site and page: the notice is rendered from the campaigns, which only a
 # new Site (a reload) changes. The few most recent sites are kept.
 @functools.lru_cache(maxsize=64)
-def _page(site: Site, templates: Jinja2Templates, keyword: str | None) -> StopPage:
+def _page(site: Site, templates: Jinja2Templates, keyword: str | None, language: str = DEFAULT_LANGUAGE) -> StopPage:
     listing = site.listing(keyword) if keyword is not None else None
     if keyword is not None and listing is None:
         raise CampaignNotFound(keyword)
     campaign = listing.campaign if listing is not None else None
-    notice = templates.get_template("_opt_out_notice.html").render(campaign=campaign, senders=_senders(site))
+    shown = campaign.in_language(language) if campaign is not None and language in campaign.languages else campaign
+    notice = templates.get_template("_opt_out_notice.html").render(
+        campaign=shown, senders=_senders(site, language), **words(language)
+    )
     default, countries, types = number_rules([campaign] if campaign is not None else site.campaigns)
     return StopPage(
         key=page_key(listing.key if listing is not None else None),
         path=(campaign.path if campaign is not None else "") + "/stop",
         campaign=campaign,
         notice=Disclosure.of(notice),
-        language=ENGLISH,
+        language=language,
         default_country=default,
         countries=countries,
         number_types=types,
@@ -107,6 +126,7 @@ def _form(
         form_token = tokens.issue(page.key, issued_at=issued_at)
     context = {
         **_context(request, page),
+        **words(page.language),
         "action": page.path + (f"?{query}" if query else ""),
         "notice": Markup(page.notice.text),
         "form_token": form_token,
@@ -122,7 +142,8 @@ def _form(
 async def _stop_form(
     request: Request, keyword: str | None, resources: Resources, templates: Jinja2Templates
 ) -> Response:
-    page = _page(request.app.state.site, templates, keyword)
+    site: Site = request.app.state.site
+    page = _page(site, templates, keyword, _language(request, site, keyword))
     if request.method != "POST":
         return _form(request, templates, page, resources)
     form = await read_form(request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD})
@@ -142,19 +163,21 @@ async def _stop_form(
             resources,
             issued_at=issued,
             phone=typed,
-            phone_error=" ".join(say(p) for p in result.problems if p.field == "phone") or None,
-            form_errors=[say(p) for p in result.problems if p.field != "phone"],
+            phone_error=" ".join(say(p, language=page.language) for p in result.problems if p.field == "phone")
+            or None,
+            form_errors=[say(p, language=page.language) for p in result.problems if p.field != "phone"],
             status_code=refused_status(result.problems),
             confirming=any(p.code == "fill.too_fast" for p in result.problems),
         )
     # Recorded, or a trapped bot answered exactly alike.
-    return RedirectResponse(page.path + "/done", status_code=303)
+    done = page.path + "/done" + (f"?{LANG_PARAM}={page.language}" if LANG_PARAM in request.query_params else "")
+    return RedirectResponse(done, status_code=303)
 
 
 def _done(request: Request, keyword: str | None, templates: Jinja2Templates) -> HTMLResponse:
     site: Site = request.app.state.site
-    page = _page(site, templates, keyword)
-    context = {**_context(request, page), "senders": _senders(site)}
+    page = _page(site, templates, keyword, _language(request, site, keyword))
+    context = {**_context(request, page), **words(page.language), "senders": _senders(site, page.language)}
     return templates.TemplateResponse(request, "stopped.html", context, headers=_HEADERS)
 
 
