@@ -216,8 +216,10 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
 
 def _number(text: str) -> str:
     """A number as the records keep it: digits only, country code first."""
-    digits = re.sub(r"[\s().+-]", "", text)
-    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+    from .consent import digits_of
+
+    digits = digits_of(text)
+    if digits is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a phone number with its country code (e.g. 12015550123)")
     return digits
 
@@ -266,16 +268,17 @@ def _shown_disclosures(settings: Settings) -> set[str] | None:
     """The hashes of the disclosures the campaigns file makes its pages show, which a
     purge must keep; None (keep every text) when the file cannot be read."""
     from .campaigns import load_campaigns
-    from .consent import Disclosure
-    from .web.pages import RESERVED_PATHS
+    from .main import make_templates
+    from .web.pages import RESERVED_PATHS, disclosures
 
     try:
         campaigns = load_campaigns(settings.campaigns_path, reserved=RESERVED_PATHS)
     except (CampaignsError, OSError) as exc:
         logger.warning("campaigns file not read (%s): every disclosure text is kept", exc)
         return None
-    template = _templates().get_template("_disclosure.html")
-    return {Disclosure.of(template.render(campaign=campaign)).sha256 for campaign in campaigns.values()}
+    # Each language's, rendered as the pages render them.
+    templates = make_templates()
+    return {shown.sha256 for c in campaigns.values() for _, shown, _ in disclosures(templates, c)}
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:

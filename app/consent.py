@@ -19,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,13 @@ def forgotten(phone: str, secret: str) -> str:
     tell which number it was; with it, only by trying numbers one by one."""
     key = hmac.new(secret.encode(), _FORGET_LABEL, hashlib.sha256).digest()
     return FORGOTTEN_PREFIX + hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()[:_FORGOTTEN_HEX]
+
+
+def digits_of(typed: str) -> str | None:
+    """A number as the records keep it, from what an operator typed ("+1 (201)
+    555-0123"): digits only, country code first; None when it cannot be one."""
+    digits = re.sub(r"[\s().+-]", "", typed)
+    return digits if digits.isdigit() and 8 <= len(digits) <= 15 else None
 
 
 def stored_as(phone: str, secret: str | None) -> list[str]:

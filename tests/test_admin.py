@@ -410,6 +410,31 @@ def test_a_failed_signup_retried_from_the_console_is_delivered(make_client: Make
     assert "No failed or held signups." in after
 
 
+def test_a_held_signup_is_sent_again_from_the_console_once_the_set_up_is_fixed(
+    make_client: MakeClient, upstream: FakeUpstream
+) -> None:
+    client = make_client(admin_password_hash=HASH)
+    # ProTexting refuses the business's set-up, not the number: the signup is held.
+    upstream.respond = answers(422, [{"field": "GroupIds", "message": "Group Ids is invalid."}])
+    assert Visitor(client, "/join").submit("(201) 555-0123").status_code == 303
+    settled(client)
+    assert log_in(client).status_code == 303
+    page = client.get("/admin/queue")
+    assert ">held</th><td>1</td>" in page.text and "Send again" in page.text
+    (job,) = re.findall(r'name="job" value="(\d+)"><input type="hidden" name="held"', page.text)
+    # A plain retry (of failed signups) leaves it held.
+    plain = client.post("/admin/queue/retry", data={"csrf": csrf_of(page.text), "job": job})
+    assert plain.headers["location"] == "/admin/queue?retried=0"
+
+    upstream.respond = _created
+    response = client.post("/admin/queue/retry", data={"csrf": csrf_of(page.text), "job": job, "held": "1"})
+    assert response.headers["location"] == "/admin/queue?retried=1"
+    client.portal.call(client.app.state.resources.delivery.drain)
+    after = client.get(response.headers["location"]).text
+    assert ">delivered</th><td>1</td>" in after and "No failed or held signups." in after
+    assert "signup " + job + ": 1 queued again" in client.get("/admin/audit").text
+
+
 def test_the_queue_says_while_delivery_is_paused(signed_in: TestClient) -> None:
     assert "Delivery is paused" not in signed_in.get("/admin/queue").text
     signed_in.portal.call(signed_in.app.state.resources.delivery.pacer.pause, 600)
@@ -463,24 +488,23 @@ def test_a_password_hash_that_is_not_argon2id_stops_start_up_without_echoing_it(
     assert value not in str(raised.value)
 
 
-def test_a_numbers_proof_is_looked_up_once_a_lookup_is_wired_in(signed_in: TestClient) -> None:
-    assert signed_in.get("/admin/proof").status_code == 404
-    assert "Proof of consent" not in signed_in.get("/admin").text
-    asked = []
-
-    async def proof(phone: str) -> list[dict[str, object]]:
-        asked.append(phone)
-        return [{"phone": "12015550123", "disclosure_text": "By submitting this form"}]
-
-    signed_in.app.state.console.proof = proof
+def test_a_numbers_proof_of_consent_is_looked_up_and_the_lookup_audited_masked(signed_in: TestClient) -> None:
+    assert Visitor(signed_in, "/join?src=poster-1").submit("(201) 555-0123").status_code == 303
+    settled(signed_in)
     page = signed_in.get("/admin/proof")
-    assert page.status_code == 200 and 'href="/admin/proof"' in page.text
-    found = signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": " (201) 555-0123 "})
-    assert found.status_code == 200 and asked == ["(201) 555-0123"]
-    assert "1 record(s) for (201) 555-0123" in found.text and "By submitting this form" in found.text
+    assert page.status_code == 200 and 'href="/admin/proof"' in signed_in.get("/admin").text
+    found = signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": " +1 (201) 555-0123 "})
+    assert found.status_code == 200
+    assert "1 record(s) for +1 (201) 555-0123" in found.text
+    # The record with the exact disclosure its page showed, and where the person came from.
+    assert "By submitting this form, you agree to receive recurring automated marketing text" in found.text
+    assert "poster-1" in found.text
+    nothing = signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": "12015550999"})
+    assert "0 record(s)" in nothing.text
     assert signed_in.post("/admin/proof", data={"csrf": csrf_of(page.text), "phone": ""}).status_code == 400
     audit = signed_in.get("/admin/audit").text
+    # Kept masked: the audit log must not undo an `optin forget` of the number.
     assert (
-        '<td class="text">number looked up</td><td class="text">testclient</td><td class="text">(201) 555-0123</td>'
-        in audit
+        '<td class="text">number looked up</td><td class="text">testclient</td><td class="text">•••0123</td>' in audit
     )
+    assert "555-0123" not in audit and "5550123" not in audit

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from limits.aio.storage import Storage
 
+from ..consent import digits_of, stored_as
 from ..delivery import Delivery
 from ..funnel import Funnel
 from ..metrics import Metrics
@@ -98,6 +99,14 @@ async def open_console(
         metrics=metrics,
         delivery=delivery,
     )
+    secret = settings.secret_key.get_secret_value() if settings.secret_key is not None else None
+
+    async def proof(typed: str) -> list[dict[str, object]]:
+        # Under its digits, and under its keyed hash once its person was forgotten.
+        digits = digits_of(typed)
+        return await delivery.outbox.proof(stored_as(digits, secret)) if digits is not None else []
+
+    console.proof = proof
     metrics.readers.append(console.funnel.read)
     try:
         yield console

@@ -31,7 +31,7 @@ LOGIN_PATH = "/admin/login"
 PUBLIC_PATHS = frozenset({LOGIN_PATH})
 CSRF_FIELD = "csrf"
 # Every field a console form has (app.admin.views); others are not read.
-FORM_FIELDS = frozenset({CSRF_FIELD, "password", "campaign", "job", "format", "since", "until", "phone"})
+FORM_FIELDS = frozenset({CSRF_FIELD, "password", "campaign", "job", "format", "since", "until", "phone", "held"})
 
 
 def console_of(request: Request) -> Console:

@@ -163,8 +163,7 @@ async def _stop_form(
             resources,
             issued_at=issued,
             phone=typed,
-            phone_error=" ".join(say(p, language=page.language) for p in result.problems if p.field == "phone")
-            or None,
+            phone_error=" ".join(say(p, language=page.language) for p in result.problems if p.field == "phone") or None,
             form_errors=[say(p, language=page.language) for p in result.problems if p.field != "phone"],
             status_code=refused_status(result.problems),
             confirming=any(p.code == "fill.too_fast" for p in result.problems),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -225,18 +225,24 @@ def prerender(templates: Jinja2Templates, listing: Listing, variant: str = PLAIN
     return PrerenderedPage(listing.key, head.encode(), middle.encode(), tail.encode(), headers, raw)
 
 
+def disclosures(templates: Jinja2Templates, campaign: Campaign) -> Iterator[tuple[Campaign, Disclosure, str]]:
+    """The campaign in each of its languages, with the disclosure its page shows in it:
+    what `build_site` lists, and what `optin purge` must keep."""
+    template = templates.get_template("_disclosure.html")
+    for language in campaign.languages:
+        shown = campaign.in_language(language)
+        yield shown, Disclosure.of(template.render(campaign=shown, **words(language))), language
+
+
 def build_site(templates: Jinja2Templates, campaigns: Mapping[str, Campaign]) -> Site:
     """The `Site` of a loaded campaigns file: each campaign's disclosure and pages in
     each of its languages, rendered with `templates` (whose globals, such as
     `sandbox`, are set already)."""
-    disclosure = templates.get_template("_disclosure.html")
     listings = []
     for campaign in campaigns.values():
         brand = _brand(campaign)
-        for language in campaign.languages:
-            shown = campaign.in_language(language)
-            text = disclosure.render(campaign=shown, **words(language))
-            listings.append(Listing(shown, Disclosure.of(text), brand, language))
+        for shown, disclosure, language in disclosures(templates, campaign):
+            listings.append(Listing(shown, disclosure, brand, language))
     pages = {
         PageKey(item.campaign.keyword, variant, item.language): prerender(templates, item, variant)
         for item in listings
