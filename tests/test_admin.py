@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from app.admin.auth import ABSOLUTE_SECONDS, IDLE_SECONDS, LOGIN_COOKIE, SESSION_COOKIE
 from tests.conftest import FakeUpstream, MakeClient, _created, answers
+from tests.support.campaigns import DEMO_CAMPAIGNS
 from tests.support.clocks import Clock
 from tests.support.page import Page
 from tests.support.records import ok, optin, settled
@@ -361,6 +362,18 @@ def test_the_campaigns_view_has_each_campaigns_kit(signed_in: TestClient) -> Non
         assert signed_in.get(link).status_code == 200, link
     refused = signed_in.get("/admin?campaign=join&src=no spaces")
     assert refused.status_code == 400 and "src must be" in refused.text
+
+
+def test_the_campaigns_view_previews_each_language(make_client: MakeClient) -> None:
+    # The demo campaigns speak English and Spanish.
+    client = make_client(admin_password_hash=HASH, campaigns=DEMO_CAMPAIGNS)
+    assert log_in(client).status_code == 303
+    page = client.get("/admin?campaign=join&src=poster-12").text
+    base = "http://127.0.0.1:8000"
+    for link in (f"{base}/JOIN?src=poster-12&amp;lang=es", f"{base}/embed/JOIN?src=poster-12&amp;lang=es"):
+        assert f'href="{link}"' in page, link
+    spanish = client.get("/JOIN?src=poster-12&lang=es")
+    assert spanish.status_code == 200 and 'lang="es"' in spanish.text
 
 
 def test_the_audit_log_shows_every_console_action(console: TestClient) -> None:

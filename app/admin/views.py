@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from ..exports import FORMATS, export_text, moment_of
 from ..funnel import VIEWS, FunnelRow, funnel_rows
+from ..i18n import NAMES
 from ..qr import BadParameter, placement
 from ..site import Listing, Site
 from ..throttle import TooManyRequests
@@ -152,6 +153,13 @@ def _kit(listing: Listing, public_url: str, src: str | None) -> dict[str, Any]:
         "src": src or "",
         "page_url": f"{public_url}{campaign.path}{query}",
         "embed_url": f"{public_url}/embed/{keyword}{query}",
+        # Each of its other languages' page and embed, to check what a visitor reads.
+        "translations": [
+            (NAMES.get(language, language), f"{public_url}{path}{query}{'&' if query else '?'}lang={language}")
+            for language in campaign.languages
+            if language != campaign.default_language
+            for path in (campaign.path, f"/embed/{keyword}")
+        ],
         "snippet": snippet,
         "qr_svg": f"/qr/{keyword}.svg{query}",
         "qr_png": f"/qr/{keyword}.png{query}",
