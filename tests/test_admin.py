@@ -299,6 +299,9 @@ def test_the_funnel_counts_what_a_scripted_set_of_visits_did(make_client: MakeCl
     assert sign_up("/join?src=flyer", "flyer", "12") == 422  # invalid number
     assert sign_up("/join?src=flyer", "flyer", "(201) 555-0124", website="http://spam") == 303  # trapped
     assert sign_up("/join", "", "(201) 555-0125") == 303  # delivered, no src
+    # Opt-outs: one from JOIN's own page, reached from poster-1; one from /stop, the account's.
+    assert Visitor(client, "/JOIN/stop?src=poster-1").submit("(201) 555-0130").status_code == 303
+    assert Visitor(client, "/stop").submit("(201) 555-0131").status_code == 303
 
     assert log_in(client).status_code == 303
     page = client.get("/admin/funnel?period=today")
@@ -316,9 +319,11 @@ def test_the_funnel_counts_what_a_scripted_set_of_visits_did(make_client: MakeCl
         "held": "0",
         "rejected": "0",
         "failed": "0",
-        "opt_outs": "—",
+        "opt_outs": "1",
         "conversion": f"{2 / join_views * 100:.1f}%",
     }
+    assert (table["join/poster-1"]["opt_outs"], table["join/flyer"]["opt_outs"]) == ("1", "0")
+    assert table["(opt-outs)"]["opt_outs"] == "1"
     assert (table["join/poster-1"]["views"], table["join/poster-1"]["submissions"]) == (str(views["poster-1"]), "2")
     assert (table["join/poster-1"]["delivered"], table["join/poster-1"]["rate_limited"]) == ("1", "1")
     assert (table["join/flyer"]["views"], table["join/flyer"]["invalid"], table["join/flyer"]["bot_trapped"]) == (

@@ -107,6 +107,7 @@ async def open_console(
         return await delivery.outbox.proof(stored_as(digits, secret)) if digits is not None else []
 
     console.proof = proof
+    console.opt_outs = console.store.opt_outs
     metrics.readers.append(console.funnel.read)
     try:
         yield console

@@ -5,9 +5,11 @@ SQLite its one thread owns every write), reads in its turn."""
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
@@ -15,7 +17,8 @@ from sqlalchemy.engine import Connection
 from ..funnel import Count
 from ..outbox import State
 from .outbox import Outbox
-from .tables import audit_log, funnel_counts, jobs, signups
+from .reports import OPT_OUTS
+from .tables import audit_log, funnel_counts, jobs, opt_outs, signups
 
 _COUNT_KEY = (funnel_counts.c.campaign, funnel_counts.c.src, funnel_counts.c.hour, funnel_counts.c.metric)
 
@@ -96,6 +99,28 @@ class ConsoleStore:
         async with self.outbox.reading() as conn:
             rows = (await conn.execute(query)).all()
         return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def opt_outs(
+        self, since: datetime, until: datetime, campaign: str | None = None
+    ) -> list[tuple[str, str, int]]:
+        """(campaign's key, src, count) of the opt-outs recorded from `since` up to
+        `until`: a campaign's /{keyword}/stop under its key, /stop's (the account's)
+        under `OPT_OUTS`; the src is the one their page's address carried."""
+        key = func.lower(opt_outs.c.campaign)
+        query = (
+            select(key, opt_outs.c.page_url, func.count())
+            .where(opt_outs.c.created_at >= since, opt_outs.c.created_at < until)
+            .group_by(key, opt_outs.c.page_url)
+        )
+        if campaign is not None:
+            query = query.where(key == campaign.lower())
+        async with self.outbox.reading() as conn:
+            rows = (await conn.execute(query)).all()
+        found: Counter[tuple[str, str]] = Counter()
+        for name, page_url, count in rows:
+            src = parse_qs(urlsplit(page_url).query).get("src", [""])[0]
+            found[(name if name is not None else OPT_OUTS, src)] += count
+        return [(name, src, count) for (name, src), count in found.items()]
 
     async def stuck(self, states: Sequence[str] = (State.FAILED,), *, limit: int = 200) -> list[Stuck]:
         """The newest signups in `states`, with their last error."""
