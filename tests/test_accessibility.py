@@ -26,7 +26,7 @@ from tests.support.axe import violations
 from tests.support.browser import chromium
 from tests.support.campaigns import DEMO_CAMPAIGNS
 
-from .conftest import MakeClient, answers
+from .conftest import MakeClient, answers, closed_port
 
 ORIGIN = "http://optin.test"
 PHONE_VIEWPORT: ViewportSize = {"width": 390, "height": 844}
@@ -163,6 +163,37 @@ def test_the_pending_thanks_and_the_429_pass_axe(
         assert refused.value.status == 429
         expect(page.locator("html")).to_have_attribute("lang", language)
         _clean(page, "429")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_form_alert_and_the_503_pass_axe(
+    make_client: MakeClient, tmp_path: Path, browser: Browser, language: str
+) -> None:
+    from app.storage import Outbox, create_engine
+
+    client = _app(make_client, tmp_path)
+    with _opened(browser, client, language=language) as page:
+        # The same form sent again for another number: the alert above the field.
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        form = page.content()
+        _submit(page, language, "(201) 555-0127")
+        expect(page).to_have_url(_thanks("/JOIN", f"lang={language}"))
+        page.set_content(form.replace("<head>", f'<head><base href="{ORIGIN}/JOIN">', 1))
+        _submit(page, language, "(201) 555-0128")
+        expect(page.locator("#form-error")).to_be_visible()
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, "form alert")
+
+        # The database gone after start-up: the plain 503, in the page's language.
+        delivery = client.app.state.resources.delivery
+        gone = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/gone")
+        delivery.outbox = Outbox(gone, policy=delivery.outbox.policy, lease=delivery.outbox.lease)
+        page.goto(f"{ORIGIN}/JOIN?lang={language}")
+        with page.expect_response(lambda response: response.request.method == "POST") as answered:
+            _submit(page, language, "(201) 555-0129")
+        assert answered.value.status == 503
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        _clean(page, "503")
 
 
 STOP_BUTTON = {"en": "Stop all texts", "es": "Detener todos los mensajes"}
