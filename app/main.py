@@ -186,6 +186,7 @@ def create_app(
                 watcher = CampaignsWatcher(
                     active.campaigns_path, build, install, interval=active.reload_seconds, loaded=loaded
                 )
+                app.state.reloader = watcher
                 watching = asyncio.create_task(watcher.run())
                 hangup = _on_hangup(watcher.request)
                 try:

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from app.campaigns import Campaign, load_campaigns
 from app.reload import CampaignsWatcher, signature
 from tests.support.campaigns import CAMPAIGNS, write_campaigns
+from tests.support.page import Page
 from tests.support.records import received
 from tests.support.servers import app_server, fake_protexting, set_down, wait_until
-from tests.support.visitor import Visitor
+from tests.support.visitor import Visitor, form_action, form_fields
+
+from .conftest import MakeClient
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +211,37 @@ def test_an_edit_is_picked_up_without_a_signal(tmp_path: Path) -> None:
         wait_until(lambda: "campaigns reloaded" in app.stderr, timeout=30, what="the reload")
         status, page = _title(client, "/NEW")
         assert status == 200 and "Fresh bread alerts" in page
+
+
+def _records(client: TestClient) -> list[dict[str, object]]:
+    async def read() -> list[dict[str, object]]:
+        return [row async for row in client.app.state.resources.delivery.outbox.export()]
+
+    return client.portal.call(read)  # type: ignore[no-any-return]
+
+
+def test_a_form_from_a_page_whose_disclosure_changed_is_shown_again_before_it_counts(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    campaigns = write_campaigns(tmp_path / "config")
+    client = make_client(campaigns=campaigns)
+    opened = client.get("/JOIN").text
+    # The business edits the disclosure while a person has the page open.
+    _touch(campaigns, CAMPAIGNS.replace("Up to 4 msgs/month", "Up to 8 msgs/month"))
+    assert client.portal.call(client.app.state.reloader.check) is True
+
+    again = client.post(form_action(opened), data=form_fields(opened, "(201) 555-0123"))
+    # Not recorded as consent to a text the person never saw: the new one, to read first.
+    assert again.status_code == 200 and "updated while it was open" in again.text
+    assert "Up to 8 msgs/month" in again.text and Page(again.text).phone_input().attrs["value"] == "(201) 555-0123"
+    assert _records(client) == []
+    sent = client.post(form_action(again.text), data=form_fields(again.text, "(201) 555-0123"))
+    assert sent.status_code == 303
+    (record,) = _records(client)
+    assert "Up to 8 msgs/month" in str(record["disclosure_text"])
+
+    # A change that leaves the disclosure as it was does not ask again.
+    opened = client.get("/JOIN").text
+    _touch(campaigns, campaigns.read_text().replace("Get our deals by text", "Deals by text"))
+    assert client.portal.call(client.app.state.reloader.check) is True
+    assert client.post(form_action(opened), data=form_fields(opened, "(201) 555-0124")).status_code == 303

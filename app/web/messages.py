@@ -125,6 +125,9 @@ _WORDS: dict[str, Words] = {
     "limit.campaign": lambda p, _, lang: (
         _("This signup has taken all the signups it can for now.") + " " + _wait(p["seconds"], lang)
     ),
+    "page.changed": lambda p, _, lang: _(
+        "This page was updated while it was open. Please read it again, then press the button to sign up."
+    ),
     "fill.too_fast": lambda p, _, lang: _("Please check your number below and press the button once more to confirm."),
     # ProTexting's refusals of the number, in our words (its own stay in the record).
     "protexting.opted_out": lambda p, _, lang: (

@@ -33,6 +33,7 @@ from ..campaigns import KEYWORD_PATTERN, Campaign, CampaignNotFound
 from ..consent import Disclosure, source_params
 from ..guard import HONEYPOT_FIELD
 from ..i18n import NAMES
+from ..problems import Problem
 from ..resources import Resources
 from ..signup import Status, Submission, sign_up
 from ..site import EMBED, PLAIN, VARIANTS, Brand, Listing, PageKey, PrerenderedPage, Site, source_query, variant_path
@@ -70,6 +71,10 @@ RESERVED_PATHS = frozenset(
 )
 
 TOKEN_FIELD = "form_token"
+# Which disclosure the page showed (the start of its hash): a form sent from a page
+# whose disclosure a reload has changed since is shown again, never recorded as
+# consent to a text the person did not see.
+DISCLOSURE_FIELD = "disclosure"
 
 
 router = APIRouter(include_in_schema=False)
@@ -92,6 +97,8 @@ def _form_context(
         **_variant_context(listing, variant),
         "action": variant_path(campaign, variant) + query,
         "disclosure": Markup(listing.disclosure.text),
+        "disclosure_field": DISCLOSURE_FIELD,
+        "disclosure_id": listing.disclosure.sha256[:16],
         "form_token": form_token,
         "token_field": TOKEN_FIELD,
         "honeypot_field": HONEYPOT_FIELD,
@@ -389,7 +396,8 @@ async def signup(
     over = request.scope.get("state", {}).get(LIMITED)  # the address's count (CountSubmissions)
     try:
         form = await read_form(
-            request, fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, captcha_field or "phone"}
+            request,
+            fields={"phone", TOKEN_FIELD, HONEYPOT_FIELD, LANG_PARAM, DISCLOSURE_FIELD, captcha_field or "phone"},
         )
     except MalformedForm:
         if over is None:
@@ -443,6 +451,12 @@ async def signup(
 
     if isinstance(over, TooManyRequests):
         return limited(over)
+    shown = form.get(DISCLOSURE_FIELD)
+    if shown is not None and shown != listing.disclosure.sha256[:16]:
+        # The campaigns file was reloaded while the page was open, and what it tells
+        # the person changed: they consent to the text they read, so they read it first.
+        logger.info("a form of %s sent from a page whose disclosure changed since: shown again", campaign.keyword)
+        return again(200, form_errors=[say(Problem(None, "page.changed"), language=listing.language)])
     try:
         result = await sign_up(resources, visit_of(request, resources.settings), listing, submission)
     except TooManyRequests as exc:

@@ -8,6 +8,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import State
 
 from ..admin.console import Console
+from ..reload import CampaignsWatcher
 from ..resources import Resources
 from ..site import Site
 
@@ -21,6 +22,8 @@ class AppState(State):
     # Swapped whole by a reload of the campaigns file: each request reads it once.
     site: Site
     templates: Jinja2Templates
+    # The campaigns file's watcher (app.reload): what a test or the console asks to reload now.
+    reloader: CampaignsWatcher[Site]
     # The operator's console (app.admin); None while OPTIN_ADMIN_PASSWORD_HASH is unset.
     console: Console | None
 
