@@ -257,17 +257,35 @@ class Unavailable:
 Outcome = Accepted | Rejected | Unavailable
 
 
+# A bound on the signed URLs kept: the client calls two endpoints; a caller that asked for
+# others (tests) would not make the cache grow without end.
+_SIGNED_URLS_KEPT = 16
+
+
 class _AccessTokenTransport(httpx.AsyncBaseTransport):
     """Adds `access_token` to the URL of a copy of each request, at the last moment."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, token: str) -> None:
         self._inner = inner
         self._token = token
+        # Each endpoint's signed URL, made once (the client calls two): merging the
+        # parameter in parses and encodes the URL again, tens of µs a call. httpx's
+        # URLs are immutable.
+        self._signed: dict[str, httpx.URL] = {}
+
+    def _sign(self, url: httpx.URL) -> httpx.URL:
+        key = str(url)
+        signed = self._signed.get(key)
+        if signed is None:
+            signed = url.copy_merge_params({"access_token": self._token})
+            if len(self._signed) < _SIGNED_URLS_KEPT:
+                self._signed[key] = signed
+        return signed
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         signed = httpx.Request(
             request.method,
-            request.url.copy_merge_params({"access_token": self._token}),
+            self._sign(request.url),
             headers=request.headers,
             stream=request.stream,
             extensions=request.extensions,
@@ -408,8 +426,9 @@ class ProTexting:
 
     def __init__(self, client: httpx.AsyncClient, *, base_url: str, deadline: float = DEFAULT_DEADLINE) -> None:
         self._client = client
-        self._opt_in_url = base_url.rstrip("/") + OPT_IN_PATH
-        self._opt_out_url = base_url.rstrip("/") + OPT_OUT_PATH
+        # Parsed once: httpx parses a URL given as text on every request.
+        self._opt_in_url = httpx.URL(base_url.rstrip("/") + OPT_IN_PATH)
+        self._opt_out_url = httpx.URL(base_url.rstrip("/") + OPT_OUT_PATH)
         # Seconds one call may take in all, from connecting to the last byte read.
         self.deadline = deadline
 
@@ -427,7 +446,7 @@ class ProTexting:
             return Accepted(status=422, rate_limit=outcome.rate_limit, reason="the number was opted out already")
         return outcome
 
-    async def _post(self, url: str, body: dict[str, object]) -> Outcome:
+    async def _post(self, url: httpx.URL, body: dict[str, object]) -> Outcome:
         """One call, under the never-loop and deadline rules every call keeps."""
         response: httpx.Response | None = None
         try:
