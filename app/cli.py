@@ -224,15 +224,6 @@ def _number(text: str) -> str:
     return digits
 
 
-def _templates() -> Any:
-    """The service's own templates, as its pages render them (autoescaped)."""
-    import jinja2
-
-    from . import packaged
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(packaged("templates")), autoescape=True)
-
-
 async def _proof(settings: Settings, args: argparse.Namespace) -> int:
     from .consent import stored_as
 
@@ -250,7 +241,10 @@ async def _proof(settings: Settings, args: argparse.Namespace) -> int:
         }
         text = json.dumps(document, ensure_ascii=False, indent=2, default=datetime.isoformat) + "\n"
     else:
-        text = _templates().get_template("proof.html").render(number=args.number, generated_at=made, records=records)
+        from .main import make_templates
+
+        template = make_templates().get_template("proof.html")
+        text = template.render(number=args.number, generated_at=made, records=records)
     if args.output:
         output = Path(args.output)
         _check_output(settings, output)
