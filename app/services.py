@@ -51,11 +51,13 @@ def upstream_client(settings: Settings, transport: httpx.AsyncBaseTransport | No
         from .sandbox import FakeProTexting
 
         # Sandbox: the fake answers in-process, so no text is ever sent.
-        http = upstream.http_client(token=SANDBOX_TOKEN, transport=httpx.ASGITransport(FakeProTexting().app()))
-        return upstream.ProTexting(http, base_url=SANDBOX_API_URL, deadline=settings.upstream_deadline_seconds)
+        fake = upstream.token_transport(token=SANDBOX_TOKEN, transport=httpx.ASGITransport(FakeProTexting().app()))
+        return upstream.ProTexting(fake, base_url=SANDBOX_API_URL, deadline=settings.upstream_deadline_seconds)
     assert settings.protexting_access_token is not None
-    http = upstream.http_client(token=settings.protexting_access_token.get_secret_value(), transport=transport)
-    return upstream.ProTexting(http, base_url=settings.protexting_api_url, deadline=settings.upstream_deadline_seconds)
+    signed = upstream.token_transport(token=settings.protexting_access_token.get_secret_value(), transport=transport)
+    return upstream.ProTexting(
+        signed, base_url=settings.protexting_api_url, deadline=settings.upstream_deadline_seconds
+    )
 
 
 def limits_for(settings: Settings) -> Limits:

@@ -34,7 +34,7 @@ async def opt_in(
     fake = FakeUpstream(respond) if respond is not None else FakeUpstream()
     if transport is None:
         transport = httpx.MockTransport(fake)
-    async with upstream.http_client(token=TOKEN, transport=transport) as client:
+    async with upstream.token_transport(token=TOKEN, transport=transport) as client:
         outcome = await ProTexting(client, base_url=base_url).opt_in(request)
     return outcome, fake
 
@@ -375,7 +375,7 @@ async def test_transport_failures_are_unavailable_not_exceptions(
 
 async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
     # The default network layer (aiohttp below httpx), on a real port nobody listens on.
-    async with upstream.http_client(token=TOKEN) as client:
+    async with upstream.token_transport(token=TOKEN) as client:
         outcome = await ProTexting(client, base_url=f"http://127.0.0.1:{closed_port()}/v1").opt_in(SIGNUP)
 
     assert outcome == Unavailable(reason="could not connect (ConnectError)")
@@ -405,8 +405,10 @@ async def _opt_in_over_loopback(
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with upstream.http_client(token=TOKEN, timeout=timeout) as client:
-            return await ProTexting(client, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline).opt_in(SIGNUP)
+        async with upstream.token_transport(token=TOKEN) as client:
+            return await ProTexting(
+                client, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline, timeout=timeout
+            ).opt_in(SIGNUP)
     finally:
         server.close()
         for task in handlers:
@@ -541,9 +543,9 @@ async def test_a_provider_that_never_answers_ends_at_the_deadline_whatever_the_s
     assert asyncio.get_running_loop().time() - started < 2
 
 
-async def test_the_default_client_has_explicit_timeouts_and_does_not_follow_redirects() -> None:
-    async with upstream.http_client(token=TOKEN) as client:
-        assert client.timeout == upstream.DEFAULT_TIMEOUT
-        assert client.timeout.connect is not None and client.timeout.connect <= 5
-        assert client.timeout.read is not None and client.timeout.read <= 10
-        assert client.follow_redirects is False
+async def test_the_default_client_has_explicit_timeouts() -> None:
+    async with upstream.token_transport(token=TOKEN) as transport:
+        protexting = ProTexting(transport, base_url=API_URL)
+        assert protexting.timeout == upstream.DEFAULT_TIMEOUT
+        assert protexting.timeout.connect is not None and protexting.timeout.connect <= 5
+        assert protexting.timeout.read is not None and protexting.timeout.read <= 10
