@@ -41,7 +41,6 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import httpx
@@ -122,6 +121,9 @@ class OptOut:
         return {"PhoneNumber": self.phone}
 
 
+_RATE_LIMIT_HEADERS = frozenset({b"x-rate-limit-limit", b"x-rate-limit-remaining", b"x-rate-limit-reset"})
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """ProTexting's X-Rate-Limit-* headers; `reset` is seconds until the full allowance."""
@@ -132,18 +134,25 @@ class RateLimit:
 
     @classmethod
     def from_headers(cls, headers: httpx.Headers) -> RateLimit:
-        def number(name: str) -> float | None:
+        # One pass over the raw headers: each lookup by name would decode them all again.
+        found: dict[bytes, bytes] = {}
+        for name, value in headers.raw:
+            name = name.lower()
+            if name in _RATE_LIMIT_HEADERS:
+                found.setdefault(name, value)
+
+        def number(name: bytes) -> float | None:
             try:
-                value = float(headers[name])
+                value = float(found[name])
             except (KeyError, ValueError):
                 return None
             # inf, nan and negatives count nothing (int(inf) would raise).
             return value if math.isfinite(value) and value >= 0 else None
 
         limit, remaining, reset = (
-            number("X-Rate-Limit-Limit"),
-            number("X-Rate-Limit-Remaining"),
-            number("X-Rate-Limit-Reset"),
+            number(b"x-rate-limit-limit"),
+            number(b"x-rate-limit-remaining"),
+            number(b"x-rate-limit-reset"),
         )
         if reset is not None and reset > MAX_RESET_SECONDS:
             logger.warning("ProTexting's X-Rate-Limit-Reset asks for %.0fs: capped at %.0fs", reset, MAX_RESET_SECONDS)
@@ -288,15 +297,19 @@ class _AccessTokenTransport(httpx.AsyncBaseTransport):
         return signed
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Given the request's stream, httpx copies the headers as they are (Host and
+        # Content-Length are set already) instead of preparing them again: 4 µs, not 15.
         signed = httpx.Request(
             request.method,
             self._sign(request.url),
             headers=request.headers,
-            # The body as bytes when it is read (ProTexting's always is): aiohttp sends
-            # bytes as they are, a stream through its slower iterable payload.
-            **_body_of(request),
+            stream=request.stream,
             extensions=request.extensions,
         )
+        if _is_read(request):
+            # The body as bytes, which aiohttp sends as they are (a stream goes through
+            # its slower iterable payload). ProTexting's always is.
+            signed.read()
         try:
             response = await self._inner.handle_async_request(signed)
         except Exception as exc:
@@ -317,11 +330,11 @@ class _AccessTokenTransport(httpx.AsyncBaseTransport):
         return "<_AccessTokenTransport>"
 
 
-def _body_of(request: httpx.Request) -> dict[str, Any]:
+def _is_read(request: httpx.Request) -> bool:
     try:
-        return {"content": request.content}
+        return request.content is not None
     except httpx.RequestNotRead:
-        return {"stream": request.stream}
+        return False
 
 
 class _ScrubbedStream(httpx.AsyncByteStream):
