@@ -71,7 +71,7 @@ def normalise(
     # number's region matches it against its country's patterns (about 6 us), and the
     # country check below needs the same region.
     found = phonenumbers.region_code_for_number(number)
-    if not phonenumbers.is_valid_number_for_region(number, found):
+    if found is None or not phonenumbers.is_valid_number_for_region(number, found):
         region = phonenumbers.region_code_for_country_code(number.country_code or 0)
         if region == phonenumbers.UNKNOWN_REGION:
             raise PhoneError("not_a_number")
