@@ -62,7 +62,8 @@ class PrerenderedPage:
         if query_string:
             pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
             query = str(escape(source_query(pairs))).encode()
-        return self.before_query + query + self.before_token + token.encode() + self.rest
+        # One join: chained `+` would copy the page's bytes into a new object four times.
+        return b"".join((self.before_query, query, self.before_token, token.encode(), self.rest))
 
 
 @dataclass(frozen=True, slots=True)
