@@ -136,8 +136,8 @@ async def build(database_url: str) -> AsyncIterator[Build]:
             fake = fake or FakeProTexting(token="t")
             if not network:  # with `network`: the real one, to `base_url`
                 transport = transport or httpx.ASGITransport(fake.app())
-            client = upstream.token_transport(token="t", transport=transport)
-            protexting = upstream.ProTexting(client, base_url=base_url, deadline=upstream_deadline)
+            signed = upstream.token_transport(token="t", transport=transport)
+            protexting = upstream.ProTexting(signed, base_url=base_url, deadline=upstream_deadline)
             pacer = Pacer(rate)
             outbox = _watch(Outbox(engine, policy=policy, lease=timedelta(seconds=lease)))
             await outbox.remember_disclosures([DISCLOSURE])
@@ -696,8 +696,8 @@ async def test_a_database_that_stops_answering_is_one_error_not_a_traceback_a_po
             postgres_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{relay.port}"), timeout=0.3
         )
         fake = FakeProTexting(token="t")
-        client = upstream.token_transport(token="t", transport=httpx.ASGITransport(fake.app()))
-        protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+        signed = upstream.token_transport(token="t", transport=httpx.ASGITransport(fake.app()))
+        protexting = upstream.ProTexting(signed, base_url="http://protexting.test/v1")
         outbox = Outbox(engine, policy=FAST_RETRIES, lease=timedelta(seconds=30))
         delivery = Delivery(outbox=outbox, protexting=protexting, pacer=Pacer("100/second"), concurrency=1)
         try:

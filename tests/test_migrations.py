@@ -188,8 +188,8 @@ async def test_signups_stored_by_the_first_schema_are_kept_and_the_pending_one_i
         assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == SCHEMA_REVISION
     outbox = Outbox(engine, policy=RetryPolicy(), lease=timedelta(seconds=30))
     fake = FakeProTexting(token="t")
-    client = upstream.token_transport(token="t", transport=httpx.ASGITransport(fake.app()))
-    protexting = upstream.ProTexting(client, base_url="http://protexting.test/v1")
+    signed = upstream.token_transport(token="t", transport=httpx.ASGITransport(fake.app()))
+    protexting = upstream.ProTexting(signed, base_url="http://protexting.test/v1")
     pacer = Pacer("100/second")
     delivery = Delivery(outbox=outbox, protexting=protexting, pacer=pacer)
     try:

@@ -195,14 +195,14 @@ async def test_outcomes_never_carry_the_token(
     for respond in FLOWS.values():
         fake = FakeUpstream(respond)
         fakes.append(fake)
-        async with upstream.token_transport(token=TOKEN, transport=httpx.MockTransport(fake)) as client:
-            outcomes.append(await ProTexting(client, base_url=API_URL).opt_in(signup))
+        async with upstream.token_transport(token=TOKEN, transport=httpx.MockTransport(fake)) as signed:
+            outcomes.append(await ProTexting(signed, base_url=API_URL).opt_in(signup))
 
     # The real connection code below httpx: a refused port, then a real server.
     api_url, paths = loopback_protexting
     for base_url in (f"http://127.0.0.1:{closed_port()}/v1", api_url):
-        async with upstream.token_transport(token=TOKEN) as client:
-            outcomes.append(await ProTexting(client, base_url=base_url).opt_in(signup))
+        async with upstream.token_transport(token=TOKEN) as signed:
+            outcomes.append(await ProTexting(signed, base_url=base_url).opt_in(signup))
 
     for outcome in outcomes:
         assert_no_token(f"repr({type(outcome).__name__})", repr(outcome))

@@ -34,8 +34,8 @@ async def opt_in(
     fake = FakeUpstream(respond) if respond is not None else FakeUpstream()
     if transport is None:
         transport = httpx.MockTransport(fake)
-    async with upstream.token_transport(token=TOKEN, transport=transport) as client:
-        outcome = await ProTexting(client, base_url=base_url).opt_in(request)
+    async with upstream.token_transport(token=TOKEN, transport=transport) as signed:
+        outcome = await ProTexting(signed, base_url=base_url).opt_in(request)
     return outcome, fake
 
 
@@ -295,10 +295,11 @@ async def test_other_statuses_are_unavailable(status: int) -> None:
 async def test_a_success_other_than_201_is_a_set_up_error_not_a_delivery(respond: Respond) -> None:
     # ProTexting answers an opt-in 201, 422 or an error: a 200 (say, from a web server
     # at a wrong PROTEXTING_API_URL) says nothing about the signup.
-    outcome, _ = await opt_in(respond)
+    outcome, fake = await opt_in(respond)
 
     assert isinstance(outcome, Unavailable)
     assert outcome.misconfigured is True
+    assert len(fake.requests) == 1  # a redirect is not followed, to its Location or anywhere
     assert "PROTEXTING_API_URL" in outcome.reason
     assert not outcome.unauthorized and not outcome.rate_limited
 
@@ -375,8 +376,8 @@ async def test_transport_failures_are_unavailable_not_exceptions(
 
 async def test_a_refused_connection_on_loopback_is_unavailable() -> None:
     # The default network layer (aiohttp below httpx), on a real port nobody listens on.
-    async with upstream.token_transport(token=TOKEN) as client:
-        outcome = await ProTexting(client, base_url=f"http://127.0.0.1:{closed_port()}/v1").opt_in(SIGNUP)
+    async with upstream.token_transport(token=TOKEN) as signed:
+        outcome = await ProTexting(signed, base_url=f"http://127.0.0.1:{closed_port()}/v1").opt_in(SIGNUP)
 
     assert outcome == Unavailable(reason="could not connect (ConnectError)")
 
@@ -405,9 +406,9 @@ async def _opt_in_over_loopback(
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with upstream.token_transport(token=TOKEN) as client:
+        async with upstream.token_transport(token=TOKEN) as signed:
             return await ProTexting(
-                client, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline, timeout=timeout
+                signed, base_url=f"http://127.0.0.1:{port}/v1", deadline=deadline, timeout=timeout
             ).opt_in(SIGNUP)
     finally:
         server.close()
