@@ -73,16 +73,21 @@ class UsedFormToken(Refusal):
     problem = Problem("token", "token.used")
 
 
-class _Signer(Signer):
-    """itsdangerous' Signer with its key derived once: the derived key depends only on
-    the secret and the salt, and deriving it again is a hash on every page view."""
+class KeyedSigner(Signer):
+    """itsdangerous' Signer with its keys derived once: a derived key depends only on
+    the secret and the salt, and deriving it again is a hash on every page view and
+    every signup (signing asks for the newest key, checking for each in turn)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.derived_key = super().derive_key()
+        self._derived = {secret: Signer.derive_key(self, secret) for secret in self.secret_keys}
+        self.derived_key = self._derived[self.secret_keys[-1]]
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        return self.derived_key if secret_key is None else super().derive_key(secret_key)
+        if secret_key is None:
+            return self.derived_key
+        derived = self._derived.get(secret_key) if isinstance(secret_key, bytes) else None
+        return derived if derived is not None else super().derive_key(secret_key)
 
 
 class _KeyedHMAC(HMACAlgorithm):
@@ -165,11 +170,11 @@ class FormTokens:
         used: Storage | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._signer = _Signer(secret, salt=_SALT, digest_method=hashlib.sha1, algorithm=_BLAKE2)
+        self._signer = KeyedSigner(secret, salt=_SALT, digest_method=hashlib.sha1, algorithm=_BLAKE2)
         # What `issue` signs with, read once: the page view's hot path.
         self._key = self._signer.derived_key
         self._sep = self._signer.sep
-        self._legacy = _Signer(secret, salt=_SALT, digest_method=hashlib.sha1, algorithm=_HMAC_SHA1)
+        self._legacy = KeyedSigner(secret, salt=_SALT, digest_method=hashlib.sha1, algorithm=_HMAC_SHA1)
         self._max_age = max_age
         self._batches: dict[str, _Batch] = {}
         self._used = used if used is not None else InProcessCounters()

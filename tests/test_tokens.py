@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from itsdangerous import BadSignature, Signer
 
-from app.tokens import BATCH_WINDOW, FormTokens, InvalidFormToken
+from app.tokens import BATCH_WINDOW, FormTokens, InvalidFormToken, KeyedSigner
 from tests.support.clocks import Clock
 
 
@@ -67,3 +68,14 @@ def test_each_page_has_its_own_batch() -> None:
     assert tokens.check(token, "deals") == 1_700_000_000.0
     with pytest.raises(InvalidFormToken):
         tokens.check(token, "join")
+
+
+def test_the_keyed_signer_signs_and_checks_as_itsdangerous_does_with_every_key() -> None:
+    # Its derived keys are kept, not made again: the bytes must stay itsdangerous' own.
+    ours = KeyedSigner(["an-older-secret-0123456789", "the-newest-secret-0123456789"], salt="s")
+    theirs = Signer(["an-older-secret-0123456789", "the-newest-secret-0123456789"], salt="s")
+    assert ours.sign("value") == theirs.sign("value")
+    older = Signer("an-older-secret-0123456789", salt="s").sign("value")
+    assert ours.unsign(older) == b"value"
+    with pytest.raises(BadSignature):
+        ours.unsign(Signer("another-secret-0123456789", salt="s").sign("value"))

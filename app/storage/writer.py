@@ -91,13 +91,15 @@ class Writer(Generic[Item]):
         # Its own thread: the default executor also runs other libraries' work (the
         # `limits` memory storage's expiry, DNS lookups), which must not queue a commit.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="storage-writer") if self._thread_engine else None
+        # The thread's own connection (`_in_thread`): used only on that thread.
+        self._connection: Connection | None = None
         self._queue: list[_Queued[Item]] = []
         self._writing = False
         self._task: asyncio.Future[None] | None = None
 
     async def close(self) -> None:
         if self._thread_engine is not None and self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._thread_engine.dispose)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_in_thread)
             self._thread.shutdown()
 
     @asynccontextmanager
@@ -122,9 +124,28 @@ class Writer(Generic[Item]):
             return await conn.run_sync(work)
 
     def _in_thread(self, work: Callable[[Connection], Result]) -> Result:
+        # The thread keeps its connection from one transaction to the next: taking it
+        # from the pool and giving it back (with the pool's rollback) cost a lone
+        # signup's transaction about as much as its statements did.
+        conn = self._connection
+        if conn is None:
+            assert self._thread_engine is not None
+            conn = self._connection = self._thread_engine.connect()
+        try:
+            with conn.begin():
+                return work(conn)
+        except BaseException:
+            # Whatever failed, the next transaction starts on a fresh connection.
+            self._connection = None
+            conn.close()
+            raise
+
+    def _close_in_thread(self) -> None:
         assert self._thread_engine is not None
-        with self._thread_engine.begin() as conn:
-            return work(conn)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._thread_engine.dispose()
 
     async def submit(self, item: Item) -> Any:
         """Write `item` in the next group commit; its result once committed."""

@@ -18,6 +18,8 @@ from functools import lru_cache
 from itsdangerous import BadSignature, Signer
 from itsdangerous.signer import SigningAlgorithm
 
+from ..tokens import KeyedSigner
+
 QUERY_NAME = "to"
 _SALT = "optin-pages/thanks-number"
 _SHOWN_DIGITS = 4
@@ -33,7 +35,7 @@ class _ShortBlake2(SigningAlgorithm):
 
 @lru_cache(maxsize=4)
 def _signer(key: str) -> Signer:
-    return Signer(key, salt=_SALT, digest_method=hashlib.sha256, algorithm=_ShortBlake2())
+    return KeyedSigner(key, salt=_SALT, digest_method=hashlib.sha256, algorithm=_ShortBlake2())
 
 
 def tag(digits: str, *, key: str) -> str | None:
