@@ -147,7 +147,7 @@ class _Batch:
     Why: one signature per view costs more than its instructions. Between two views the
     server runs uvloop, httptools and the kernel, which push BLAKE2b's code and tables
     out of the CPU's caches, so each lone signature starts cold: under load, signing
-    inline took a page view from 1.07x bare Starlette (no token at all) to 0.96x, and
+    inline took a page view from 1.07x bare Starlette (no token at all) to 0.95x, and
     signing 64 at once brought it back to 1.05x (README, Performance). Every token is
     still its own (its nonce) and good for one signup. A batch's size follows the
     views: it doubles when a batch is used up within its window and halves when one
