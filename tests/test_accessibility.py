@@ -12,6 +12,7 @@ The pages' CSP forbids scripts; axe is injected with the CSP bypassed, as an ext
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,18 +43,29 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
-def _serve(context: BrowserContext, client: TestClient) -> None:
-    """Every request of the browser to ORIGIN answered by the app in this process."""
+def _serve(context: BrowserContext, client: TestClient) -> list[str]:
+    """Every request of the browser to ORIGIN answered by the app in this process.
+
+    Returns the list of what the app raised: an exception inside a route handler would
+    otherwise leave the browser waiting on a request that is never answered, and the
+    test would fail on a timeout that names no cause. `_opened` asserts it is empty."""
+    raised: list[str] = []
 
     def handle(route: Route) -> None:
         request = route.request
         parts = urlsplit(request.url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        answer = client.request(request.method, target, content=request.post_data_buffer, headers=headers)
+        try:
+            answer = client.request(request.method, target, content=request.post_data_buffer, headers=headers)
+        except Exception as error:
+            raised.append(f"{request.method} {target}: {traceback.format_exc()}")
+            route.fulfill(status=500, body=f"{type(error).__name__} in the app")
+            return
         route.fulfill(status=answer.status_code, headers=dict(answer.headers), body=answer.content)
 
     context.route(f"{ORIGIN}/**", handle)
+    return raised
 
 
 def _app(make_client: MakeClient, tmp_path: Path, **settings: Any) -> TestClient:
@@ -79,11 +91,15 @@ def _opened(
         color_scheme="dark" if dark else "light",
         locale="es-US" if language == "es" else "en-US",
     )
-    _serve(context, client)
+    raised = _serve(context, client)
     try:
         yield context.new_page()
     finally:
         context.close()
+        # Raised here even when the test failed first (a timeout, likely), whose
+        # error then shows as the context of this one.
+        if raised:
+            raise AssertionError("the app raised:\n" + "\n".join(raised))
 
 
 def _thanks(path: str, query: str) -> re.Pattern[str]:

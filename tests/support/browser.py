@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from .servers import LOOPBACK
 
 CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking switches chromium calls Google's hosts at start-up.
+# How long an `expect(...)` waits for what it expects (Playwright's default is 5 s). A
+# bound on a wait for an event, not a sleep: a passing test never waits it out. On a
+# 2-core CI machine running the whole suite a navigation has taken longer than 5 s.
+EXPECT_TIMEOUT_MS = 20_000
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -68,6 +72,7 @@ class HostSite:
 def chromium() -> Iterator[Browser]:
     """Debian's chromium, headless, through Playwright (see the module's docstring)."""
     assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}: run make test"
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
