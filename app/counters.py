@@ -31,8 +31,14 @@ class InProcessCounters(Storage, MovingWindowSupport):
     hit: the async one in a trip to a thread per key, the synchronous one in a new
     timer thread every 10 ms. With the abuse limits on, a burst makes two keys per
     number: the synchronous storage's sweep more than halved signups' throughput, the
-    async one's added a tenth to their CPU (README, Performance). Here each window is trimmed when it is used, and keys nobody used for
-    a whole window are dropped in one pass a minute."""
+    async one's added a tenth to their CPU (README, Performance). Here each window is
+    trimmed when it is used, and keys nobody used for a whole window are dropped in one
+    pass a minute.
+
+    Every signup leaves four keys here for up to a day (its number's two windows, its
+    form token's two counters), so each is held in as few objects as it can be: a
+    window or a counter that holds one hit is a bare float, which halved what a burst
+    of 5,000 signups leaves behind (make bench's RSS)."""
 
     STORAGE_SCHEME = None
     SWEEP_SECONDS = 60.0
@@ -40,16 +46,16 @@ class InProcessCounters(Storage, MovingWindowSupport):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self._clock = clock
-        # key -> (window length, hit times oldest first). Lists, not deques: most keys
-        # hold one or two hits (a number's), and an empty deque alone takes 600 bytes.
-        self._windows: dict[str, tuple[float, list[float]]] = {}
-        # key -> (value, expires at)
-        self._counters: dict[str, tuple[int, float]] = {}
+        # Window length -> key -> its hits: the time of a lone hit, or a list of the
+        # times oldest first once there are more.
+        self._windows: dict[float, dict[str, float | list[float]]] = {}
+        # key -> when a counter of 1 expires, or (value, expires at) once it is more.
+        self._counters: dict[str, float | tuple[int, float]] = {}
         self._next_sweep = clock() + self.SWEEP_SECONDS
 
     def __len__(self) -> int:
         """Keys held (windows and counters)."""
-        return len(self._windows) + len(self._counters)
+        return sum(len(windows) for windows in self._windows.values()) + len(self._counters)
 
     @property
     def base_exceptions(self) -> type[Exception]:
@@ -63,52 +69,79 @@ class InProcessCounters(Storage, MovingWindowSupport):
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.SWEEP_SECONDS
-        self._windows = {k: (e, hits) for k, (e, hits) in self._windows.items() if hits and hits[-1] > now - e}
-        self._counters = {k: counter for k, counter in self._counters.items() if counter[1] > now}
+        swept = {}
+        for expiry, windows in self._windows.items():
+            since = now - expiry
+            kept = {k: hits for k, hits in windows.items() if _newest(hits) > since}
+            if kept:
+                swept[expiry] = kept
+        self._windows = swept
+        self._counters = {k: counter for k, counter in self._counters.items() if _counter(counter)[1] > now}
 
-    def _window(self, key: str, expiry: float, now: float) -> list[float]:
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = (expiry, [])
-        hits = window[1]
-        if hits and hits[0] <= now - expiry:
-            del hits[: bisect.bisect_right(hits, now - expiry)]
-        return hits
+    def _hits(self, windows: dict[str, float | list[float]], key: str, since: float) -> float | list[float] | None:
+        """The hits of `key` after `since`, trimmed in place (None when there are none)."""
+        hits = windows.get(key)
+        if hits is None:
+            return None
+        if not isinstance(hits, list):
+            if hits > since:
+                return hits
+        elif hits[0] > since:
+            return hits
+        else:
+            del hits[: bisect.bisect_right(hits, since)]
+            if hits:
+                return hits
+        del windows[key]
+        return None
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         now = self._now()
-        hits = self._window(key, expiry, now)
-        if amount > limit or len(hits) + amount > limit:
+        windows = self._windows.get(expiry)
+        if windows is None:
+            windows = self._windows[expiry] = {}
+        hits = self._hits(windows, key, now - expiry)
+        held = 0 if hits is None else len(hits) if isinstance(hits, list) else 1
+        if amount > limit or held + amount > limit:
             return False
-        hits.extend([now] * amount)
+        if isinstance(hits, list):
+            hits.extend([now] * amount)
+        elif hits is not None:
+            windows[key] = [hits] + [now] * amount
+        elif amount:
+            windows[key] = now if amount == 1 else [now] * amount
         return True
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(time of the oldest hit in the window, hits in the window), as limits' own."""
         now = self._now()
-        hits = self._window(key, expiry, now)
-        return (hits[0], len(hits)) if hits else (now, 0)
+        hits = self._hits(self._windows.get(expiry, {}), key, now - expiry)
+        if hits is None:
+            return (now, 0)
+        return (hits[0], len(hits)) if isinstance(hits, list) else (hits, 1)
 
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add to a counter; a new counter expires `expiry` seconds from now."""
         now = self._now()
-        value, expires = self._counters.get(key, (0, 0.0))
+        value, expires = _counter(self._counters.get(key, 0.0))
         if expires <= now:
             value, expires = 0, now + expiry
-        self._counters[key] = (value + amount, expires)
-        return value + amount
+        value += amount
+        self._counters[key] = expires if value == 1 else (value, expires)
+        return value
 
     async def get(self, key: str) -> int:
-        value, expires = self._counters.get(key, (0, 0.0))
+        value, expires = _counter(self._counters.get(key, 0.0))
         return value if expires > self._now() else 0
 
     async def get_expiry(self, key: str) -> float:
         now = self._now()
-        _, expires = self._counters.get(key, (0, now))
+        _, expires = _counter(self._counters.get(key, now))
         return expires if expires > now else now
 
     async def clear(self, key: str) -> None:
-        self._windows.pop(key, None)
+        for windows in self._windows.values():
+            windows.pop(key, None)
         self._counters.pop(key, None)
 
     async def check(self) -> bool:
@@ -119,6 +152,15 @@ class InProcessCounters(Storage, MovingWindowSupport):
         self._windows.clear()
         self._counters.clear()
         return held
+
+
+def _newest(hits: float | list[float]) -> float:
+    return hits[-1] if isinstance(hits, list) else hits
+
+
+def _counter(held: float | tuple[int, float]) -> tuple[int, float]:
+    """(value, expires at) of a counter as `InProcessCounters` holds it."""
+    return held if isinstance(held, tuple) else (1, held)
 
 
 class CountersUnavailable(ConnectionError):

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 
-import segno
-
 # A placement tag: short, and plain enough to print, to type and to read in an export.
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MIN_SCALE = 1
@@ -78,6 +76,10 @@ def scale_of(value: str | None) -> int:
 def qr_image(text: str, kind: Kind, scale: int) -> QRImage:
     """`text` as a QR code image. Remembered: a poster and its reprints ask for the same
     few codes, and making one costs a few milliseconds of CPU."""
+    # Imported at the first code asked for: a process that serves none (most) does
+    # not hold segno (make bench's RSS).
+    import segno
+
     code = segno.make_qr(text, error=ERROR_CORRECTION, boost_error=False)
     out = io.BytesIO()
     if kind is Kind.SVG:

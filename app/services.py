@@ -112,7 +112,7 @@ async def open_services(
         pacer = Pacer(settings.rate_limit, storage=counters)
         protexting = upstream_client(settings, upstream_transport)
         stack.push_async_callback(protexting.aclose)
-        captcha = CaptchaVerifier(httpx.AsyncClient(transport=captcha_transport, timeout=httpx.Timeout(5.0)))
+        captcha = CaptchaVerifier(captcha_transport)
         stack.push_async_callback(captcha.aclose)
         metrics = Metrics()
         delivery = Delivery(

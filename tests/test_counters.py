@@ -91,6 +91,33 @@ async def test_keys_nobody_uses_any_more_are_forgotten() -> None:
     assert await limiter.test(per_hour, "number", "12015550000")  # a forgotten key starts afresh
 
 
+async def test_cleared_keys_start_afresh_and_a_window_counts_every_hit_it_holds() -> None:
+    # Windows of one hit and of several are held differently (app.counters): both count.
+    clock = Clock()
+    counters = InProcessCounters(clock)
+    limiter = MovingWindowRateLimiter(counters)
+    per_hour, per_day = parse("3/hour"), parse("10/day")
+    assert await limiter.hit(per_hour, "number", "1")
+    assert (await limiter.get_window_stats(per_hour, "number", "1")).remaining == 2
+    assert await limiter.hit(per_day, "number", "1", cost=4)
+    assert (await limiter.get_window_stats(per_day, "number", "1")).remaining == 6
+    clock.now += 5
+    assert await limiter.hit(per_hour, "number", "1")
+    assert await limiter.hit(per_hour, "number", "1")
+    assert not await limiter.hit(per_hour, "number", "1")
+    stats = await limiter.get_window_stats(per_hour, "number", "1")
+    assert (stats.remaining, stats.reset_time) == (0, pytest.approx(clock.now - 5 + 3600))
+
+    assert await counters.incr("token", 60) == 1
+    assert await counters.incr("token", 60) == 2
+    await limiter.clear(per_hour, "number", "1")
+    await counters.clear("token")
+    assert await limiter.hit(per_hour, "number", "1")
+    assert (await limiter.get_window_stats(per_day, "number", "1")).remaining == 6  # its own key
+    assert await counters.get("token") == 0
+    assert await counters.incr("token", 60) == 1
+
+
 # -- Redis behind the breaker ---------------------------------------------------------
 
 

@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeSerializer
 from limits import RateLimitItem
 from limits.aio.storage import Storage
@@ -58,13 +56,19 @@ class Passwords:
     (about a tenth of a second of CPU), and the event loop serves signups meanwhile."""
 
     def __init__(self, password_hash: str) -> None:
+        # Imported here, when a console is set up: argon2 and its cffi bindings would
+        # hold about half a MB in every process that has none (make bench's RSS).
+        from argon2 import PasswordHasher
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         self._hash = password_hash
         self._hasher = PasswordHasher()
+        self._refused = (VerificationError, InvalidHashError)
 
     async def check(self, password: str) -> bool:
         try:
             return await asyncio.to_thread(self._hasher.verify, self._hash, password)
-        except (VerificationError, InvalidHashError):
+        except self._refused:
             return False
 
 
