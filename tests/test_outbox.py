@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from app.consent import ConsentRecord, Disclosure
 from app.outbox import Job, Kind, RetryPolicy, State, transition
-from app.storage import Outbox, create_engine, migrate
+from app.storage import Outbox, create_engine, migrate, thread_engine_for
 from app.storage.tables import jobs
 from app.upstream import Accepted, FieldError, OptIn, RateLimit, Rejected, Unavailable
 
@@ -465,3 +465,22 @@ async def test_on_sqlite_one_writer_thread_makes_every_write(tmp_path: Path) -> 
         await engine.dispose()
     assert {table for _, table in writes} >= {"disclosures", "jobs", "signups", "job_events"}
     assert {thread.split("_")[0] for thread, _ in writes} == {"storage-writer"}
+
+
+async def test_every_sqlite_connection_commits_durably_with_a_small_page_cache(tmp_path: Path) -> None:
+    # Both engines on a SQLite file (the requests' and the writer thread's): WAL, each
+    # commit synced before the person sees "thanks" (FULL is 2), foreign keys kept,
+    # and a 500 KiB page cache (app.storage.engine says why).
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'optin.db'}")
+    wanted = ["wal", 2, 1, -500]
+    pragmas = [f"PRAGMA {name}" for name in ("journal_mode", "synchronous", "foreign_keys", "cache_size")]
+    try:
+        async with engine.connect() as connection:
+            assert [(await connection.exec_driver_sql(p)).scalar() for p in pragmas] == wanted
+        writer = thread_engine_for(engine)
+        assert writer is not None
+        with writer.connect() as connection:
+            assert [connection.exec_driver_sql(p).scalar() for p in pragmas] == wanted
+        writer.dispose()
+    finally:
+        await engine.dispose()
