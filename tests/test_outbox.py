@@ -467,12 +467,12 @@ async def test_on_sqlite_one_writer_thread_makes_every_write(tmp_path: Path) -> 
     assert {thread.split("_")[0] for thread, _ in writes} == {"storage-writer"}
 
 
-async def test_every_sqlite_connection_commits_durably_with_a_small_page_cache(tmp_path: Path) -> None:
+async def test_every_sqlite_connection_commits_durably_with_a_1_mb_page_cache(tmp_path: Path) -> None:
     # Both engines on a SQLite file (the requests' and the writer thread's): WAL, each
     # commit synced before the person sees "thanks" (FULL is 2), foreign keys kept,
-    # and a 500 KiB page cache (app.storage.engine says why).
+    # and a page cache of 1 MB (app.storage.engine says why).
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'optin.db'}")
-    wanted = ["wal", 2, 1, -500]
+    wanted = ["wal", 2, 1, -1000]
     pragmas = [f"PRAGMA {name}" for name in ("journal_mode", "synchronous", "foreign_keys", "cache_size")]
     try:
         async with engine.connect() as connection:
