@@ -165,7 +165,8 @@ def _held(key: str) -> int:
     80 to 112 bytes (four keys a signup, kept a day). Two keys of a million share a
     count with odds of about one in two million, and no one can aim for that: a
     process salts its string hashes with a secret of its own (unless PYTHONHASHSEED
-    is set), and the worst it does is count two numbers' signups as one's."""
+    is set), and the worst it does is count two keys' hits as one key's (two numbers'
+    signups against one limit, or two form tokens' uses as one token's)."""
     return hash(key) & _SIXTY_BITS
 
 
