@@ -16,11 +16,11 @@ from playwright.sync_api import Browser, expect, sync_playwright
 from .servers import LOOPBACK
 
 CHROMIUM = os.environ.get("OPTIN_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking switches chromium calls Google's hosts at start-up.
 # How long an `expect(...)` waits for what it expects (Playwright's default is 5 s). A
 # bound on a wait for an event, not a sleep: a passing test never waits it out. On a
 # 2-core CI machine running the whole suite a navigation has taken longer than 5 s.
 EXPECT_TIMEOUT_MS = 20_000
+# Without the background-networking switches chromium calls Google's hosts at start-up.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
